@@ -1,0 +1,29 @@
+"""SQLAlchemy models: one table per file. Importing this package registers them all."""
+
+from mailer.models.api_key import ApiKey
+from mailer.models.base import Base
+from mailer.models.batch import Batch
+from mailer.models.dead_letter import DeadLetter
+from mailer.models.event import Event
+from mailer.models.metric import Metric
+from mailer.models.recipient import Recipient
+from mailer.models.suppression import SoftBounce, Suppression
+from mailer.models.system_state import SystemState
+from mailer.models.template import Template, TemplateVersion
+from mailer.models.webhook_message import WebhookMessage
+
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Batch",
+    "DeadLetter",
+    "Event",
+    "Metric",
+    "Recipient",
+    "SoftBounce",
+    "Suppression",
+    "SystemState",
+    "Template",
+    "TemplateVersion",
+    "WebhookMessage",
+]

@@ -1,0 +1,45 @@
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mailer.ids import new_id
+from mailer.models.base import Base, JSONType, UTCDateTime, utcnow
+from mailer.models.enums import BatchStatus
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+    __table_args__ = (
+        UniqueConstraint("api_key_id", "idempotency_key"),
+        Index("ix_batches_status_send_at", "status", "send_at"),
+        Index("ix_batches_created_at", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
+    template_id: Mapped[str] = mapped_column(String(26), ForeignKey("templates.id"), index=True)
+    template_version_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("template_versions.id")
+    )
+    status: Mapped[str] = mapped_column(String(16), default=BatchStatus.SENDING)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
+    tags: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
+    send_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    from_address: Mapped[str | None] = mapped_column(String(400), nullable=True)
+    reply_to: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    unsubscribe: Mapped[bool] = mapped_column(default=True)
+    api_key_id: Mapped[str | None] = mapped_column(
+        String(26), ForeignKey("api_keys.id", ondelete="SET NULL"), nullable=True
+    )
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    total_recipients: Mapped[int] = mapped_column(Integer(), default=0)
+    duplicate_count: Mapped[int] = mapped_column(Integer(), default=0)
+    suppressed_count: Mapped[int] = mapped_column(Integer(), default=0)
+    chunk_size: Mapped[int] = mapped_column(Integer(), default=100)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -1,0 +1,33 @@
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mailer.models.base import BigIntId, Base, JSONType, UTCDateTime, utcnow
+from mailer.models.enums import RecipientStatus
+
+
+class Recipient(Base):
+    """One message: a batch's recipient. Chunks of a batch are ranges of `seq`."""
+
+    __tablename__ = "recipients"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "seq"),
+        Index("ix_recipients_batch_id_status", "batch_id", "status"),
+        Index("ix_recipients_provider_message_id", "provider_message_id"),
+        Index("ix_recipients_status_claimed_at", "status", "claimed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(String(26), ForeignKey("batches.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer())
+    email: Mapped[str] = mapped_column(String(320))
+    variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=RecipientStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer(), default=0)
+    last_error: Mapped[str | None] = mapped_column(Text(), nullable=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,81 @@
+"""The JobQueue protocol. A job names work (a chunk of a batch), never carries it.
+
+Implementations: bullmq.py (Redis, production) and local.py (in-process, embedded default).
+The database is the truth: losing every job loses nothing, the reconciler re-enqueues.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkJob:
+    """Recipients of `batch_id` with seq in [seq_start, seq_end)."""
+
+    batch_id: str
+    seq_start: int
+    seq_end: int
+
+    @property
+    def job_id(self) -> str:
+        # Deterministic, so enqueueing the same chunk twice is a no-op while the job exists.
+        return f"{self.batch_id}-{self.seq_start}"
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    attempt: int  # 1-based number of this attempt
+    max_attempts: int
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
+
+
+class RetryJob(Exception):  # noqa: N818
+    """Raised by a handler: transient failure, retry with backoff (uses an attempt)."""
+
+
+class DelayJob(Exception):  # noqa: N818
+    """Raised by a handler: run the job again after `delay_ms` without using an attempt."""
+
+    def __init__(self, delay_ms: int) -> None:
+        super().__init__(f"delayed {delay_ms} ms")
+        self.delay_ms = delay_ms
+
+
+JobHandler = Callable[[ChunkJob, JobContext], Awaitable[None]]
+
+
+@runtime_checkable
+class JobQueue(Protocol):
+    async def enqueue(self, jobs: Sequence[ChunkJob], *, delay_ms: int = 0) -> None:
+        """Add jobs; a job whose job_id already exists (waiting, active, delayed or recently
+        completed) is not added twice."""
+
+    async def pause_all(self, ms: int) -> None:
+        """Provider throttling: no worker anywhere starts a job for `ms` milliseconds."""
+
+    async def depth(self) -> int:
+        """Jobs waiting, delayed or active."""
+
+    async def has_pending_for(self, batch_id: str) -> bool:
+        """Whether a waiting/delayed/active job for this batch exists (for the reconciler)."""
+
+    async def ping(self) -> bool:
+        """The backend is reachable."""
+
+    async def run_worker(self, handler: JobHandler, *, concurrency: int) -> None:
+        """Process jobs until stop() is called. Handler outcome: return = done; RetryJob =
+        retry with exponential backoff and jitter; DelayJob = run later, attempt not used;
+        any other exception = treated like RetryJob."""
+
+    async def stop(self, timeout: float) -> None:
+        """Stop taking jobs; wait up to `timeout` s for running handlers; jobs not finished
+        are released for another worker."""
+
+    async def close(self) -> None:
+        """Release connections."""

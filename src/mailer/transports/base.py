@@ -1,0 +1,82 @@
+"""The Transport protocol: how a rendered message leaves mailer.
+
+Implementations: ses.py (SES v2 SendEmail), smtp.py (any SMTP relay), outbox.py (.eml files).
+Errors are classified here so the delivery layer decides retries the same way for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A fully rendered message. Header values have already been checked (no CR/LF/controls)."""
+
+    message_id: str  # RFC 5322 Message-ID including angle brackets: "<id@domain>"
+    from_addr: str  # "Name <addr>" or "addr"; ASCII domain (IDNA already applied)
+    to: str  # one recipient address
+    subject: str
+    html: str | None
+    text: str | None
+    reply_to: tuple[str, ...] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)  # e.g. List-Unsubscribe
+    tags: Mapping[str, str] = field(default_factory=dict)  # names/values [A-Za-z0-9_-]
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    provider_message_id: str
+
+
+class TransportError(Exception):
+    """Base of all send failures. `code` is a short machine code (e.g. SMTP status, SES error)."""
+
+    transient: bool = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransientError(TransportError):
+    """Retry later with backoff (timeouts, connection errors, 4xx SMTP, 5xx HTTP)."""
+
+    transient = True
+
+
+class PermanentError(TransportError):
+    """Never retry this message (SES MessageRejected, SMTP 5xx for the recipient, bad content)."""
+
+
+class ThrottledError(TransientError):
+    """The provider asks everyone to slow down. Does not use up an attempt."""
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float = 1.0) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class SendingPausedError(TransportError):
+    """The account cannot send at all (SES AccountSuspended / SendingPaused): stop and alert."""
+
+    transient = True
+
+
+@runtime_checkable
+class Transport(Protocol):
+    name: str
+
+    async def start(self) -> None:
+        """Open connections/clients. Called once before the first send."""
+
+    async def send(self, message: OutgoingMessage) -> SendResult:
+        """Send one message or raise a TransportError subclass."""
+
+    async def max_send_rate(self) -> float | None:
+        """The provider's own rate limit in messages/s, None if unknown or unlimited."""
+
+    async def close(self) -> None:
+        """Release connections."""

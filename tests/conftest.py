@@ -1,0 +1,111 @@
+"""Shared fixtures. Backend: MAILER_TEST_BACKEND=sqlite (default) or postgres.
+
+With postgres the queue is BullMQ on the machine's Redis (a db index of the tests' own);
+with sqlite it is the in-process queue. Tests that only make sense on one backend use the
+markers postgres_only / redis_only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from mailer.config import Settings, load_settings
+from mailer.db import create_engine, create_sessionmaker
+from tests.fixtures import database
+
+BACKEND = database.BACKEND
+REDIS_BASE = os.environ.get("MAILER_TEST_REDIS", "redis://127.0.0.1:6379")
+# Each xdist worker gets its own Redis database index (1..15).
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+REDIS_DB = 1 + (int(_worker[2:]) if _worker[2:].isdigit() else 0) % 15
+TEST_UNSUBSCRIBE_SECRET = "test-unsubscribe-secret-0123456789"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if BACKEND != "postgres" and item.get_closest_marker("postgres_only"):
+            item.add_marker(pytest.mark.skip(reason="PostgreSQL backend only"))
+        if BACKEND != "postgres" and item.get_closest_marker("redis_only"):
+            item.add_marker(pytest.mark.skip(reason="Redis backend only"))
+
+
+@pytest.fixture(scope="session")
+def _database_template(tmp_path_factory: pytest.TempPathFactory) -> str | Path:
+    if BACKEND == "postgres":
+        database.ensure_postgres_running()
+        return database.create_pg_database(database.pg_database_name())
+    return database.make_sqlite_template(tmp_path_factory.mktemp("db"))
+
+
+@pytest.fixture
+async def database_url(_database_template: str | Path, tmp_path: Path) -> str:
+    if BACKEND == "postgres":
+        assert isinstance(_database_template, str)
+        await database.truncate_pg(_database_template)
+        return _database_template
+    assert isinstance(_database_template, Path)
+    return database.copy_sqlite(_database_template, tmp_path / "mailer.db")
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[str]:
+    """A Redis database index of this test run's own, flushed before and after."""
+    url = f"{REDIS_BASE}/{REDIS_DB}"
+    client = aioredis.from_url(url)
+    await client.flushdb()
+    yield url
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+def settings_factory(
+    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Any]:
+    """Build Settings for a test; keyword overrides win. Never reads the developer's .env."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "_env_file": None,
+            "app_env": "test",
+            "database_url": database_url,
+            "outbox_dir": tmp_path / "outbox",
+            "log_format": "json",
+            "log_level": "warning",
+            "unsubscribe_secret": TEST_UNSUBSCRIBE_SECRET,
+            "public_url": "http://127.0.0.1:3000",
+            "job_backoff_delay": 50,
+            "reconcile_interval": 1.0,
+            "api_rate_limit": 0,
+        }
+        if BACKEND == "postgres" and "redis_url" not in overrides:
+            values["redis_url"] = request.getfixturevalue("redis_url")
+        values.update(overrides)
+        return load_settings(**values)
+
+    yield make
+
+
+@pytest.fixture
+def settings(settings_factory: Any) -> Settings:
+    s: Settings = settings_factory()
+    return s
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(settings, pool_size=5)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_sessionmaker(engine)
