@@ -8,7 +8,7 @@ markers postgres_only / redis_only.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +66,7 @@ async def redis_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def settings_factory(
-    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Any]:
+def settings_factory(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     """Build Settings for a test; keyword overrides win. Never reads the developer's .env."""
 
     def make(**overrides: Any) -> Settings:
@@ -90,7 +88,7 @@ def settings_factory(
         values.update(overrides)
         return load_settings(**values)
 
-    yield make
+    return make
 
 
 @pytest.fixture
@@ -109,3 +107,23 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return create_sessionmaker(engine)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[Any]:
+    from tests.fixtures.client import api_client
+
+    async with api_client(settings) as c:
+        yield c
+
+
+@pytest.fixture
+async def send_key(client: Any) -> str:
+    key: str = await client.make_key("send-key")
+    return key
+
+
+@pytest.fixture
+async def admin_key(client: Any) -> str:
+    key: str = await client.make_key("admin-key", admin=True)
+    return key

@@ -46,7 +46,7 @@ def _run_sync(connection: Connection) -> None:
 async def _run_async() -> None:
     from mailer.config import load_settings
 
-    settings = load_settings(database_url=_url().replace("+asyncpg", "").replace("+aiosqlite", ""))
+    settings = load_settings(database_url=_url())
     engine = create_engine(settings, pool_size=1)
     try:
         async with engine.connect() as connection:

@@ -19,9 +19,7 @@ class Batch(Base):
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
     template_id: Mapped[str] = mapped_column(String(26), ForeignKey("templates.id"), index=True)
-    template_version_id: Mapped[str] = mapped_column(
-        String(26), ForeignKey("template_versions.id")
-    )
+    template_version_id: Mapped[str] = mapped_column(String(26), ForeignKey("template_versions.id"))
     status: Mapped[str] = mapped_column(String(16), default=BatchStatus.SENDING)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
     tags: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
@@ -37,7 +35,14 @@ class Batch(Base):
     response: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     total_recipients: Mapped[int] = mapped_column(Integer(), default=0)
     duplicate_count: Mapped[int] = mapped_column(Integer(), default=0)
+    # Counters kept by the worker and the webhook so reads never scan recipients.
     suppressed_count: Mapped[int] = mapped_column(Integer(), default=0)
+    sent_count: Mapped[int] = mapped_column(Integer(), default=0)
+    failed_count: Mapped[int] = mapped_column(Integer(), default=0)
+    cancelled_count: Mapped[int] = mapped_column(Integer(), default=0)
+    delivered_count: Mapped[int] = mapped_column(Integer(), default=0)
+    bounced_count: Mapped[int] = mapped_column(Integer(), default=0)
+    complained_count: Mapped[int] = mapped_column(Integer(), default=0)
     chunk_size: Mapped[int] = mapped_column(Integer(), default=100)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

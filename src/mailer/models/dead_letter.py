@@ -3,7 +3,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mailer.models.base import BigIntId, Base, UTCDateTime, utcnow
+from mailer.models.base import Base, BigIntId, JSONType, UTCDateTime, utcnow
 
 
 class DeadLetter(Base):
@@ -18,6 +18,7 @@ class DeadLetter(Base):
     seq_start: Mapped[int] = mapped_column(Integer())
     seq_end: Mapped[int] = mapped_column(Integer())
     recipient_count: Mapped[int] = mapped_column(Integer())
+    recipient_ids: Mapped[list[int]] = mapped_column(JSONType, default=list)
     error: Mapped[str] = mapped_column(Text())
     attempts: Mapped[int] = mapped_column(Integer())
     failed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

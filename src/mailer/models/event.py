@@ -4,7 +4,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mailer.models.base import BigIntId, Base, JSONType, UTCDateTime, utcnow
+from mailer.models.base import Base, BigIntId, JSONType, UTCDateTime, utcnow
 
 
 class Event(Base):

@@ -18,11 +18,16 @@ class ChunkJob:
     batch_id: str
     seq_start: int
     seq_end: int
+    # Empty for the first enqueue; the reconciler sets one (a time stamp) so that a chunk can
+    # be enqueued again after its earlier job completed, while repeats within one reconcile
+    # pass still deduplicate.
+    tag: str = ""
 
     @property
     def job_id(self) -> str:
         # Deterministic, so enqueueing the same chunk twice is a no-op while the job exists.
-        return f"{self.batch_id}-{self.seq_start}"
+        base = f"{self.batch_id}-{self.seq_start}"
+        return f"{base}-{self.tag}" if self.tag else base
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +40,11 @@ class JobContext:
         return self.attempt >= self.max_attempts
 
 
-class RetryJob(Exception):  # noqa: N818
+class RetryJob(Exception):
     """Raised by a handler: transient failure, retry with backoff (uses an attempt)."""
 
 
-class DelayJob(Exception):  # noqa: N818
+class DelayJob(Exception):
     """Raised by a handler: run the job again after `delay_ms` without using an attempt."""
 
     def __init__(self, delay_ms: int) -> None:
@@ -52,9 +57,14 @@ JobHandler = Callable[[ChunkJob, JobContext], Awaitable[None]]
 
 @runtime_checkable
 class JobQueue(Protocol):
-    async def enqueue(self, jobs: Sequence[ChunkJob], *, delay_ms: int = 0) -> None:
-        """Add jobs; a job whose job_id already exists (waiting, active, delayed or recently
-        completed) is not added twice."""
+    async def enqueue(
+        self, jobs: Sequence[ChunkJob], *, delay_ms: int = 0, replace_finished: bool = False
+    ) -> None:
+        """Add jobs; a job whose job_id already exists (waiting, active, delayed, or finished
+        recently: completed records are kept a while for this dedupe, failed ones in a bounded
+        list) is not added twice. `replace_finished=True` re-adds a job whose record only
+        exists as finished: the reconciler uses it when the database says the chunk is still
+        unfinished (e.g. claims that expired after the job had completed)."""
 
     async def pause_all(self, ms: int) -> None:
         """Provider throttling: no worker anywhere starts a job for `ms` milliseconds."""

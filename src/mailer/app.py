@@ -1,0 +1,119 @@
+"""create_app(): the FastAPI application and its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import APIRouter, FastAPI
+
+from mailer import __version__
+from mailer.auth.endpoints import router as keys_router
+from mailer.auth.ratelimit import KeyRateLimiter
+from mailer.auth.usage import UsageTracker
+from mailer.batches.endpoints import OPENAPI_MODELS
+from mailer.batches.endpoints import router as batches_router
+from mailer.config import Settings, get_settings
+from mailer.db import create_engine, create_sessionmaker
+from mailer.deadletters.endpoints import router as dead_letters_router
+from mailer.errors import install_error_handlers
+from mailer.health.endpoints import router as health_router
+from mailer.logging import configure_logging
+from mailer.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from mailer.queue.factory import build_queue
+from mailer.state import AppState
+from mailer.templates.endpoints import router as templates_router
+
+log = structlog.get_logger("mailer.app")
+API_PREFIX = "/api/v1"
+# Endpoints whose bodies are not JSON (SNS posts text/plain; unsubscribe posts forms).
+NON_JSON_PATHS = (f"{API_PREFIX}/webhooks/", f"{API_PREFIX}/unsubscribe/")
+
+
+def create_app(settings: Settings | None = None, *, embedded_worker: bool = False) -> FastAPI:
+    """The API. With `embedded_worker` (mailer dev) the sending worker runs in-process too."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings)
+        engine = create_engine(settings)
+        sessionmaker = create_sessionmaker(engine)
+        queue = build_queue(settings)
+        usage = UsageTracker(sessionmaker)
+        state = AppState(
+            settings=settings,
+            engine=engine,
+            sessionmaker=sessionmaker,
+            queue=queue,
+            usage=usage,
+            key_limiter=KeyRateLimiter(settings.api_rate_limit),
+        )
+        app.state.mailer = state
+        usage.start()
+        worker = None
+        if embedded_worker:
+            from mailer.worker.runtime import Worker
+
+            worker = Worker(settings=settings, sessionmaker=sessionmaker, queue=queue)
+            await worker.start()
+            state.extras["worker"] = worker
+        log.info("api_started", version=__version__, transport=settings.mail_transport.value)
+        try:
+            yield
+        finally:
+            if worker is not None:
+                await worker.stop()
+            await usage.stop()
+            await queue.close()
+            await engine.dispose()
+            log.info("api_stopped")
+
+    app = FastAPI(
+        title="mailer",
+        version=__version__,
+        description="Self-hosted bulk email: templates, batches, SES/SMTP delivery, "
+        "bounces, complaints and suppressions.",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(health_router)
+    api.include_router(keys_router)
+    api.include_router(templates_router)
+    api.include_router(batches_router)
+    api.include_router(dead_letters_router)
+    app.include_router(api)
+    _document_raw_bodies(app)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, non_json_paths=NON_JSON_PATHS
+    )
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+def _document_raw_bodies(app: FastAPI) -> None:
+    """Endpoints that parse their body themselves reference these models in OpenAPI."""
+    from typing import Any
+
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in OPENAPI_MODELS:
+            model_schema = model.model_json_schema(
+                ref_template="#/components/schemas/{model}", by_alias=True
+            )
+            components.update(model_schema.pop("$defs", {}))
+            components[model.__name__] = model_schema
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

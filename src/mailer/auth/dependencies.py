@@ -1,0 +1,55 @@
+"""Bearer authentication with scopes, as FastAPI dependencies."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, Request
+
+from mailer.auth.service import Principal, authenticate
+from mailer.deps import Session, State
+from mailer.errors import Forbidden, RateLimited, Unauthorized
+from mailer.models.enums import Scope
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def _principal(request: Request, session: Session, state: State) -> Principal:
+    token = _bearer(request)
+    if token is None:
+        raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'.")
+    principal = await authenticate(session, token)
+    if principal is None:
+        raise Unauthorized("Invalid or revoked API key.")
+    wait = state.key_limiter.check(principal.key_id)
+    if wait is not None:
+        raise RateLimited(wait)
+    state.usage.record(principal.key_id)
+    structlog.contextvars.bind_contextvars(api_key_id=principal.key_id)
+    return principal
+
+
+def _require(scope: Scope) -> object:
+    async def dependency(
+        principal: Annotated[Principal, Depends(_principal)],
+    ) -> Principal:
+        if not principal.has(scope):
+            raise Forbidden(
+                f"This API key lacks the '{scope.value}' scope.", code="insufficient_scope"
+            )
+        return principal
+
+    return dependency
+
+
+SendKey = Annotated[Principal, Depends(_require(Scope.SEND))]
+AdminKey = Annotated[Principal, Depends(_require(Scope.ADMIN))]

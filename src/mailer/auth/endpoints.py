@@ -1,0 +1,43 @@
+"""/admin/keys: create, list, revoke."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from mailer.auth import service
+from mailer.auth.dependencies import AdminKey
+from mailer.auth.schemas import KeyCreate, KeyCreated, KeyOut
+from mailer.deps import Paging, Session
+from mailer.schemas import PageOut
+
+router = APIRouter(prefix="/admin/keys", tags=["admin"])
+
+
+@router.post("", status_code=201, response_model=KeyCreated)
+async def create_key(body: KeyCreate, session: Session, _: AdminKey) -> KeyCreated:
+    created = await service.create_key(session, body.name, admin=body.is_admin)
+    key = created.key
+    return KeyCreated(
+        id=key.id,
+        key=created.secret,
+        name=key.name,
+        prefix=key.prefix,
+        scopes=sorted(key.scope_set),
+        created_at=key.created_at,
+    )
+
+
+@router.get("", response_model=PageOut[KeyOut])
+async def list_keys(session: Session, page: Paging, _: AdminKey) -> PageOut[KeyOut]:
+    rows, total = await service.list_keys(session, limit=page.limit, offset=page.offset)
+    return PageOut[KeyOut](
+        data=[KeyOut.model_validate(r) for r in rows],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.post("/{key_id}/revoke", response_model=KeyOut)
+async def revoke_key(key_id: str, session: Session, _: AdminKey) -> KeyOut:
+    return KeyOut.model_validate(await service.revoke_key(session, key_id))

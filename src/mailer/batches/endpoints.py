@@ -1,0 +1,138 @@
+"""/batches: thin routes over batches.service. POST reads the raw body (see ingest.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
+
+from mailer.auth.dependencies import SendKey
+from mailer.batches import service
+from mailer.batches.dispatch import enqueue_batch
+from mailer.batches.ingest import parse_request
+from mailer.batches.schemas import (
+    BatchCounts,
+    BatchCreate,
+    BatchCreated,
+    BatchOut,
+    BatchSummary,
+    EventOut,
+)
+from mailer.deps import Paging, Session, State
+from mailer.models import Batch
+from mailer.models.enums import BatchStatus, EventType
+from mailer.responses import JsonResponse
+from mailer.schemas import PageOut
+
+router = APIRouter(prefix="/batches", tags=["batches"])
+
+_BATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchCreate"}}},
+    }
+}
+OPENAPI_MODELS = [BatchCreate]
+
+
+def batch_out(batch: Batch) -> BatchOut:
+    return BatchOut(
+        id=batch.id,
+        status=batch.status,
+        template_id=batch.template_id,
+        template_version_id=batch.template_version_id,
+        metadata=batch.metadata_,
+        tags=batch.tags,
+        from_=batch.from_address,
+        reply_to=batch.reply_to,
+        unsubscribe=batch.unsubscribe,
+        send_at=batch.send_at,
+        created_at=batch.created_at,
+        started_at=batch.started_at,
+        completed_at=batch.completed_at,
+        counts=BatchCounts(**service.counts(batch)),
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=BatchCreated,
+    openapi_extra=_BATCH_BODY,
+    responses={409: {"description": "Idempotency-Key reused with another body"}},
+)
+async def create_batch(
+    request: Request,
+    session: Session,
+    state: State,
+    principal: SendKey,
+    background: BackgroundTasks,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JsonResponse:
+    """Create a batch and queue its emails. Durable in the database before 201 is answered;
+    queued right after the commit (and by the reconciler if the queue is down)."""
+    body = await request.body()
+    parsed = parse_request(body, max_recipients=state.settings.max_batch_recipients)
+    result = await service.create_batch(
+        session,
+        principal,
+        parsed,
+        body_hash=service.request_hash(body),
+        idempotency_key=idempotency_key,
+        chunk_size=state.settings.chunk_size,
+    )
+    if result.jobs:
+        # Runs after the session dependency has committed (it exits before the response).
+        background.add_task(enqueue_batch, state, result.batch.id, result.jobs)
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+    return JsonResponse(result.response, status_code=201, headers=headers)
+
+
+@router.get("", response_model=PageOut[BatchOut])
+async def list_batches(
+    session: Session,
+    page: Paging,
+    _: SendKey,
+    status: Annotated[BatchStatus | None, Query()] = None,
+) -> PageOut[BatchOut]:
+    rows, total = await service.list_batches(
+        session, limit=page.limit, offset=page.offset, status=status
+    )
+    return PageOut[BatchOut](
+        data=[batch_out(b) for b in rows], total=total, limit=page.limit, offset=page.offset
+    )
+
+
+@router.get("/{batch_id}", response_model=BatchOut)
+async def get_batch(batch_id: str, session: Session, _: SendKey) -> BatchOut:
+    return batch_out(await service.get_batch(session, batch_id))
+
+
+@router.get("/{batch_id}/events", response_model=PageOut[EventOut])
+async def list_events(
+    batch_id: str,
+    session: Session,
+    page: Paging,
+    _: SendKey,
+    type: Annotated[EventType | None, Query(description="only events of this type")] = None,
+) -> PageOut[EventOut]:
+    rows, total = await service.list_events(
+        session, batch_id, limit=page.limit, offset=page.offset, type_=type
+    )
+    return PageOut[EventOut](
+        data=[EventOut.model_validate(e) for e in rows],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.get("/{batch_id}/summary", response_model=BatchSummary)
+async def get_summary(batch_id: str, session: Session, _: SendKey) -> BatchSummary:
+    return BatchSummary(**await service.summary(session, batch_id))
+
+
+@router.post("/{batch_id}/cancel", response_model=BatchOut)
+async def cancel_batch(batch_id: str, session: Session, _: SendKey) -> BatchOut:
+    """Cancel everything not yet sent. Messages already being sent finish."""
+    return batch_out(await service.cancel_batch(session, batch_id))

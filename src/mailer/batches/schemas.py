@@ -1,0 +1,113 @@
+"""Batch request/response shapes. The recipients array is validated by batches.ingest (fast
+path, indexed errors); BatchCreate documents it and validates everything else."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from mailer.schemas import RequestModel, ResponseModel
+
+_TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+
+class RecipientIn(RequestModel):
+    email: str = Field(max_length=320, examples=["user1@example.com"])
+    variables: dict[str, Any] = Field(default_factory=dict)
+
+
+class BatchOptions(RequestModel):
+    template_id: str = Field(min_length=1, max_length=64)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    send_at: datetime | None = Field(None, description="ISO 8601; schedules the batch")
+    from_: str | None = Field(None, alias="from", max_length=400)
+    reply_to: list[str] | str | None = None
+    tags: dict[str, str] = Field(default_factory=dict, max_length=50)
+    unsubscribe: bool = Field(True, description="add List-Unsubscribe headers (RFC 8058)")
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, tag in value.items():
+            if not _TAG.match(name) or not _TAG.match(tag):
+                raise ValueError(f"tag {name!r}: names and values must be 1-256 of [A-Za-z0-9_-]")
+        return value
+
+    @field_validator("send_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("must include a timezone (e.g. 2026-01-01T09:00:00Z)")
+        return value
+
+
+class BatchCreate(BatchOptions):
+    recipients: list[RecipientIn] = Field(min_length=1)
+
+
+class BatchCounts(ResponseModel):
+    total: int
+    pending: int
+    sent: int
+    delivered: int
+    bounced: int
+    complained: int
+    failed: int
+    suppressed: int
+    cancelled: int
+    duplicates: int
+
+
+class BatchCreated(ResponseModel):
+    id: str
+    status: str
+    created_at: datetime
+    send_at: datetime | None = None
+    recipients: int
+    queued: int
+    suppressed: int
+    duplicates: int
+
+
+class BatchOut(ResponseModel):
+    id: str
+    status: str
+    template_id: str
+    template_version_id: str
+    metadata: dict[str, Any]
+    tags: dict[str, str]
+    from_: str | None = Field(None, alias="from")
+    reply_to: list[str]
+    unsubscribe: bool
+    send_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    counts: BatchCounts
+
+
+class EventOut(ResponseModel):
+    id: int
+    type: str
+    email: str | None
+    recipient_id: int | None
+    batch_id: str | None
+    created_at: datetime
+    data: dict[str, Any]
+
+
+class BatchSummary(ResponseModel):
+    id: str
+    status: str
+    total: int
+    by_status: dict[str, int]
+    delivery_rate: float | None
+    bounce_rate: float | None
+    complaint_rate: float | None
+    first_sent_at: datetime | None
+    last_sent_at: datetime | None
+    created_at: datetime
+    completed_at: datetime | None

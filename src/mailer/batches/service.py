@@ -1,0 +1,290 @@
+"""Batches: create (durable before acknowledged), read, summarize, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import formataddr, parseaddr
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailer.addresses import InvalidAddress, has_control_chars, normalize_email
+from mailer.auth.service import Principal
+from mailer.batches import repository
+from mailer.batches.ingest import ParsedRequest, check_recipients
+from mailer.errors import Conflict, NotFound, ValidationFailed
+from mailer.events import bump_metrics, record_events
+from mailer.models import Batch, Event
+from mailer.models.base import utcnow
+from mailer.models.enums import BatchStatus, EventType, MetricKind, RecipientStatus
+from mailer.queue.base import ChunkJob
+from mailer.suppressions.service import suppressed_among
+from mailer.templates import service as templates
+
+FINAL_BATCH_STATUSES = (BatchStatus.COMPLETED, BatchStatus.CANCELLED)
+
+
+@dataclass(slots=True)
+class CreateResult:
+    batch: Batch
+    response: dict[str, Any]
+    replayed: bool
+    jobs: list[ChunkJob]
+
+
+def request_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def chunk_jobs(batch_id: str, total: int, chunk_size: int) -> list[ChunkJob]:
+    return [
+        ChunkJob(batch_id, start, min(start + chunk_size, total))
+        for start in range(0, total, chunk_size)
+    ]
+
+
+def _check_sender(value: str, field: str) -> str:
+    if has_control_chars(value):
+        raise ValidationFailed(
+            f"'{field}' contains control characters.",
+            details=[{"field": field, "message": "must not contain CR, LF or control characters"}],
+        )
+    name, addr = parseaddr(value)
+    try:
+        normalized = normalize_email(addr)
+    except InvalidAddress as exc:
+        raise ValidationFailed(
+            f"'{field}' is not a valid address.",
+            details=[{"field": field, "message": f"invalid address: {exc}"}],
+        ) from None
+    return formataddr((name, normalized)) if name else normalized
+
+
+async def _replay_or_conflict(
+    session: AsyncSession, principal: Principal, key: str, digest: str
+) -> Batch | None:
+    existing = await repository.find_by_idempotency_key(session, principal.key_id, key)
+    if existing is None:
+        return None
+    if utcnow() - existing.created_at > repository.IDEMPOTENCY_WINDOW:
+        await repository.expire_idempotency_key(session, existing)
+        return None
+    if existing.request_hash != digest:
+        raise Conflict(
+            "This Idempotency-Key was already used with a different request body.",
+            code="idempotency_conflict",
+        )
+    return existing
+
+
+async def create_batch(
+    session: AsyncSession,
+    principal: Principal,
+    parsed: ParsedRequest,
+    *,
+    body_hash: str,
+    idempotency_key: str | None,
+    chunk_size: int,
+) -> CreateResult:
+    if idempotency_key is not None:
+        existing = await _replay_or_conflict(session, principal, idempotency_key, body_hash)
+        if existing is not None:
+            return CreateResult(existing, existing.response or {}, replayed=True, jobs=[])
+
+    options = parsed.options
+    template, version = await templates.get_template(session, options.template_id)
+    checked = check_recipients(parsed.raw_recipients, templates.version_specs(version))
+    from_address = _check_sender(options.from_, "from") if options.from_ else None
+    reply_to_raw = (
+        [options.reply_to] if isinstance(options.reply_to, str) else options.reply_to or []
+    )
+    reply_to = [_check_sender(r, f"reply_to[{i}]") for i, r in enumerate(reply_to_raw)]
+
+    suppressed = await suppressed_among(session, [email for email, _ in checked.rows])
+    now = utcnow()
+    scheduled = options.send_at is not None and options.send_at > now
+    batch = Batch(
+        template_id=template.id,
+        template_version_id=version.id,
+        status=BatchStatus.SCHEDULED if scheduled else BatchStatus.SENDING,
+        metadata_=options.metadata,
+        tags=options.tags,
+        send_at=options.send_at,
+        from_address=from_address,
+        reply_to=reply_to,
+        unsubscribe=options.unsubscribe,
+        api_key_id=principal.key_id,
+        idempotency_key=idempotency_key,
+        request_hash=body_hash if idempotency_key else None,
+        total_recipients=len(checked.rows),
+        duplicate_count=checked.duplicates,
+        suppressed_count=len(suppressed),
+        chunk_size=chunk_size,
+        created_at=now,
+        started_at=None if scheduled else now,
+    )
+    session.add(batch)
+    try:
+        await session.flush()
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key won the race.
+        raise Conflict(
+            "A request with this Idempotency-Key is in progress or done; retry to get its "
+            "response.",
+            code="idempotency_conflict",
+        ) from None
+
+    rows = [
+        (
+            email,
+            variables,
+            RecipientStatus.SUPPRESSED if email in suppressed else RecipientStatus.PENDING,
+        )
+        for email, variables in checked.rows
+    ]
+    await repository.insert_recipients(session, batch.id, rows)
+    queued = len(rows) - len(suppressed)
+    event_rows: list[dict[str, Any]] = [
+        {
+            "batch_id": batch.id,
+            "recipient_id": None,
+            "email": None,
+            "type": EventType.QUEUED,
+            "data": {"recipients": queued, "scheduled": scheduled},
+            "created_at": now,
+        }
+    ]
+    if suppressed:
+        event_rows.extend(
+            {
+                "batch_id": batch.id,
+                "recipient_id": None,
+                "email": email,
+                "type": EventType.SUPPRESSED,
+                "data": {"reason": "on suppression list", "seq": seq},
+                "created_at": now,
+            }
+            for seq, (email, _, status) in enumerate(rows)
+            if status == RecipientStatus.SUPPRESSED
+        )
+        await bump_metrics(session, {MetricKind.SUPPRESSED: len(suppressed)})
+    await record_events(session, event_rows)
+
+    response = {
+        "id": batch.id,
+        "status": batch.status,
+        "createdAt": now.isoformat().replace("+00:00", "Z"),
+        "sendAt": options.send_at.isoformat() if options.send_at else None,
+        "recipients": len(rows),
+        "queued": queued,
+        "suppressed": len(suppressed),
+        "duplicates": checked.duplicates,
+    }
+    batch.response = response
+    if queued == 0:
+        batch.status = BatchStatus.COMPLETED
+        batch.completed_at = now
+        response["status"] = BatchStatus.COMPLETED
+    await session.flush()
+    jobs = [] if scheduled or queued == 0 else chunk_jobs(batch.id, len(rows), chunk_size)
+    return CreateResult(batch, response, replayed=False, jobs=jobs)
+
+
+async def get_batch(session: AsyncSession, batch_id: str) -> Batch:
+    batch = await repository.get(session, batch_id)
+    if batch is None:
+        raise NotFound(f"Batch {batch_id!r} does not exist.")
+    return batch
+
+
+def counts(batch: Batch) -> dict[str, int]:
+    finished = (
+        batch.sent_count + batch.failed_count + batch.suppressed_count + batch.cancelled_count
+    )
+    return {
+        "total": batch.total_recipients,
+        "pending": max(0, batch.total_recipients - finished),
+        "sent": batch.sent_count,
+        "delivered": batch.delivered_count,
+        "bounced": batch.bounced_count,
+        "complained": batch.complained_count,
+        "failed": batch.failed_count,
+        "suppressed": batch.suppressed_count,
+        "cancelled": batch.cancelled_count,
+        "duplicates": batch.duplicate_count,
+    }
+
+
+async def list_batches(
+    session: AsyncSession, *, limit: int, offset: int, status: str | None
+) -> tuple[Sequence[Batch], int]:
+    return await repository.list_batches(session, limit=limit, offset=offset, status=status)
+
+
+async def list_events(
+    session: AsyncSession, batch_id: str, *, limit: int, offset: int, type_: str | None
+) -> tuple[Sequence[Event], int]:
+    await get_batch(session, batch_id)
+    return await repository.list_events(session, batch_id, limit=limit, offset=offset, type_=type_)
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 6) if whole else None
+
+
+async def summary(session: AsyncSession, batch_id: str) -> dict[str, Any]:
+    batch = await get_batch(session, batch_id)
+    by_status = {s.value: 0 for s in RecipientStatus}
+    by_status.update(await repository.status_counts(session, batch_id))
+    reached = sum(by_status[s] for s in ("SENT", "DELIVERED", "BOUNCED", "COMPLAINED"))
+    first, last = await repository.sent_window(session, batch_id)
+    return {
+        "id": batch.id,
+        "status": batch.status,
+        "total": batch.total_recipients,
+        "by_status": by_status,
+        "delivery_rate": _rate(by_status["DELIVERED"], reached),
+        "bounce_rate": _rate(by_status["BOUNCED"], reached),
+        "complaint_rate": _rate(by_status["COMPLAINED"], reached),
+        "first_sent_at": first,
+        "last_sent_at": last,
+        "created_at": batch.created_at,
+        "completed_at": batch.completed_at,
+    }
+
+
+async def cancel_batch(session: AsyncSession, batch_id: str) -> Batch:
+    batch = await repository.get(session, batch_id, for_update=True)
+    if batch is None:
+        raise NotFound(f"Batch {batch_id!r} does not exist.")
+    if batch.status in FINAL_BATCH_STATUSES:
+        raise Conflict(f"Batch {batch_id!r} is already {batch.status}.", code="batch_finished")
+    cancelled = await repository.cancel_unsent(session, batch_id)
+    now = utcnow()
+    await record_events(
+        session,
+        [
+            {
+                "batch_id": batch_id,
+                "recipient_id": rid,
+                "email": email,
+                "type": EventType.CANCELLED,
+                "data": {},
+                "created_at": now,
+            }
+            for rid, email in cancelled
+        ],
+    )
+    batch.cancelled_count += len(cancelled)
+    batch.status = BatchStatus.CANCELLED
+    batch.completed_at = now
+    await session.flush()
+    return batch
+
+
+def scheduled_for(batch: Batch) -> datetime | None:
+    return batch.send_at if batch.status == BatchStatus.SCHEDULED else None

@@ -1,0 +1,114 @@
+"""`mailer dlq list|retry|purge` and ORIGINAL-SPEC's `cleanup-dlq`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import typer
+
+from mailer.cli.common import cli_session, run, settings_or_exit
+from mailer.deadletters import service
+from mailer.models.base import utcnow
+from mailer.queue.factory import build_queue
+
+app = typer.Typer(help="Inspect, retry and purge the dead letter queue.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_command(
+    limit: int = typer.Option(100, min=1, max=1000),
+    offset: int = typer.Option(0, min=0),
+    batch: str | None = typer.Option(None, help="Only this batch id."),
+) -> None:
+    """List dead letters with their last error."""
+    settings = settings_or_exit()
+
+    async def go() -> None:
+        async with cli_session(settings) as session:
+            rows, total = await service.list_dead_letters(
+                session, limit=limit, offset=offset, batch_id=batch
+            )
+        typer.echo(f"{'ID':>6}  {'BATCH':26}  {'SEQ':>13}  {'RCPT':>5}  {'TRIES':>5}  ERROR")
+        for r in rows:
+            seq = f"{r.seq_start}-{r.seq_end - 1}"
+            typer.echo(
+                f"{r.id:>6}  {r.batch_id:26}  {seq:>13}  {r.recipient_count:>5}  "
+                f"{r.attempts:>5}  {r.error[:80]}"
+            )
+        typer.echo(f"{total} dead letter(s)")
+
+    run(go)
+
+
+@app.command("retry")
+def retry_command(
+    ids: list[int] = typer.Argument(None, help="Dead letter ids; none = all."),
+) -> None:
+    """Send the dead letters' recipients again."""
+    settings = settings_or_exit()
+
+    async def go() -> service.RetryResult:
+        async with cli_session(settings) as session:
+            result = await service.retry_dead_letters(session, ids or None)
+        if result.jobs:
+            queue = build_queue(settings)
+            try:
+                await queue.enqueue(result.jobs)
+            except Exception as exc:  # the workers' reconciler will enqueue them
+                typer.echo(
+                    f"Queue unreachable ({type(exc).__name__}); workers will pick the "
+                    "recipients up on their next reconcile.",
+                    err=True,
+                )
+            finally:
+                await queue.close()
+        return result
+
+    result = run(go)
+    typer.echo(
+        f"Retrying {result.recipients} recipient(s) from {result.dead_letters} dead letter(s)."
+    )
+
+
+@app.command("purge")
+def purge_command(
+    older_than_days: float | None = typer.Option(
+        None, "--older-than-days", help="Only dead letters older than this; default all."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete dead letters (their recipients stay FAILED)."""
+    settings = settings_or_exit()
+    if not yes:
+        typer.confirm("Delete dead letters?", abort=True)
+    before = utcnow() - timedelta(days=older_than_days) if older_than_days is not None else None
+
+    async def go() -> int:
+        async with cli_session(settings) as session:
+            return await service.purge_dead_letters(session, before=before)
+
+    typer.echo(f"Deleted {run(go)} dead letter(s).")
+
+
+def cleanup_dlq(days: float, purge: bool) -> None:
+    """Review failure reasons, then purge entries older than `days` (ORIGINAL's cleanup-dlq)."""
+    settings = settings_or_exit()
+
+    async def go() -> tuple[Counter[str], int, int]:
+        async with cli_session(settings) as session:
+            rows, total = await service.list_dead_letters(session, limit=100_000, offset=0)
+            reasons: Counter[str] = Counter(r.error[:120] for r in rows)
+            deleted = 0
+            if purge:
+                deleted = await service.purge_dead_letters(
+                    session, before=utcnow() - timedelta(days=days)
+                )
+        return reasons, total, deleted
+
+    reasons, total, deleted = run(go)
+    typer.echo(f"{total} dead letter(s). Reasons:")
+    for reason, count in reasons.most_common(20):
+        typer.echo(f"  {count:>6}  {reason}")
+    if purge:
+        typer.echo(f"Purged {deleted} dead letter(s) older than {days:g} day(s).")

@@ -1,0 +1,1 @@
+"""The dead letter store: chunks whose transient failures exhausted JOB_ATTEMPTS."""

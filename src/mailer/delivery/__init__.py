@@ -1,0 +1,1 @@
+"""The send path: claim → render → build → send → record (DESIGN.md §4)."""

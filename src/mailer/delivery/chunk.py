@@ -1,0 +1,301 @@
+"""Processing one chunk job: claim → (suppression re-check) → render → send → record.
+
+Outcomes per recipient:
+  sent                 → SENT with the provider's message id
+  permanent error      → FAILED now (never retried)
+  transient error      → RETRYING; the job is retried with backoff (RetryJob); on the last
+                         attempt the chunk's RETRYING recipients → FAILED + a dead letter
+  throttled / paused   → released unsent; every worker pauses (queue.pause_all) and the job
+                         comes back later without using an attempt (DelayJob)
+  suppressed meanwhile → SUPPRESSED, not sent
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailer.config import Settings
+from mailer.db import session_scope
+from mailer.delivery import repository
+from mailer.delivery.compose import BatchContext, InvalidContent, compose
+from mailer.delivery.contexts import BatchContexts
+from mailer.delivery.recorder import Outcome, Recorder
+from mailer.events import bump_metrics, record_events
+from mailer.models.base import utcnow
+from mailer.models.enums import BatchStatus, EventType, MetricKind, RecipientStatus
+from mailer.queue.base import ChunkJob, DelayJob, JobContext, JobQueue, RetryJob
+from mailer.queue.ratelimit import RateLimiter
+from mailer.suppressions.service import suppressed_among
+from mailer.transports.base import (
+    PermanentError,
+    SendingPausedError,
+    ThrottledError,
+    Transport,
+    TransportError,
+)
+
+log = structlog.get_logger("mailer.delivery")
+
+SENDING_PAUSED_RETRY_S = 60.0
+
+
+@dataclass
+class _ChunkRun:
+    claimed: list[repository.Claimed]
+    unsent: set[int] = field(default_factory=set)  # claimed ids not attempted
+    retrying: int = 0
+    last_error: str | None = None
+    pause_for: float | None = None
+
+
+class ChunkProcessor:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        transport: Transport,
+        limiter: RateLimiter,
+        queue: JobQueue,
+        recorder: Recorder,
+        stopping: asyncio.Event,
+    ) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.transport = transport
+        self.limiter = limiter
+        self.queue = queue
+        self.recorder = recorder
+        self.stopping = stopping
+        self.contexts = BatchContexts(settings)
+        self.slots = asyncio.Semaphore(settings.worker_concurrency)
+
+    async def __call__(self, job: ChunkJob, ctx: JobContext) -> None:
+        structlog.contextvars.bind_contextvars(batch_id=job.batch_id, job_id=job.job_id)
+        try:
+            await self._process(job, ctx)
+        finally:
+            structlog.contextvars.unbind_contextvars("batch_id", "job_id")
+
+    async def _process(self, job: ChunkJob, ctx: JobContext) -> None:
+        lease = self.settings.claim_lease
+        async with session_scope(self.sessionmaker) as session:
+            bctx = await self.contexts.get(session, job.batch_id)
+            if bctx is None or bctx.status != BatchStatus.SENDING:
+                return  # gone, scheduled, cancelled or completed: nothing to send
+            claimed = await repository.claim_chunk(
+                session, job.batch_id, job.seq_start, job.seq_end, lease
+            )
+            busy_until = None
+            if not claimed:
+                busy_until = await repository.busy_claims_until(
+                    session, job.batch_id, job.seq_start, job.seq_end, lease
+                )
+        if not claimed:
+            if busy_until is not None:
+                wait_ms = int((busy_until - utcnow()).total_seconds() * 1000) + 100
+                raise DelayJob(max(wait_ms, 100))
+            await self._complete(job.batch_id)
+            return
+
+        run = _ChunkRun(claimed=claimed, unsent={r.id for r in claimed})
+        heart = asyncio.create_task(self._heartbeat(run))
+        try:
+            await self._drop_suppressed(bctx, run)
+            await self._send_all(bctx, run)
+        finally:
+            heart.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heart
+            if run.unsent:
+                async with session_scope(self.sessionmaker) as session:
+                    await repository.release(session, sorted(run.unsent))
+
+        if run.pause_for is not None:
+            pause_ms = int(run.pause_for * 1000)
+            await self.queue.pause_all(pause_ms)
+            raise DelayJob(pause_ms)
+        if self.stopping.is_set() and run.claimed and len(run.unsent) > 0:
+            raise DelayJob(0)
+        if run.retrying:
+            if not ctx.is_last_attempt:
+                raise RetryJob(run.last_error or "transient failure")
+            await self._exhausted(job, ctx, run.last_error or "transient failure")
+        await self._complete(job.batch_id)
+
+    async def _heartbeat(self, run: _ChunkRun) -> None:
+        interval = max(self.settings.claim_lease / 3, 0.5)
+        while True:
+            await asyncio.sleep(interval)
+            ids = [r.id for r in run.claimed if r.id in run.unsent]
+            with contextlib.suppress(Exception):
+                async with session_scope(self.sessionmaker) as session:
+                    await repository.heartbeat(session, ids)
+
+    async def _drop_suppressed(self, bctx: BatchContext, run: _ChunkRun) -> None:
+        async with session_scope(self.sessionmaker) as session:
+            suppressed = await suppressed_among(session, [r.email for r in run.claimed])
+        if not suppressed:
+            return
+        outcomes = []
+        for r in run.claimed:
+            if r.email in suppressed:
+                run.unsent.discard(r.id)
+                outcomes.append(
+                    Outcome(
+                        r.id,
+                        bctx.batch_id,
+                        r.email,
+                        RecipientStatus.SUPPRESSED,
+                        r.attempts,
+                        data={"reason": "suppressed before send"},
+                    )
+                )
+        run.claimed = [r for r in run.claimed if r.email not in suppressed]
+        await self.recorder.record_many(outcomes)
+
+    async def _send_all(self, bctx: BatchContext, run: _ChunkRun) -> None:
+        tasks: list[asyncio.Task[None]] = []
+        for recipient in run.claimed:
+            await self.slots.acquire()
+            if self.stopping.is_set() or run.pause_for is not None:
+                self.slots.release()
+                break
+            run.unsent.discard(recipient.id)
+            tasks.append(asyncio.create_task(self._send_one(bctx, run, recipient)))
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    async def _send_one(self, bctx: BatchContext, run: _ChunkRun, r: repository.Claimed) -> None:
+        try:
+            outcome = await self._attempt(bctx, run, r)
+            if outcome is not None:
+                await self.recorder.record(outcome)
+        finally:
+            self.slots.release()
+
+    async def _attempt(
+        self, bctx: BatchContext, run: _ChunkRun, r: repository.Claimed
+    ) -> Outcome | None:
+        attempts = r.attempts + 1
+        try:
+            message = compose(bctx, r.id, r.email, r.variables, self.settings)
+        except InvalidContent as exc:
+            return Outcome(
+                r.id,
+                bctx.batch_id,
+                r.email,
+                RecipientStatus.FAILED,
+                attempts,
+                error=f"invalid content: {exc}",
+                data={"permanent": True},
+            )
+        await self.limiter.acquire()
+        if run.pause_for is not None:
+            run.unsent.add(r.id)
+            return None
+        try:
+            result = await self.transport.send(message)
+        except ThrottledError as exc:
+            run.unsent.add(r.id)
+            run.pause_for = max(run.pause_for or 0.0, exc.retry_after)
+            log.warning("provider_throttled", retry_after=exc.retry_after, code=exc.code)
+            return None
+        except SendingPausedError as exc:
+            run.unsent.add(r.id)
+            run.pause_for = SENDING_PAUSED_RETRY_S
+            log.error("provider_sending_paused", code=exc.code, error=str(exc))
+            return None
+        except PermanentError as exc:
+            return Outcome(
+                r.id,
+                bctx.batch_id,
+                r.email,
+                RecipientStatus.FAILED,
+                attempts,
+                error=_describe(exc),
+                data={"permanent": True, "code": exc.code},
+            )
+        except TransportError as exc:
+            run.retrying += 1
+            run.last_error = _describe(exc)
+            return Outcome(
+                r.id,
+                bctx.batch_id,
+                r.email,
+                RecipientStatus.RETRYING,
+                attempts,
+                error=run.last_error,
+                data={"code": exc.code},
+            )
+        except Exception as exc:  # an unclassified failure is treated as transient
+            run.retrying += 1
+            run.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("send_unexpected_error", error=type(exc).__name__)
+            return Outcome(
+                r.id,
+                bctx.batch_id,
+                r.email,
+                RecipientStatus.RETRYING,
+                attempts,
+                error=run.last_error,
+            )
+        return Outcome(
+            r.id,
+            bctx.batch_id,
+            r.email,
+            RecipientStatus.SENT,
+            attempts,
+            provider_message_id=result.provider_message_id,
+            data={"transport": self.transport.name},
+        )
+
+    async def _exhausted(self, job: ChunkJob, ctx: JobContext, error: str) -> None:
+        async with session_scope(self.sessionmaker) as session:
+            failed = await repository.fail_remaining(
+                session, job.batch_id, job.seq_start, job.seq_end, error
+            )
+            if not failed:
+                return
+            now = utcnow()
+            await record_events(
+                session,
+                [
+                    {
+                        "batch_id": job.batch_id,
+                        "recipient_id": rid,
+                        "email": email,
+                        "type": EventType.FAILED,
+                        "data": {"error": error, "exhausted": True},
+                        "created_at": now,
+                    }
+                    for rid, email in failed
+                ],
+            )
+            await repository.add_batch_counts(session, job.batch_id, {"failed_count": len(failed)})
+            await bump_metrics(session, {MetricKind.FAILED: len(failed)})
+            await repository.add_dead_letter(
+                session,
+                job.batch_id,
+                job.seq_start,
+                job.seq_end,
+                [rid for rid, _ in failed],
+                error,
+                ctx.attempt,
+            )
+        log.error("chunk_dead_lettered", recipients=len(failed), attempts=ctx.attempt, error=error)
+
+    async def _complete(self, batch_id: str) -> None:
+        async with session_scope(self.sessionmaker) as session:
+            if await repository.complete_if_done(session, batch_id):
+                log.info("batch_completed", batch_id=batch_id)
+
+
+def _describe(exc: TransportError) -> str:
+    code = f"[{exc.code}] " if exc.code else ""
+    return f"{code}{exc}"[:2000]

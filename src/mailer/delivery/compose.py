@@ -1,0 +1,95 @@
+"""Turning a recipient of a batch into an OutgoingMessage: render, check headers, add
+Message-ID, List-Unsubscribe (RFC 8058) and tags."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parseaddr
+from typing import Any
+
+from mailer.addresses import has_control_chars
+from mailer.config import Settings
+from mailer.models import Batch, TemplateVersion
+from mailer.templates.rendering import TemplateRenderError
+from mailer.templates.service import render_version
+from mailer.transports.base import OutgoingMessage
+from mailer.unsubscribe.tokens import make_token
+
+MAX_SUBJECT_CHARS = 998
+
+
+class InvalidContent(ValueError):
+    """The rendered message cannot be sent (bad header value, render failure): permanent."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchContext:
+    """What every message of a batch shares; built once per batch in a worker."""
+
+    batch_id: str
+    version: TemplateVersion
+    from_addr: str
+    message_domain: str
+    reply_to: tuple[str, ...]
+    tags: Mapping[str, str]
+    unsubscribe: bool
+    status: str
+
+
+def batch_context(batch: Batch, version: TemplateVersion, settings: Settings) -> BatchContext:
+    from_addr = batch.from_address or settings.mail_from
+    domain = parseaddr(from_addr)[1].rpartition("@")[2] or "localhost"
+    tags = {"mailer_batch": batch.id, **batch.tags}
+    return BatchContext(
+        batch_id=batch.id,
+        version=version,
+        from_addr=from_addr,
+        message_domain=domain,
+        reply_to=tuple(batch.reply_to or ()),
+        tags=tags,
+        unsubscribe=batch.unsubscribe,
+        status=batch.status,
+    )
+
+
+def unsubscribe_headers(recipient_id: int, settings: Settings) -> dict[str, str]:
+    token = make_token(recipient_id, settings.unsubscribe_key)
+    targets = [f"<{settings.public_url}/api/v1/unsubscribe/{token}>"]
+    if settings.unsubscribe_mailto:
+        targets.append(f"<mailto:{settings.unsubscribe_mailto}?subject=unsubscribe-{token}>")
+    return {
+        "List-Unsubscribe": ", ".join(targets),
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+
+
+def compose(
+    ctx: BatchContext,
+    recipient_id: int,
+    email: str,
+    variables: Mapping[str, Any],
+    settings: Settings,
+) -> OutgoingMessage:
+    try:
+        rendered = render_version(ctx.version, variables)
+    except TemplateRenderError as exc:
+        raise InvalidContent(f"render failed: {exc}") from None
+    subject = rendered.subject
+    if has_control_chars(subject):
+        raise InvalidContent("subject contains CR, LF or control characters after rendering")
+    if len(subject) > MAX_SUBJECT_CHARS:
+        raise InvalidContent(f"subject longer than {MAX_SUBJECT_CHARS} characters")
+    headers = unsubscribe_headers(recipient_id, settings) if ctx.unsubscribe else {}
+    return OutgoingMessage(
+        message_id=f"<{uuid.uuid4().hex}@{ctx.message_domain}>",
+        from_addr=ctx.from_addr,
+        to=email,
+        subject=subject,
+        html=rendered.html,
+        text=rendered.text,
+        reply_to=ctx.reply_to,
+        headers=headers,
+        tags={**ctx.tags, "mailer_recipient": str(recipient_id)},
+    )

@@ -1,0 +1,40 @@
+"""Per-worker cache of BatchContext (batch row + immutable template version)."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailer.config import Settings
+from mailer.delivery.compose import BatchContext, batch_context
+from mailer.models import Batch, TemplateVersion
+
+
+class BatchContexts:
+    def __init__(self, settings: Settings, *, size: int = 512, ttl: float = 5.0) -> None:
+        self._settings = settings
+        self._size = size
+        self._ttl = ttl
+        self._items: OrderedDict[str, tuple[float, BatchContext]] = OrderedDict()
+
+    async def get(self, session: AsyncSession, batch_id: str) -> BatchContext | None:
+        hit = self._items.get(batch_id)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self._ttl:
+            self._items.move_to_end(batch_id)
+            return hit[1]
+        batch = await session.get(Batch, batch_id, populate_existing=True)
+        if batch is None:
+            self._items.pop(batch_id, None)
+            return None
+        version = await session.get(TemplateVersion, batch.template_version_id)
+        if version is None:
+            return None
+        ctx = batch_context(batch, version, self._settings)
+        self._items[batch_id] = (now, ctx)
+        self._items.move_to_end(batch_id)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return ctx

@@ -1,0 +1,184 @@
+"""One error format for every failure: {"error": {"code", "message", "details"}}.
+
+Services raise MailerError subclasses; the handlers below turn them, and every error the
+framework produces itself (404, 405, 413, 415, 422, malformed JSON), into that format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mailer.responses import JsonResponse
+
+log = structlog.get_logger("mailer.errors")
+
+
+class MailerError(Exception):
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Sequence[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = list(details or [])
+        self.headers = headers or {}
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(MailerError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(MailerError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str = "A valid API key is required.") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+class Forbidden(MailerError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(MailerError):
+    status, code = 404, "not_found"
+
+
+class Conflict(MailerError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(MailerError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(MailerError):
+    status, code = 415, "unsupported_media_type"
+
+
+class ValidationFailed(MailerError):
+    status, code = 422, "validation_error"
+
+
+class RateLimited(MailerError):
+    status, code = 429, "rate_limited"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"Too many requests; retry after {retry_after} s.",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+class ServiceUnavailable(MailerError):
+    status, code = 503, "unavailable"
+
+
+def error_body(code: str, message: str, details: Sequence[Any] = ()) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": list(details)}}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Sequence[Any] = (),
+    headers: dict[str, str] | None = None,
+) -> JsonResponse:
+    return JsonResponse(error_body(code, message, details), status_code=status, headers=headers)
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def _field_path(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    out = ""
+    for part in parts:
+        if part.isdigit():
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "body"
+
+
+def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    details = []
+    for err in errors:
+        loc = err.get("loc", ())
+        if loc and loc[0] in ("query", "path", "header"):
+            where = f"{loc[0]}:{_field_path(loc[1:])}"
+        else:
+            where = _field_path(loc)
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        details.append({"field": where, "message": message, "type": err.get("type")})
+    return details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(MailerError)
+    async def _mailer_error(_: Request, exc: MailerError) -> JsonResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JsonResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(400, "malformed_json", "The request body is not valid JSON.")
+        details = validation_details(errors)
+        fields = ", ".join(d["field"] for d in details[:5])
+        return error_response(
+            422, "validation_error", f"The request is not valid ({fields}).", details
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JsonResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else "Request failed."
+        if exc.status_code == 404 and message == "Not Found":
+            message = "No such resource."
+        if exc.status_code == 405:
+            message = "Method not allowed on this resource."
+        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JsonResponse:
+        from sqlalchemy.exc import DBAPIError, OperationalError
+
+        if isinstance(exc, (OperationalError, DBAPIError, ConnectionError, OSError)):
+            log.error("dependency_unavailable", error=type(exc).__name__, path=request.url.path)
+            return error_response(
+                503,
+                "unavailable",
+                "A backing service is unavailable; retry shortly.",
+                headers={"Retry-After": "5"},
+            )
+        log.exception("unhandled_error", path=request.url.path)
+        return error_response(500, "internal_error", "An internal error occurred.")

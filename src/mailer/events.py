@@ -1,0 +1,89 @@
+"""Recording events and bumping the per-minute metrics counters: one statement per call.
+
+Shared by the delivery worker and the webhook handlers. Both functions only execute on the
+given session; the caller commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailer.models import Event, Metric
+from mailer.models.base import utcnow
+
+_Kind = TypeVar("_Kind", bound=str)  # MetricKind or a plain string
+_EVENT_COLUMNS = ("batch_id", "recipient_id", "email", "type", "data", "created_at")
+
+
+async def record_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert events. Each row: type (required), batch_id, recipient_id, email, data, created_at.
+
+    Rows are completed to the same key set so the whole list goes out as one executemany.
+    """
+    if not rows:
+        return
+    now = utcnow()
+    values: list[dict[str, Any]] = []
+    for row in rows:
+        unknown = row.keys() - set(_EVENT_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown event columns: {sorted(unknown)}")
+        values.append(
+            {
+                "batch_id": row.get("batch_id"),
+                "recipient_id": row.get("recipient_id"),
+                "email": row.get("email"),
+                "type": str(row["type"]),
+                "data": row.get("data") or {},
+                "created_at": row.get("created_at") or now,
+            }
+        )
+    await session.execute(insert(Event), values)
+
+
+def minute_bucket(at: datetime | None = None) -> datetime:
+    """The start of the UTC minute containing `at` (now when None)."""
+    moment = at or datetime.now(UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+async def bump_metrics(
+    session: AsyncSession,
+    counts: Mapping[_Kind, int],
+    at: datetime | None = None,
+) -> None:
+    """Add `counts` to the minute bucket of `at` (an upsert; zero counts are skipped)."""
+    totals: dict[str, int] = {}
+    for kind, count in counts.items():
+        if count:
+            key = str(kind)
+            totals[key] = totals.get(key, 0) + count
+    if not totals:
+        return
+    bucket = minute_bucket(at)
+    # Sorted so concurrent callers lock the bucket rows in the same order (no deadlocks).
+    rows = [{"bucket": bucket, "kind": k, "count": totals[k]} for k in sorted(totals)]
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        pg_stmt = postgresql.insert(Metric).values(rows)
+        stmt: Any = pg_stmt.on_conflict_do_update(
+            index_elements=[Metric.bucket, Metric.kind],
+            set_={"count": Metric.count + pg_stmt.excluded.count},
+        )
+    elif dialect == "sqlite":
+        lite_stmt = sqlite.insert(Metric).values(rows)
+        stmt = lite_stmt.on_conflict_do_update(
+            index_elements=[Metric.bucket, Metric.kind],
+            set_={"count": Metric.count + lite_stmt.excluded.count},
+        )
+    else:  # pragma: no cover - only the two supported backends
+        raise RuntimeError(f"unsupported database dialect: {dialect}")
+    await session.execute(stmt)

@@ -1,0 +1,60 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import text
+
+from mailer.deps import State
+from mailer.migrate import current_revision, head_revision
+from mailer.responses import JsonResponse
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """Liveness: the process is up and serving."""
+    return {"status": "ok"}
+
+
+async def _check_database(state: State) -> dict[str, Any]:
+    try:
+        async with state.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+            current = await current_revision(conn)
+    except Exception as exc:
+        return {"ok": False, "error": f"database unreachable ({type(exc).__name__})"}
+    head = head_revision()
+    if current != head:
+        return {"ok": False, "error": f"migrations not at head (at {current}, head {head})"}
+    return {"ok": True, "revision": current}
+
+
+async def _check_queue(state: State) -> dict[str, Any]:
+    try:
+        ok = await state.queue.ping()
+    except Exception as exc:
+        return {"ok": False, "error": f"queue unreachable ({type(exc).__name__})"}
+    return {"ok": bool(ok)} if ok else {"ok": False, "error": "queue unreachable"}
+
+
+@router.get("/ready", responses={503: {"description": "not ready; per-check detail"}})
+async def ready(state: State) -> JsonResponse:
+    """Readiness: database reachable, migrations at head, queue backend reachable."""
+    results = await asyncio.gather(
+        asyncio.wait_for(_check_database(state), timeout=5),
+        asyncio.wait_for(_check_queue(state), timeout=5),
+        return_exceptions=True,
+    )
+    checks: dict[str, Any] = {
+        name: result if isinstance(result, dict) else {"ok": False, "error": "timeout"}
+        for name, result in zip(("database", "queue"), results, strict=True)
+    }
+    ok = all(c.get("ok") for c in checks.values())
+    return JsonResponse(
+        {"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503
+    )

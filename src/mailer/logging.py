@@ -1,0 +1,51 @@
+"""structlog setup: JSON lines in production, coloured console in development.
+
+Context (request_id, batch_id, job_id, recipient_id) is bound with contextvars so every
+line logged while handling a request or a job carries it. Secrets never reach the logs:
+values are never logged wholesale, and `redact` scrubs anything that looks like a key.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+
+from mailer.config import LogFormat, Settings
+
+_HEX_KEY = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    for key, value in event_dict.items():
+        if isinstance(value, str) and _HEX_KEY.search(value):
+            event_dict[key] = _HEX_KEY.sub("[redacted]", value)
+    return event_dict
+
+
+def configure_logging(settings: Settings) -> None:
+    level = getattr(logging, settings.log_level.upper())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+    ]
+    renderer: Any
+    if settings.effective_log_format is LogFormat.JSON:
+        renderer = structlog.processors.JSONRenderer()
+        shared.append(structlog.processors.format_exc_info)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # Standard-library loggers (uvicorn, alembic, bullmq) go to stderr at WARNING+.
+    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr, force=True)
+    logging.getLogger("uvicorn.access").disabled = True

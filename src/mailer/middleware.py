@@ -1,0 +1,137 @@
+"""ASGI middleware: request ids + access log, and the request body limit / content type.
+
+Pure ASGI (not BaseHTTPMiddleware) so bodies stream through untouched and the size limit
+is enforced while reading: an oversized body is refused with 413 before it is all read.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mailer.errors import PayloadTooLarge, error_body
+from mailer.responses import JsonResponse
+
+access_log = structlog.get_logger("mailer.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        request_id = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            duration_ms = round((time.perf_counter() - started) * 1000, 2)
+            route = scope.get("route")
+            observe = scope.get("state", {}).get("observe_request")
+            if callable(observe):
+                observe(scope["method"], getattr(route, "path", "unmatched"), status, duration_ms)
+            access_log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=duration_ms,
+            )
+            structlog.contextvars.clear_contextvars()
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over `max_bytes` (by Content-Length or while streaming); 415 for
+    non-JSON bodies on JSON endpoints."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, non_json_paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.non_json_paths = non_json_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await _reject(scope, receive, send, 413, self._too_large())
+            return
+        path: str = scope["path"]
+        ctype = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+        has_body = (length is not None and length != "0") or _header(
+            scope, b"transfer-encoding"
+        ) is not None
+        if (
+            has_body
+            and not path.startswith(self.non_json_paths)
+            and not (ctype == "application/json" or ctype.endswith("+json"))
+        ):
+            await _reject(
+                scope,
+                receive,
+                send,
+                415,
+                error_body(
+                    "unsupported_media_type",
+                    f"Send JSON with 'Content-Type: application/json' (got {ctype or 'none'!r}).",
+                ),
+            )
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # A MailerError: the app's handler answers 413 in the usual format.
+                    raise PayloadTooLarge(self._too_large()["error"]["message"])
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _too_large(self) -> dict[str, Any]:
+        return error_body(
+            "payload_too_large",
+            f"The request body exceeds the limit of {self.max_bytes} bytes (MAX_BODY_BYTES).",
+        )
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _reject(
+    scope: Scope, receive: Receive, send: Send, status: int, body: dict[str, Any]
+) -> None:
+    response = JsonResponse(body, status_code=status, headers={"Connection": "close"})
+    await response(scope, receive, send)

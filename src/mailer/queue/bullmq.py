@@ -1,0 +1,319 @@
+"""JobQueue on Redis through the `bullmq` PyPI package (BullMQ's data format).
+
+The four gaps of the Python worker (REFERENCE.md, DESIGN.md §5) and what we do about them:
+(a) redis-py >= 8 puts a 5 s socket timeout on every connection, which breaks the idle
+    worker's blocking pop: the worker's blocking connection gets `socket_timeout=None`.
+(b) the worker ignores the limiter's `limitUntil`: `_Worker` sleeps until it instead of
+    falling back to a 5 s blocking pop; `pause_all` writes bullmq's limiter key
+    (`Queue.rateLimit`) and every worker runs with a limiter whose `max` is never reached
+    by ordinary traffic, so only a pause limits.
+(c) delays round up to whole seconds until the blocking connection has read the Redis
+    version: we read it before `run()`.
+(d) jobId dedupe lasts only while the job record exists: completed jobs are kept for
+    `keep_completed_s` (longer than the reconciler's window).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from bullmq import DelayedError, Queue, Worker
+
+from mailer.queue import retry_delay_ms
+from mailer.queue.base import ChunkJob, DelayJob, JobContext, JobHandler
+
+log = structlog.get_logger(__name__)
+
+JOB_NAME = "chunk"
+BACKOFF_TYPE = "mailer-exp-jitter"
+MIN_REDIS_VERSION = (6, 2)
+# Value Queue.rateLimit writes (2^53 - 1) and our limiter "max": the per-second counter the
+# limiter keeps never gets near 2^52, a pause is always above it.
+_PAUSED_VALUE = 2**53 - 1
+_LIMITER = {"max": 2**52, "duration": 1000}
+_ADD_BATCH = 500
+_PENDING_TTL_S = 86_400
+
+# Extend (never shorten) a pause. KEYS[1] limiter key; ARGV: ms, paused value, limiter max.
+_PAUSE_LUA = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current >= tonumber(ARGV[3]) and redis.call('PTTL', KEYS[1]) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
+return 1
+"""
+
+# Whether a batch has a live job. KEYS[1]: the batch's set of enqueued job ids; KEYS[2],
+# KEYS[3]: completed and failed sets; ARGV[1]: job key prefix. Members whose job is gone or
+# finished are dropped, so a stale set (crash, FLUSHALL, expiry) never claims a live job.
+_HAS_PENDING_LUA = """
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[1] .. id) == 1
+      and not redis.call('ZSCORE', KEYS[2], id)
+      and not redis.call('ZSCORE', KEYS[3], id) then
+    return 1
+  end
+  redis.call('SREM', KEYS[1], id)
+end
+return 0
+"""
+
+
+def _backoff_strategy(attempts_made: int, _type: str, _err: Any, job: Any) -> int:
+    backoff = job.opts.get("backoff") or {}
+    return retry_delay_ms(int(backoff.get("delay") or 0), attempts_made)
+
+
+class _Worker(Worker):  # type: ignore[misc]
+    """bullmq Worker that honours the limiter's limitUntil (gap b), like the Node worker."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limited_until = 0.0
+        self._closing_event = asyncio.Event()
+
+    async def moveToActive(self, token: str) -> Any:
+        job = await super().moveToActive(token)
+        if job is None and self.limitUntil > 0:
+            self._limited_until = time.monotonic() + self.limitUntil / 1000
+        return job
+
+    async def getNextJob(self, token: str) -> Any:
+        delay = self._limited_until - time.monotonic()
+        if delay <= 0:
+            return await super().getNextJob(token)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing_event.wait(), delay)
+        if self.closing:
+            return None
+        # Straight to moveToActive: a blocking pop would sleep up to drainDelay more.
+        job = await self.moveToActive(token)
+        if job is not None:
+            self.emit("active", job, "waiting")
+        return job
+
+    async def close(self, force: bool = False) -> None:
+        self._closing_event.set()
+        await super().close(force)
+
+
+class BullQueue:
+    def __init__(
+        self,
+        redis_url: str,
+        name: str,
+        *,
+        attempts: int,
+        backoff_ms: int,
+        prefix: str = "bull",
+        keep_completed_s: int = 600,
+        keep_failed: int = 1000,
+        lock_duration_ms: int = 30_000,
+        stalled_interval_ms: int = 30_000,
+    ) -> None:
+        self._url = redis_url
+        self._name = name
+        self._prefix = prefix
+        self._attempts = max(1, attempts)
+        self._lock_duration_ms = lock_duration_ms
+        self._stalled_interval_ms = stalled_interval_ms
+        self._job_opts: dict[str, Any] = {
+            "attempts": self._attempts,
+            "backoff": {"type": BACKOFF_TYPE, "delay": max(0, backoff_ms)},
+            "removeOnComplete": {"age": keep_completed_s},
+            "removeOnFail": {"count": keep_failed, "age": 7 * 86_400},
+        }
+        self._queue = Queue(name, {"connection": redis_url, "prefix": prefix})
+        self._client: aioredis.Redis = self._queue.client
+        self._keys: dict[str, str] = self._queue.keys
+        self._pause_script = self._client.register_script(_PAUSE_LUA)
+        self._pending_script = self._client.register_script(_HAS_PENDING_LUA)
+        self._worker: _Worker | None = None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _pending_key(self, batch_id: str) -> str:
+        return f"{self._prefix}:{self._name}:mailer:pending:{batch_id}"
+
+    # Producer side
+
+    async def enqueue(
+        self, jobs: Sequence[ChunkJob], *, delay_ms: int = 0, replace_finished: bool = False
+    ) -> None:
+        if not jobs:
+            return
+        # The pending sets first: a member whose add failed is harmless (has_pending_for
+        # checks the job), a job missing from its set would be invisible to the reconciler.
+        by_batch: dict[str, list[str]] = {}
+        for job in jobs:
+            by_batch.setdefault(job.batch_id, []).append(job.job_id)
+        pipe = self._client.pipeline(transaction=False)
+        for batch_id, ids in by_batch.items():
+            pipe.sadd(self._pending_key(batch_id), *ids)
+            pipe.expire(self._pending_key(batch_id), _PENDING_TTL_S)
+        await pipe.execute()
+        if replace_finished:
+            await self._remove_finished([job.job_id for job in jobs])
+        opts = dict(self._job_opts)
+        if delay_ms > 0:
+            opts["delay"] = delay_ms
+        for start in range(0, len(jobs), _ADD_BATCH):
+            await self._queue.addBulk(
+                [
+                    {
+                        "name": JOB_NAME,
+                        "data": {"b": job.batch_id, "s": job.seq_start, "e": job.seq_end},
+                        "opts": {**opts, "jobId": job.job_id},
+                    }
+                    for job in jobs[start : start + _ADD_BATCH]
+                ]
+            )
+
+    async def _remove_finished(self, job_ids: list[str]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.zscore(self._keys["completed"], job_id)
+            pipe.zscore(self._keys["failed"], job_id)
+        scores = await pipe.execute()
+        for i, job_id in enumerate(job_ids):
+            if scores[2 * i] is not None or scores[2 * i + 1] is not None:
+                await self._queue.remove(job_id)
+
+    async def pause_all(self, ms: int) -> None:
+        if ms <= 0:
+            return
+        await self._pause_script(
+            keys=[self._keys["limiter"]], args=[int(ms), _PAUSED_VALUE, _LIMITER["max"]]
+        )
+
+    async def depth(self) -> int:
+        count = await self._queue.getJobCountByTypes(
+            "waiting", "paused", "prioritized", "delayed", "active"
+        )
+        return int(count)
+
+    async def failed_count(self) -> int:
+        """Jobs in bullmq's failed set (bounded by keep_failed)."""
+        return int(await self._queue.getJobCountByTypes("failed"))
+
+    async def has_pending_for(self, batch_id: str) -> bool:
+        found = await self._pending_script(
+            keys=[self._pending_key(batch_id), self._keys["completed"], self._keys["failed"]],
+            args=[self._keys[""]],
+        )
+        return bool(found)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())
+        except (aioredis.RedisError, OSError):
+            return False
+
+    async def check_server(self) -> list[str]:
+        """Problems with the Redis server (version, eviction policy), each logged."""
+        info = await self._client.info()
+        problems: list[str] = []
+        version = str(info.get("redis_version", "0"))
+        parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+        if parts < MIN_REDIS_VERSION:
+            problems.append(f"Redis {version} is older than 6.2, which BullMQ needs")
+        policy = info.get("maxmemory_policy")
+        if policy != "noeviction":
+            problems.append(f"Redis maxmemory-policy is {policy}; BullMQ needs noeviction")
+        for problem in problems:
+            log.warning("redis configuration", problem=problem)
+        return problems
+
+    # Worker side
+
+    async def run_worker(self, handler: JobHandler, *, concurrency: int) -> None:
+        if self._worker is not None:
+            raise RuntimeError("this BullQueue already runs a worker")
+        await self.check_server()
+        worker = _Worker(
+            self._name,
+            partial(self._process, handler),
+            {
+                "autorun": False,
+                "connection": self._url,
+                "prefix": self._prefix,
+                "concurrency": max(1, concurrency),
+                "limiter": _LIMITER,
+                "lockDuration": self._lock_duration_ms,
+                "stalledInterval": self._stalled_interval_ms,
+                "settings": {"backoffStrategy": _backoff_strategy},
+            },
+        )
+        # Gap (a): no read timeout on the connection that blocks in BZPOPMIN.
+        worker.blockingRedisConnection.conn.connection_pool.connection_kwargs["socket_timeout"] = (
+            5
+        )
+        # Gap (c): capabilities (sub-second block timeouts) come from the server version.
+        await worker.blockingRedisConnection.getRedisVersion()
+        await worker.redisConnection.getRedisVersion()
+        worker.on("error", lambda err, *_: log.error("bullmq worker error", error=repr(err)))
+        self._worker = worker
+        try:
+            await worker.run()
+        except asyncio.CancelledError:
+            # run() re-raises the cancellation of handlers that stop() cut short; only a
+            # cancellation of this task itself goes on.
+            current = asyncio.current_task()
+            if not worker.forceClosing or (current is not None and current.cancelling()):
+                raise
+        finally:
+            if self._worker is worker:
+                self._worker = None
+
+    async def _process(self, handler: JobHandler, job: Any, token: str) -> None:
+        data = job.data
+        chunk = ChunkJob(str(data["b"]), int(data["s"]), int(data["e"]))
+        ctx = JobContext(
+            attempt=int(job.attemptsMade) + 1,
+            max_attempts=int(job.opts.get("attempts") or self._attempts),
+        )
+        try:
+            await handler(chunk, ctx)
+        except DelayJob as exc:
+            if self._worker is None or not self._worker.forceClosing:  # else stop() released it
+                await job.moveToDelayed(round(time.time() * 1000) + max(0, exc.delay_ms), token)
+            raise DelayedError() from None
+        except Exception as exc:
+            event = "job failed" if ctx.is_last_attempt else "job will retry"
+            log.warning(event, job_id=chunk.job_id, attempt=ctx.attempt, error=repr(exc))
+            raise
+
+    async def stop(self, timeout: float) -> None:
+        worker = self._worker
+        if worker is None:
+            return
+        closing = asyncio.ensure_future(worker.close())
+        done, _ = await asyncio.wait({closing}, timeout=timeout)
+        if not done:
+            # Overran: nothing the handlers do from now on reaches Redis; their jobs go back
+            # (delayed until now, attempt not used) for another worker, then we cancel them.
+            worker.forceClosing = True
+            now = round(time.time() * 1000)
+            for job, token in list(worker.jobs):
+                try:
+                    await job.moveToDelayed(now, token)
+                except Exception as exc:  # lock lost: the stalled check will recover it
+                    log.warning("could not release job", job_id=job.id, error=repr(exc))
+            worker.cancelProcessing()
+            await closing
+        if self._worker is worker:
+            self._worker = None
+
+    async def close(self) -> None:
+        await self.stop(0)
+        await self._queue.close()

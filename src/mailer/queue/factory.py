@@ -1,0 +1,42 @@
+"""Build the queue and the rate limiter from settings: Redis when REDIS_URL is set."""
+
+from __future__ import annotations
+
+import math
+
+from mailer.config import Settings
+from mailer.queue.base import JobQueue
+from mailer.queue.limiters import LocalRateLimiter, RedisRateLimiter
+from mailer.queue.local import LocalQueue
+from mailer.queue.ratelimit import RateLimiter
+
+
+def completed_retention_s(settings: Settings) -> int:
+    """How long a completed job's id keeps deduplicating enqueues: well past the windows in
+    which the reconciler or a retried ingest could enqueue the same chunk again."""
+    return math.ceil(max(600.0, 2 * settings.claim_lease, 4 * settings.reconcile_interval))
+
+
+def build_queue(settings: Settings) -> JobQueue:
+    keep = completed_retention_s(settings)
+    if settings.redis_url:
+        from mailer.queue.bullmq import BullQueue
+
+        return BullQueue(
+            settings.redis_url,
+            settings.queue_name,
+            attempts=settings.job_attempts,
+            backoff_ms=settings.job_backoff_delay,
+            keep_completed_s=keep,
+        )
+    return LocalQueue(
+        attempts=settings.job_attempts,
+        backoff_ms=settings.job_backoff_delay,
+        keep_completed_s=keep,
+    )
+
+
+def build_rate_limiter(settings: Settings, rate: float | None) -> RateLimiter:
+    if settings.redis_url:
+        return RedisRateLimiter(settings.redis_url, f"mailer:{settings.queue_name}:send-rate", rate)
+    return LocalRateLimiter(rate)

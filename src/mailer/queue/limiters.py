@@ -1,0 +1,140 @@
+"""Global send-rate limiters (the RateLimiter protocol in ratelimit.py), per message.
+
+Both are GCRA with reservations: each acquire() takes the next free slot on a schedule spaced
+exactly 1/rate apart and sleeps until it. A slot is never handed out twice and slots never
+bunch up, so no 1-second window holds more than rate + burst sends (plus the caller's own
+scheduling jitter). A caller cancelled while sleeping wastes its slot (we send a little less,
+never more).
+
+RedisRateLimiter keeps the schedule in one Redis key shared by every process, on Redis's
+clock. Concurrent acquire() calls of one process are coalesced: one round trip reserves
+consecutive slots for all of them, which keeps the spacing (unlike handing out tokens in
+bulk) and makes thousands of acquires per second cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+
+# KEYS[1]: theoretical arrival time (TAT) of the next slot, in µs of Redis TIME.
+# ARGV[1]: emission interval in µs (may be fractional); ARGV[2]: slots to reserve;
+# ARGV[3]: burst tolerance in µs. Returns µs from now to the first reserved slot (negative
+# means now); slot i is that + i * interval.
+_GCRA_LUA = """
+local interval = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local tolerance = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval * n
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat),
+           'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return math.floor(tat - tolerance - now)
+"""
+_MAX_BATCH = 256
+
+
+def _interval(rate: float | None) -> float | None:
+    return 1.0 / rate if rate is not None and rate > 0 else None
+
+
+class LocalRateLimiter:
+    """In-process GCRA for the embedded default (one process sends)."""
+
+    def __init__(self, rate: float | None, *, burst: int = 1) -> None:
+        self._interval = _interval(rate)
+        self._burst = max(1, burst)
+        self._tat = 0.0
+
+    async def acquire(self) -> float:
+        interval = self._interval
+        if interval is None:
+            return 0.0
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        tat = max(self._tat, now)
+        self._tat = tat + interval  # no await between read and write: asyncio-safe
+        wait = tat - (self._burst - 1) * interval - now
+        if wait <= 0:
+            return 0.0
+        await asyncio.sleep(wait)
+        return wait
+
+    async def set_rate(self, rate: float | None) -> None:
+        self._interval = _interval(rate)
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisRateLimiter:
+    """GCRA in one Lua script (EVALSHA) on a key shared by all processes."""
+
+    def __init__(self, redis_url: str, key: str, rate: float | None, *, burst: int = 1) -> None:
+        self._key = key
+        self._interval = _interval(rate)
+        self._burst = max(1, burst)
+        self._client: aioredis.Redis = aioredis.from_url(redis_url)
+        self._script = self._client.register_script(_GCRA_LUA)
+        self._waiting: list[asyncio.Future[float]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def acquire(self) -> float:
+        if self._interval is None:
+            return 0.0
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        slot: asyncio.Future[float] = loop.create_future()
+        self._waiting.append(slot)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        deadline = await slot
+        wait = deadline - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return max(0.0, loop.time() - start)
+
+    async def _flush(self) -> None:
+        """Reserve slots for every waiting acquire(), one round trip per _MAX_BATCH."""
+        loop = asyncio.get_running_loop()
+        while self._waiting:
+            batch = [f for f in self._waiting[:_MAX_BATCH] if not f.done()]
+            del self._waiting[:_MAX_BATCH]
+            interval = self._interval
+            if not batch:
+                continue
+            if interval is None:  # set_rate(None) meanwhile
+                for f in batch:
+                    f.set_result(0.0)
+                continue
+            interval_us = interval * 1e6
+            try:
+                first_us = await self._script(
+                    keys=[self._key],
+                    args=[repr(interval_us), len(batch), repr((self._burst - 1) * interval_us)],
+                )
+            except Exception as exc:  # the callers see Redis's error
+                for f in batch:
+                    if not f.done():
+                        f.set_exception(exc)
+                continue
+            received = loop.time()
+            for i, f in enumerate(batch):
+                if not f.done():
+                    f.set_result(received + max(0.0, int(first_us) + i * interval_us) / 1e6)
+
+    async def set_rate(self, rate: float | None) -> None:
+        self._interval = _interval(rate)
+
+    async def close(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+        for f in self._waiting:
+            if not f.done():
+                f.set_exception(RuntimeError("rate limiter closed"))
+        self._waiting.clear()
+        await self._client.aclose()

@@ -1,0 +1,26 @@
+"""What a running process holds: settings, database, queue. Typed, stored on app.state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from mailer.config import Settings
+
+if TYPE_CHECKING:
+    from mailer.auth.ratelimit import KeyRateLimiter
+    from mailer.auth.usage import UsageTracker
+    from mailer.queue.base import JobQueue
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    queue: JobQueue
+    usage: UsageTracker
+    key_limiter: KeyRateLimiter
+    extras: dict[str, object] = field(default_factory=dict)

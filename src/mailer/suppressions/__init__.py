@@ -1,0 +1,1 @@
+"""The suppression list: service functions in `service`, queries in `repository`."""

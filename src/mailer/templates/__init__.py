@@ -1,0 +1,1 @@
+"""Templates: safe Handlebars rendering, declared variables, versions and endpoints."""

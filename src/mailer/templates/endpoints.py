@@ -1,0 +1,84 @@
+"""/templates: thin routes over templates.service."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from mailer.auth.dependencies import SendKey
+from mailer.deps import Paging, Session
+from mailer.models import Template, TemplateVersion
+from mailer.schemas import PageOut
+from mailer.templates import service
+from mailer.templates.schemas import (
+    RenderedOut,
+    RenderRequest,
+    TemplateCreate,
+    TemplateOut,
+    TemplateUpdate,
+)
+
+router = APIRouter(prefix="/templates", tags=["templates"])
+
+
+def _out(template: Template, version: TemplateVersion) -> TemplateOut:
+    return TemplateOut(
+        id=template.id,
+        name=template.name,
+        subject=version.subject,
+        html=version.html,
+        text=None if version.text_derived else version.text,
+        variables=version.variables,
+        version=version.version,
+        version_id=version.id,
+        created_at=template.created_at,
+        updated_at=template.updated_at,
+    )
+
+
+@router.get("", response_model=PageOut[TemplateOut])
+async def list_templates(session: Session, page: Paging, _: SendKey) -> PageOut[TemplateOut]:
+    rows, total = await service.list_templates(session, limit=page.limit, offset=page.offset)
+    return PageOut[TemplateOut](
+        data=[_out(t, v) for t, v in rows], total=total, limit=page.limit, offset=page.offset
+    )
+
+
+@router.post("", status_code=201, response_model=TemplateOut)
+async def create_template(body: TemplateCreate, session: Session, _: SendKey) -> TemplateOut:
+    template, version = await service.create_template(
+        session,
+        name=body.name,
+        subject=body.subject,
+        html=body.html,
+        text=body.text,
+        variables=body.variables,
+    )
+    return _out(template, version)
+
+
+@router.get("/{template_id}", response_model=TemplateOut)
+async def get_template(template_id: str, session: Session, _: SendKey) -> TemplateOut:
+    return _out(*await service.get_template(session, template_id))
+
+
+@router.put("/{template_id}", response_model=TemplateOut)
+async def update_template(
+    template_id: str, body: TemplateUpdate, session: Session, _: SendKey
+) -> TemplateOut:
+    changes = body.model_dump(exclude_unset=True)
+    return _out(*await service.update_template(session, template_id, changes))
+
+
+@router.delete("/{template_id}", status_code=204)
+async def delete_template(template_id: str, session: Session, _: SendKey) -> Response:
+    await service.delete_template(session, template_id)
+    return Response(status_code=204)
+
+
+@router.post("/{template_id}/render", response_model=RenderedOut)
+async def render_template(
+    template_id: str, body: RenderRequest, session: Session, _: SendKey
+) -> RenderedOut:
+    version = (await service.get_template(session, template_id))[1]
+    rendered = service.preview(version, body.variables)
+    return RenderedOut(subject=rendered.subject, html=rendered.html, text=rendered.text)

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from mailer.schemas import RequestModel, ResponseModel
+
+MAX_TEMPLATE_CHARS = 1_000_000
+
+
+class TemplateCreate(RequestModel):
+    name: str = Field(min_length=1, max_length=200)
+    subject: str | None = Field(None, max_length=2000, description="defaults to the name")
+    html: str | None = Field(None, max_length=MAX_TEMPLATE_CHARS)
+    text: str | None = Field(None, max_length=MAX_TEMPLATE_CHARS)
+    variables: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _needs_body(self) -> TemplateCreate:
+        if not self.html and not self.text:
+            raise ValueError("a template needs 'html' or 'text' (or both)")
+        return self
+
+
+class TemplateUpdate(RequestModel):
+    """A new version. Fields left out keep their current value."""
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    subject: str | None = Field(None, max_length=2000)
+    html: str | None = Field(None, max_length=MAX_TEMPLATE_CHARS)
+    text: str | None = Field(None, max_length=MAX_TEMPLATE_CHARS)
+    variables: dict[str, Any] | None = None
+
+
+class RenderRequest(RequestModel):
+    variables: dict[str, Any] = Field(default_factory=dict)
+
+
+class RenderedOut(ResponseModel):
+    subject: str
+    html: str | None
+    text: str | None
+
+
+class TemplateOut(ResponseModel):
+    id: str
+    name: str
+    subject: str
+    html: str | None
+    text: str | None
+    variables: dict[str, Any]
+    version: int
+    version_id: str
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,238 @@
+"""Templates: create, version, delete, render. Versions are immutable."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mailer.errors import NotFound, ValidationFailed
+from mailer.models import Template, TemplateVersion
+from mailer.models.base import utcnow
+from mailer.templates import repository
+from mailer.templates.rendering import (
+    CompiledTemplate,
+    RenderedMessage,
+    TemplateRenderError,
+    TemplateSyntaxError,
+    derive_text,
+    get_compiled,
+)
+from mailer.templates.variables import (
+    VariableSpec,
+    VariableSpecError,
+    apply_defaults,
+    check_variables,
+    parse_variable_specs,
+)
+
+
+def _derived_text(html: str | None) -> str | None:
+    """A text part derived once from the html source, when that still parses as a template
+    (html2text keeps {{…}} tags); else None and the text is derived per message."""
+    if not html:
+        return None
+    text = derive_text(html)
+    try:
+        CompiledTemplate.compile(subject="", html=None, text=text)
+    except TemplateSyntaxError:
+        return None
+    return text
+
+
+async def _check_source(subject: str, html: str | None, text: str | None) -> None:
+    try:
+        # Compiling a large template can take long: keep it off the event loop.
+        await asyncio.to_thread(CompiledTemplate.compile, subject=subject, html=html, text=text)
+    except TemplateSyntaxError as exc:
+        raise ValidationFailed(
+            f"Template {exc.part} does not parse: {exc}",
+            details=[
+                {
+                    "field": exc.part,
+                    "message": exc.message,
+                    "line": exc.line,
+                    "column": exc.column,
+                }
+            ],
+            code="template_syntax_error",
+        ) from None
+
+
+def _specs(raw: Mapping[str, Any]) -> dict[str, VariableSpec]:
+    try:
+        return parse_variable_specs(raw)
+    except VariableSpecError as exc:
+        raise ValidationFailed(
+            f"Invalid variable declarations: {exc}",
+            details=[
+                {"field": f"variables.{name}", "message": problem} for name, problem in exc.problems
+            ],
+        ) from None
+
+
+def specs_dump(specs: Mapping[str, VariableSpec]) -> dict[str, Any]:
+    return {name: spec.model_dump(mode="json") for name, spec in specs.items()}
+
+
+async def _new_version(
+    session: AsyncSession,
+    template: Template,
+    number: int,
+    *,
+    name: str,
+    subject: str,
+    html: str | None,
+    text: str | None,
+    variables: Mapping[str, Any],
+) -> TemplateVersion:
+    await _check_source(subject, html, text)
+    specs = _specs(variables)
+    derived = text is None
+    if derived:
+        text = await asyncio.to_thread(_derived_text, html)
+    version = TemplateVersion(
+        template_id=template.id,
+        version=number,
+        name=name,
+        subject=subject,
+        html=html,
+        text=text,
+        text_derived=derived,
+        variables=specs_dump(specs),
+        created_at=utcnow(),
+    )
+    session.add(version)
+    await session.flush()
+    return version
+
+
+async def create_template(
+    session: AsyncSession,
+    *,
+    name: str,
+    subject: str | None,
+    html: str | None,
+    text: str | None,
+    variables: Mapping[str, Any],
+) -> tuple[Template, TemplateVersion]:
+    now = utcnow()
+    template = Template(name=name, version_count=1, created_at=now, updated_at=now)
+    session.add(template)
+    await session.flush()
+    version = await _new_version(
+        session,
+        template,
+        1,
+        name=name,
+        subject=subject or name,
+        html=html,
+        text=text,
+        variables=variables,
+    )
+    template.current_version_id = version.id
+    await session.flush()
+    return template, version
+
+
+async def get_template(session: AsyncSession, template_id: str) -> tuple[Template, TemplateVersion]:
+    template = await repository.get_live(session, template_id)
+    if template is None or template.current_version_id is None:
+        raise NotFound(f"Template {template_id!r} does not exist.")
+    version = await repository.get_version(session, template.current_version_id)
+    if version is None:
+        raise NotFound(f"Template {template_id!r} has no version.")
+    return template, version
+
+
+async def update_template(
+    session: AsyncSession, template_id: str, changes: Mapping[str, Any]
+) -> tuple[Template, TemplateVersion]:
+    template, current = await get_template(session, template_id)
+    name = changes.get("name") or current.name
+    html = changes.get("html", current.html)
+    text = changes.get("text", None if current.text_derived else current.text)
+    if not html and not text:
+        raise ValidationFailed(
+            "a template needs 'html' or 'text' (or both)",
+            details=[{"field": "html", "message": "html and text cannot both be empty"}],
+        )
+    subject = changes.get("subject") or current.subject
+    variables = changes["variables"] if changes.get("variables") is not None else current.variables
+    template.version_count += 1
+    version = await _new_version(
+        session,
+        template,
+        template.version_count,
+        name=name,
+        subject=subject,
+        html=html,
+        text=text,
+        variables=variables,
+    )
+    template.name = name
+    template.current_version_id = version.id
+    template.updated_at = version.created_at
+    await session.flush()
+    return template, version
+
+
+async def list_templates(
+    session: AsyncSession, *, limit: int, offset: int
+) -> tuple[Sequence[tuple[Template, TemplateVersion]], int]:
+    return await repository.list_live(session, limit=limit, offset=offset)
+
+
+async def delete_template(session: AsyncSession, template_id: str) -> None:
+    template = await repository.get_live(session, template_id)
+    if template is None:
+        raise NotFound(f"Template {template_id!r} does not exist.")
+    # Soft delete: batches keep rendering the exact version they were created with.
+    template.deleted_at = utcnow()
+    await session.flush()
+
+
+_SPECS: dict[str, dict[str, VariableSpec]] = {}
+
+
+def version_specs(version: TemplateVersion) -> dict[str, VariableSpec]:
+    """Parsed variable declarations of a version; cached, since versions are immutable."""
+    specs = _SPECS.get(version.id)
+    if specs is None:
+        if len(_SPECS) > 1024:
+            _SPECS.clear()
+        specs = _SPECS[version.id] = parse_variable_specs(version.variables)
+    return specs
+
+
+def render_version(version: TemplateVersion, variables: Mapping[str, Any]) -> RenderedMessage:
+    """Render one message from a version: defaults applied, text derived when missing."""
+    compiled = get_compiled(
+        version.id, subject=version.subject, html=version.html, text=version.text
+    )
+    values = apply_defaults(version_specs(version), variables)
+    rendered = compiled.render(values)
+    if rendered.text is None and rendered.html is not None:
+        rendered = RenderedMessage(
+            subject=rendered.subject, html=rendered.html, text=derive_text(rendered.html)
+        )
+    return rendered
+
+
+def preview(version: TemplateVersion, variables: Mapping[str, Any]) -> RenderedMessage:
+    problems = check_variables(version_specs(version), variables)
+    if problems:
+        raise ValidationFailed(
+            "Variables do not match the template's declarations.",
+            details=[{"field": f"variables.{name}", "message": msg} for name, msg in problems],
+        )
+    try:
+        return render_version(version, variables)
+    except TemplateRenderError as exc:
+        raise ValidationFailed(
+            f"Rendering failed: {exc}",
+            details=[{"field": exc.part, "message": exc.message}],
+            code="render_error",
+        ) from None

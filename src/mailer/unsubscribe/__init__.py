@@ -1,0 +1,1 @@
+"""One-click unsubscribe (RFC 8058): signed tokens in `tokens`."""

@@ -1,0 +1,2 @@
+"""SES notifications through SNS: `sns` (envelopes, signatures), `ses_events` (parsing),
+`service` (applying them: events, recipient states, suppressions)."""

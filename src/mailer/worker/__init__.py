@@ -1,0 +1,1 @@
+"""The worker process: runs chunk jobs, the reconciler, and shuts down gracefully."""

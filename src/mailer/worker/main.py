@@ -1,0 +1,38 @@
+"""`mailer worker`: a worker process with signal handling."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+
+from mailer.config import Settings
+from mailer.db import create_engine, create_sessionmaker
+from mailer.logging import configure_logging
+from mailer.queue.factory import build_queue
+from mailer.worker.runtime import Worker
+
+log = structlog.get_logger("mailer.worker")
+
+
+async def run_worker(settings: Settings) -> None:
+    configure_logging(settings)
+    engine = create_engine(settings)
+    queue = build_queue(settings)
+    worker = Worker(settings=settings, sessionmaker=create_sessionmaker(engine), queue=queue)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await worker.start()
+        await stop.wait()
+        log.info("signal_received")
+        try:
+            await asyncio.wait_for(worker.stop(), timeout=settings.shutdown_timeout + 5)
+        except TimeoutError:
+            log.error("shutdown_timed_out")
+    finally:
+        await queue.close()
+        await engine.dispose()

@@ -1,0 +1,127 @@
+"""The reconciler: the database is the truth, the queue only says "go look" (DESIGN §1, §4.7).
+
+Every RECONCILE_INTERVAL seconds, in every worker (all steps are idempotent):
+1. scheduled batches that are due → SENDING, chunks enqueued;
+2. SENDING claims older than the lease (a worker died mid-send) → RETRYING;
+3. SENDING batches with unfinished recipients and no live job → chunks re-enqueued;
+   SENDING batches with nothing unfinished → COMPLETED.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import distinct, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailer.config import Settings
+from mailer.db import session_scope
+from mailer.delivery.repository import complete_if_done
+from mailer.models import Batch, Recipient
+from mailer.models.base import utcnow
+from mailer.models.enums import UNFINISHED_STATUSES, BatchStatus, RecipientStatus
+from mailer.queue.base import ChunkJob, JobQueue
+
+log = structlog.get_logger("mailer.reconciler")
+
+# A batch enqueued this recently is left alone: its jobs may still be on their way.
+ENQUEUE_GRACE = timedelta(seconds=10)
+
+
+@dataclass
+class ReconcileReport:
+    scheduled_started: int = 0
+    claims_expired: int = 0
+    batches_requeued: int = 0
+    jobs_enqueued: int = 0
+    batches_completed: int = 0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        queue: JobQueue,
+    ) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.queue = queue
+
+    async def run_once(self) -> ReconcileReport:
+        report = ReconcileReport()
+        now = utcnow()
+        async with session_scope(self.sessionmaker) as session:
+            due = await session.execute(
+                update(Batch)
+                .where(Batch.status == BatchStatus.SCHEDULED, Batch.send_at <= now)
+                .values(status=BatchStatus.SENDING, started_at=now)
+                .returning(Batch.id)
+                .execution_options(synchronize_session=False)
+            )
+            report.scheduled_started = len(due.all())
+            expired = await session.execute(
+                update(Recipient)
+                .where(
+                    Recipient.status == RecipientStatus.SENDING,
+                    Recipient.claimed_at < now - timedelta(seconds=self.settings.claim_lease),
+                )
+                .values(status=RecipientStatus.RETRYING, claimed_at=None, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            report.claims_expired = int(expired.rowcount or 0)  # type: ignore[attr-defined]
+            sending = (
+                await session.execute(
+                    select(Batch.id, Batch.chunk_size, Batch.total_recipients, Batch.enqueued_at)
+                    .where(Batch.status == BatchStatus.SENDING)
+                    .order_by(Batch.created_at)
+                    .limit(1000)
+                )
+            ).all()
+        tag = str(int(time.time()))
+        for batch_id, chunk_size, total, enqueued_at in sending:
+            if enqueued_at is not None and now - enqueued_at < ENQUEUE_GRACE:
+                continue
+            async with session_scope(self.sessionmaker) as session:
+                if await complete_if_done(session, batch_id):
+                    report.batches_completed += 1
+                    continue
+                if await self.queue.has_pending_for(batch_id):
+                    continue
+                starts = (
+                    await session.scalars(
+                        select(distinct(Recipient.seq // chunk_size)).where(
+                            Recipient.batch_id == batch_id,
+                            Recipient.status.in_(UNFINISHED_STATUSES),
+                        )
+                    )
+                ).all()
+                jobs = [
+                    ChunkJob(
+                        batch_id,
+                        int(c) * chunk_size,
+                        min(int(c) * chunk_size + chunk_size, total),
+                        tag,
+                    )
+                    for c in sorted(starts)
+                ]
+                if not jobs:
+                    continue
+                await self.queue.enqueue(jobs)
+                await session.execute(
+                    update(Batch).where(Batch.id == batch_id).values(enqueued_at=utcnow())
+                )
+            report.batches_requeued += 1
+            report.jobs_enqueued += len(jobs)
+        if report.batches_requeued or report.claims_expired or report.scheduled_started:
+            log.info(
+                "reconciled",
+                scheduled_started=report.scheduled_started,
+                claims_expired=report.claims_expired,
+                batches_requeued=report.batches_requeued,
+                jobs_enqueued=report.jobs_enqueued,
+            )
+        return report
