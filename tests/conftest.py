@@ -8,12 +8,12 @@ markers postgres_only / redis_only.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
+import redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mailer.config import Settings, load_settings
@@ -22,10 +22,12 @@ from tests.fixtures import database
 
 BACKEND = database.BACKEND
 REDIS_BASE = os.environ.get("MAILER_TEST_REDIS", "redis://127.0.0.1:6379")
-# Each xdist worker gets its own Redis database index (1..15).
-_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-REDIS_DB = 1 + (int(_worker[2:]) if _worker[2:].isdigit() else 0) % 15
+# A Redis database index (1..15) per test process, so concurrent runs rarely meet.
+REDIS_DB = int(os.environ.get("MAILER_TEST_REDIS_DB", 1 + os.getpid() % 15))
 TEST_UNSUBSCRIBE_SECRET = "test-unsubscribe-secret-0123456789"
+
+# Real peers shared by every test package: aiosmtpd SMTP server, SES endpoints, moto.
+pytest_plugins = ["tests.fixtures.smtp_server", "tests.fixtures.ses_server"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -37,11 +39,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def _database_template(tmp_path_factory: pytest.TempPathFactory) -> str | Path:
+def _database_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | Path]:
     if BACKEND == "postgres":
         database.ensure_postgres_running()
-        return database.create_pg_database(database.pg_database_name())
-    return database.make_sqlite_template(tmp_path_factory.mktemp("db"))
+        name = database.pg_database_name()
+        yield database.create_pg_database(name)
+        database.drop_pg_database(name)
+        return
+    yield database.make_sqlite_template(tmp_path_factory.mktemp("db"))
 
 
 @pytest.fixture
@@ -55,14 +60,14 @@ async def database_url(_database_template: str | Path, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def redis_url() -> AsyncIterator[str]:
+def redis_url() -> Iterator[str]:
     """A Redis database index of this test run's own, flushed before and after."""
     url = f"{REDIS_BASE}/{REDIS_DB}"
-    client = aioredis.from_url(url)
-    await client.flushdb()
+    client = redis.Redis.from_url(url)
+    client.flushdb()
     yield url
-    await client.flushdb()
-    await client.aclose()
+    client.flushdb()
+    client.close()
 
 
 @pytest.fixture
@@ -127,3 +132,14 @@ async def send_key(client: Any) -> str:
 async def admin_key(client: Any) -> str:
     key: str = await client.make_key("admin-key", admin=True)
     return key
+
+
+@pytest.fixture
+def client_factory(settings_factory: Any) -> Any:
+    """`async with client_factory(**settings_overrides) as c:` an API client on those settings."""
+    from tests.fixtures.client import api_client
+
+    def make(**overrides: Any) -> Any:
+        return api_client(settings_factory(**overrides))
+
+    return make

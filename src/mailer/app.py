@@ -23,7 +23,11 @@ from mailer.logging import configure_logging
 from mailer.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from mailer.queue.factory import build_queue
 from mailer.state import AppState
+from mailer.suppressions.endpoints import router as suppressions_router
 from mailer.templates.endpoints import router as templates_router
+from mailer.unsubscribe.endpoints import router as unsubscribe_router
+from mailer.webhooks.endpoints import router as webhooks_router
+from mailer.webhooks.sns import CertFetcher, SnsVerifier
 
 log = structlog.get_logger("mailer.app")
 API_PREFIX = "/api/v1"
@@ -31,8 +35,14 @@ API_PREFIX = "/api/v1"
 NON_JSON_PATHS = (f"{API_PREFIX}/webhooks/", f"{API_PREFIX}/unsubscribe/")
 
 
-def create_app(settings: Settings | None = None, *, embedded_worker: bool = False) -> FastAPI:
-    """The API. With `embedded_worker` (mailer dev) the sending worker runs in-process too."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    embedded_worker: bool = False,
+    sns_fetch_cert: CertFetcher | None = None,
+) -> FastAPI:
+    """The API. With `embedded_worker` (mailer dev) the sending worker runs in-process too.
+    `sns_fetch_cert` replaces the SNS certificate download (tests sign with their own)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -49,7 +59,10 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
             queue=queue,
             usage=usage,
             key_limiter=KeyRateLimiter(settings.api_rate_limit),
+            sns_verifier=SnsVerifier(sns_fetch_cert),
         )
+        if not settings.sns_verify:
+            log.warning("sns_verification_disabled", hint="SNS_VERIFY=false is for development")
         app.state.mailer = state
         usage.start()
         worker = None
@@ -87,6 +100,9 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
     api.include_router(templates_router)
     api.include_router(batches_router)
     api.include_router(dead_letters_router)
+    api.include_router(suppressions_router)
+    api.include_router(webhooks_router)
+    api.include_router(unsubscribe_router)
     app.include_router(api)
     _document_raw_bodies(app)
     app.add_middleware(

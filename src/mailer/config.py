@@ -15,11 +15,13 @@ from urllib.parse import urlsplit
 from pydantic import (
     AliasChoices,
     Field,
+    ModelWrapValidatorHandler,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/mailer.db"
@@ -202,6 +204,38 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _report_every_problem(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Settings]
+    ) -> Settings:
+        """A field error stops validation before _check_combinations runs, hiding its
+        problems; validate again without the bad fields so one error names them all."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            errors = exc.errors()
+            bad = {str(e["loc"][0]).lower() for e in errors if e["loc"]}
+            if not bad or not isinstance(data, dict):
+                raise
+            rest = {k: v for k, v in data.items() if str(k).lower() not in bad}
+            try:
+                handler(rest)
+                raise
+            except ValidationError as again:
+                hidden = [e for e in again.errors() if not e["loc"]]
+                if not hidden:
+                    raise exc from None
+                details: list[InitErrorDetails] = [
+                    {
+                        "type": PydanticCustomError(e["type"], e["msg"].replace("{", "{{")),
+                        "loc": e["loc"],
+                        "input": e["input"],
+                    }
+                    for e in errors + hidden
+                ]
+                raise ValidationError.from_exception_data(exc.title, details) from None
 
     # Derived values
 

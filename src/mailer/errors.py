@@ -38,6 +38,10 @@ class MailerError(Exception):
         if code is not None:
             self.code = code
 
+    def with_status(self, status: int) -> MailerError:
+        self.status = status
+        return self
+
 
 class BadRequest(MailerError):
     status, code = 400, "bad_request"

@@ -12,9 +12,10 @@ import uuid
 from typing import Any
 
 import structlog
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mailer.errors import PayloadTooLarge, error_body
+from mailer.errors import error_body
 from mailer.responses import JsonResponse
 
 access_log = structlog.get_logger("mailer.access")
@@ -110,8 +111,10 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    # A MailerError: the app's handler answers 413 in the usual format.
-                    raise PayloadTooLarge(self._too_large()["error"]["message"])
+                    # An HTTPException, not a MailerError: FastAPI re-raises HTTPExceptions
+                    # from body reading but turns anything else into "400 error parsing the
+                    # body". The app's handler answers 413 in the usual format.
+                    raise HTTPException(413, detail=self._too_large()["error"]["message"])
             return message
 
         await self.app(scope, limited_receive, send)

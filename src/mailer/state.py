@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from mailer.auth.ratelimit import KeyRateLimiter
     from mailer.auth.usage import UsageTracker
     from mailer.queue.base import JobQueue
+    from mailer.webhooks.sns import SnsVerifier
 
 
 @dataclass
@@ -23,4 +24,5 @@ class AppState:
     queue: JobQueue
     usage: UsageTracker
     key_limiter: KeyRateLimiter
+    sns_verifier: SnsVerifier
     extras: dict[str, object] = field(default_factory=dict)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis.asyncio as aioredis
 
-from mailer.queue.base import ChunkJob, JobContext
+from mailer.queue.base import ChunkJob, JobContext, JobHandler
 from mailer.queue.bullmq import BullQueue
 from tests.queue import running, wait_until, wait_until_async
 
@@ -62,20 +62,22 @@ async def test_pause_all_holds_every_worker(make_bull: MakeBull) -> None:
     a, b = make_bull(), make_bull()
     starts: list[tuple[str, float]] = []
 
-    def handler_for(worker: str) -> Callable[[ChunkJob, JobContext], object]:
+    def handler_for(worker: str) -> JobHandler:
         async def handler(job: ChunkJob, ctx: JobContext) -> None:
             starts.append((worker, time.monotonic()))
             await asyncio.sleep(0.05)
 
         return handler
 
-    async with running(a, handler_for("a"), concurrency=2):  # type: ignore[arg-type]
-        async with running(b, handler_for("b"), concurrency=2):  # type: ignore[arg-type]
-            await asyncio.sleep(0.3)  # both idle in their blocking pop
-            t0 = time.monotonic()
-            await a.pause_all(1500)
-            await b.enqueue([ChunkJob("b", i, i + 1) for i in range(20)])
-            await wait_until(lambda: len(starts) == 20)
+    async with (
+        running(a, handler_for("a"), concurrency=2),
+        running(b, handler_for("b"), concurrency=2),
+    ):
+        await asyncio.sleep(0.3)  # both idle in their blocking pop
+        t0 = time.monotonic()
+        await a.pause_all(1500)
+        await b.enqueue([ChunkJob("b", i, i + 1) for i in range(20)])
+        await wait_until(lambda: len(starts) == 20)
     first = min(t for _, t in starts)
     assert first - t0 >= 1.499
     assert first - t0 < 3.5  # unpatched, the workers would sleep ~5 s in BZPOPMIN
@@ -191,4 +193,3 @@ async def test_completed_and_failed_jobs_are_not_pending(make_bull: MakeBull) ->
     assert await queue.failed_count() == 1
     assert not await queue.has_pending_for("good")
     assert not await queue.has_pending_for("bad")
-

@@ -107,7 +107,7 @@ async def test_suppressed_among_in_chunks(
     assert found == {e.upper() for e in emails[::3]} | {"r0@example.com"}
     assert await suppressions.suppressed_among(session, []) == set()
     normal = await suppressions.suppressed_among(
-        session, emails + ["R0@example.com"], normalized=True
+        session, [*emails, "R0@example.com"], normalized=True
     )
     assert normal == set(emails[::3])
 

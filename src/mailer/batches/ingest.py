@@ -19,6 +19,7 @@ from mailer.addresses import InvalidAddress, normalize_email
 from mailer.batches.schemas import BatchOptions
 from mailer.errors import BadRequest, ValidationFailed, validation_details
 from mailer.templates.variables import VariableSpec, check_variables
+from mailer.validation import nul_paths
 
 MAX_REPORTED_ERRORS = 100
 _RECIPIENT_KEYS = frozenset({"email", "variables"})
@@ -28,6 +29,7 @@ _RECIPIENT_KEYS = frozenset({"email", "variables"})
 class ParsedRequest:
     options: BatchOptions
     raw_recipients: list[Any]
+    may_contain_nul: bool = True
 
 
 @dataclass(slots=True)
@@ -73,10 +75,15 @@ def parse_request(body: bytes, *, max_recipients: int) -> ParsedRequest:
         fields = ", ".join(p["field"] for p in problems[:5])
         raise ValidationFailed(f"The batch is not valid ({fields}).", details=problems)
     assert isinstance(recipients, list)
-    return ParsedRequest(options=options, raw_recipients=recipients)
+    return ParsedRequest(
+        options=options, raw_recipients=recipients, may_contain_nul=b"\\u0000" in body
+    )
 
 
-def check_recipients(raw: list[Any], specs: Mapping[str, VariableSpec]) -> CheckedRecipients:
+def check_recipients(
+    raw: list[Any], specs: Mapping[str, VariableSpec], *, has_nul: bool = True
+) -> CheckedRecipients:
+    """`has_nul=False` (the raw body had no \\u0000 escape) skips the NUL scan."""
     errors: list[dict[str, Any]] = []
     error_count = 0
     seen: dict[str, int] = {}
@@ -117,6 +124,9 @@ def check_recipients(raw: list[Any], specs: Mapping[str, VariableSpec]) -> Check
         if specs:
             for name, problem in check_variables(specs, variables):
                 fail(index, f"variables.{name}", problem)
+        if has_nul:
+            for where in nul_paths(variables, "variables"):
+                fail(index, where, "NUL characters (\\u0000) are not allowed")
         if address in seen:
             duplicates += 1
             continue

@@ -97,7 +97,9 @@ async def create_batch(
 
     options = parsed.options
     template, version = await templates.get_template(session, options.template_id)
-    checked = check_recipients(parsed.raw_recipients, templates.version_specs(version))
+    checked = check_recipients(
+        parsed.raw_recipients, templates.version_specs(version), has_nul=parsed.may_contain_nul
+    )
     from_address = _check_sender(options.from_, "from") if options.from_ else None
     reply_to_raw = (
         [options.reply_to] if isinstance(options.reply_to, str) else options.reply_to or []

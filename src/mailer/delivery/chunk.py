@@ -46,8 +46,8 @@ SENDING_PAUSED_RETRY_S = 60.0
 
 @dataclass
 class _ChunkRun:
-    claimed: list[repository.Claimed]
-    unsent: set[int] = field(default_factory=set)  # claimed ids not attempted
+    attempted: set[int] = field(default_factory=set)  # claimed in this run
+    unsent: set[int] = field(default_factory=set)  # claimed, not attempted: released at end
     retrying: int = 0
     last_error: str | None = None
     pause_for: float | None = None
@@ -86,28 +86,13 @@ class ChunkProcessor:
         lease = self.settings.claim_lease
         async with session_scope(self.sessionmaker) as session:
             bctx = await self.contexts.get(session, job.batch_id)
-            if bctx is None or bctx.status != BatchStatus.SENDING:
-                return  # gone, scheduled, cancelled or completed: nothing to send
-            claimed = await repository.claim_chunk(
-                session, job.batch_id, job.seq_start, job.seq_end, lease
-            )
-            busy_until = None
-            if not claimed:
-                busy_until = await repository.busy_claims_until(
-                    session, job.batch_id, job.seq_start, job.seq_end, lease
-                )
-        if not claimed:
-            if busy_until is not None:
-                wait_ms = int((busy_until - utcnow()).total_seconds() * 1000) + 100
-                raise DelayJob(max(wait_ms, 100))
-            await self._complete(job.batch_id)
-            return
+        if bctx is None or bctx.status != BatchStatus.SENDING:
+            return  # gone, scheduled, cancelled or completed: nothing to send
 
-        run = _ChunkRun(claimed=claimed, unsent={r.id for r in claimed})
+        run = _ChunkRun()
         heart = asyncio.create_task(self._heartbeat(run))
         try:
-            await self._drop_suppressed(bctx, run)
-            await self._send_all(bctx, run)
+            claimed_any = await self._claim_and_send(job, bctx, run)
         finally:
             heart.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -116,34 +101,79 @@ class ChunkProcessor:
                 async with session_scope(self.sessionmaker) as session:
                     await repository.release(session, sorted(run.unsent))
 
+        if not claimed_any:
+            async with session_scope(self.sessionmaker) as session:
+                busy_until = await repository.busy_claims_until(
+                    session, job.batch_id, job.seq_start, job.seq_end, lease
+                )
+            if busy_until is not None:
+                # Claimed by a worker that may have died: come back when its lease ends.
+                wait_ms = int((busy_until - utcnow()).total_seconds() * 1000) + 100
+                raise DelayJob(max(wait_ms, 100))
         if run.pause_for is not None:
             pause_ms = int(run.pause_for * 1000)
             await self.queue.pause_all(pause_ms)
             raise DelayJob(pause_ms)
-        if self.stopping.is_set() and run.claimed and len(run.unsent) > 0:
-            raise DelayJob(0)
+        if self.stopping.is_set():
+            raise DelayJob(0)  # shutting down: hand the rest of the chunk back
         if run.retrying:
             if not ctx.is_last_attempt:
                 raise RetryJob(run.last_error or "transient failure")
             await self._exhausted(job, ctx, run.last_error or "transient failure")
         await self._complete(job.batch_id)
 
+    async def _claim_and_send(self, job: ChunkJob, bctx: BatchContext, run: _ChunkRun) -> bool:
+        """Claim a few recipients at a time (as many as can be sent at once), so a
+        cancellation or a shutdown leaves the rest of the chunk unclaimed."""
+        claim_size = max(1, min(self.settings.chunk_size, self.settings.worker_concurrency))
+        tasks: list[asyncio.Task[None]] = []
+        claimed_any = False
+        while not self.stopping.is_set() and run.pause_for is None:
+            async with session_scope(self.sessionmaker) as session:
+                claimed = await repository.claim_chunk(
+                    session,
+                    job.batch_id,
+                    job.seq_start,
+                    job.seq_end,
+                    self.settings.claim_lease,
+                    limit=claim_size,
+                    exclude=run.attempted,
+                )
+            if not claimed:
+                break
+            claimed_any = True
+            run.attempted.update(r.id for r in claimed)
+            run.unsent.update(r.id for r in claimed)
+            claimed = await self._drop_suppressed(bctx, run, claimed)
+            for recipient in claimed:
+                await self.slots.acquire()
+                if self.stopping.is_set() or run.pause_for is not None:
+                    self.slots.release()
+                    break
+                run.unsent.discard(recipient.id)
+                tasks.append(asyncio.create_task(self._send_one(bctx, run, recipient)))
+        if tasks:
+            await asyncio.gather(*tasks)
+        return claimed_any
+
     async def _heartbeat(self, run: _ChunkRun) -> None:
         interval = max(self.settings.claim_lease / 3, 0.5)
         while True:
             await asyncio.sleep(interval)
-            ids = [r.id for r in run.claimed if r.id in run.unsent]
             with contextlib.suppress(Exception):
                 async with session_scope(self.sessionmaker) as session:
-                    await repository.heartbeat(session, ids)
+                    await repository.heartbeat(session, sorted(run.unsent))
 
-    async def _drop_suppressed(self, bctx: BatchContext, run: _ChunkRun) -> None:
+    async def _drop_suppressed(
+        self, bctx: BatchContext, run: _ChunkRun, claimed: list[repository.Claimed]
+    ) -> list[repository.Claimed]:
+        """Suppression is checked again just before sending."""
         async with session_scope(self.sessionmaker) as session:
-            suppressed = await suppressed_among(session, [r.email for r in run.claimed])
+            suppressed = await suppressed_among(session, [r.email for r in claimed])
         if not suppressed:
-            return
+            return claimed
         outcomes = []
-        for r in run.claimed:
+        for r in claimed:
             if r.email in suppressed:
                 run.unsent.discard(r.id)
                 outcomes.append(
@@ -156,20 +186,8 @@ class ChunkProcessor:
                         data={"reason": "suppressed before send"},
                     )
                 )
-        run.claimed = [r for r in run.claimed if r.email not in suppressed]
         await self.recorder.record_many(outcomes)
-
-    async def _send_all(self, bctx: BatchContext, run: _ChunkRun) -> None:
-        tasks: list[asyncio.Task[None]] = []
-        for recipient in run.claimed:
-            await self.slots.acquire()
-            if self.stopping.is_set() or run.pause_for is not None:
-                self.slots.release()
-                break
-            run.unsent.discard(recipient.id)
-            tasks.append(asyncio.create_task(self._send_one(bctx, run, recipient)))
-        if tasks:
-            await asyncio.gather(*tasks)
+        return [r for r in claimed if r.email not in suppressed]
 
     async def _send_one(self, bctx: BatchContext, run: _ChunkRun, r: repository.Claimed) -> None:
         try:

@@ -3,7 +3,7 @@ batches, write dead letters. One statement per step for the whole chunk."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,23 +45,31 @@ def _claimable(lease_expired_before: datetime) -> Any:
 
 
 async def claim_chunk(
-    session: AsyncSession, batch_id: str, seq_start: int, seq_end: int, lease: float
+    session: AsyncSession,
+    batch_id: str,
+    seq_start: int,
+    seq_end: int,
+    lease: float,
+    *,
+    limit: int,
+    exclude: Collection[int] = (),
 ) -> list[Claimed]:
-    """Move the chunk's claimable recipients to SENDING and return them. Two workers can
-    never both claim one recipient (row locks; SKIP LOCKED on PostgreSQL)."""
+    """Move up to `limit` claimable recipients of the chunk (lowest seq first, none of
+    `exclude`) to SENDING and return them. Two workers can never both claim one recipient
+    (row locks; SKIP LOCKED on PostgreSQL)."""
     now = utcnow()
     where = and_(
         _in_chunk(batch_id, seq_start, seq_end), _claimable(now - timedelta(seconds=lease))
     )
+    if exclude:
+        where = and_(where, Recipient.id.not_in(list(exclude)))
+    ids = select(Recipient.id).where(where).order_by(Recipient.seq).limit(limit)
     conn = await session.connection()
     if conn.dialect.name == "postgresql":
-        ids = select(Recipient.id).where(where).with_for_update(skip_locked=True)
-        target: Any = Recipient.id.in_(ids.scalar_subquery())
-    else:
-        target = where
+        ids = ids.with_for_update(skip_locked=True)
     result = await session.execute(
         update(Recipient)
-        .where(target)
+        .where(Recipient.id.in_(ids.scalar_subquery()))
         .values(status=RecipientStatus.SENDING, claimed_at=now, updated_at=now)
         .returning(
             Recipient.id, Recipient.seq, Recipient.email, Recipient.variables, Recipient.attempts

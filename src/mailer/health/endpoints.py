@@ -13,6 +13,7 @@ from mailer.migrate import current_revision, head_revision
 from mailer.responses import JsonResponse
 
 router = APIRouter(tags=["health"])
+CHECK_TIMEOUT_S = 5
 
 
 @router.get("/health")
@@ -46,12 +47,13 @@ async def _check_queue(state: State) -> dict[str, Any]:
 async def ready(state: State) -> JsonResponse:
     """Readiness: database reachable, migrations at head, queue backend reachable."""
     results = await asyncio.gather(
-        asyncio.wait_for(_check_database(state), timeout=5),
-        asyncio.wait_for(_check_queue(state), timeout=5),
+        asyncio.wait_for(_check_database(state), timeout=CHECK_TIMEOUT_S),
+        asyncio.wait_for(_check_queue(state), timeout=CHECK_TIMEOUT_S),
         return_exceptions=True,
     )
+    timed_out = {"ok": False, "error": f"no answer within {CHECK_TIMEOUT_S} s"}
     checks: dict[str, Any] = {
-        name: result if isinstance(result, dict) else {"ok": False, "error": "timeout"}
+        name: result if isinstance(result, dict) else timed_out
         for name, result in zip(("database", "queue"), results, strict=True)
     }
     ok = all(c.get("ok") for c in checks.values())

@@ -72,6 +72,13 @@ def _backoff_strategy(attempts_made: int, _type: str, _err: Any, job: Any) -> in
     return retry_delay_ms(int(backoff.get("delay") or 0), attempts_made)
 
 
+def _job_data(job: ChunkJob) -> dict[str, Any]:
+    data: dict[str, Any] = {"b": job.batch_id, "s": job.seq_start, "e": job.seq_end}
+    if job.tag:
+        data["t"] = job.tag
+    return data
+
+
 class _Worker(Worker):  # type: ignore[misc]
     """bullmq Worker that honours the limiter's limitUntil (gap b), like the Node worker."""
 
@@ -172,7 +179,7 @@ class BullQueue:
                 [
                     {
                         "name": JOB_NAME,
-                        "data": {"b": job.batch_id, "s": job.seq_start, "e": job.seq_end},
+                        "data": _job_data(job),
                         "opts": {**opts, "jobId": job.job_id},
                     }
                     for job in jobs[start : start + _ADD_BATCH]
@@ -256,7 +263,7 @@ class BullQueue:
         )
         # Gap (a): no read timeout on the connection that blocks in BZPOPMIN.
         worker.blockingRedisConnection.conn.connection_pool.connection_kwargs["socket_timeout"] = (
-            5
+            None
         )
         # Gap (c): capabilities (sub-second block timeouts) come from the server version.
         await worker.blockingRedisConnection.getRedisVersion()
@@ -277,7 +284,7 @@ class BullQueue:
 
     async def _process(self, handler: JobHandler, job: Any, token: str) -> None:
         data = job.data
-        chunk = ChunkJob(str(data["b"]), int(data["s"]), int(data["e"]))
+        chunk = ChunkJob(str(data["b"]), int(data["s"]), int(data["e"]), str(data.get("t", "")))
         ctx = JobContext(
             attempt=int(job.attemptsMade) + 1,
             max_attempts=int(job.opts.get("attempts") or self._attempts),

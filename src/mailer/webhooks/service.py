@@ -8,6 +8,7 @@ one parsed SES event. Both only flush: the caller commits, so a failure leaves n
 from __future__ import annotations
 
 import hashlib
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailer.addresses import try_normalize_email
 from mailer.config import Settings
 from mailer.events import bump_metrics, record_events
-from mailer.models import Recipient, SoftBounce, WebhookMessage
+from mailer.models import Batch, Recipient, SoftBounce, WebhookMessage
 from mailer.models.base import utcnow
 from mailer.models.enums import EventType, MetricKind, RecipientStatus, SuppressionReason
 from mailer.suppressions import service as suppressions
@@ -246,6 +247,13 @@ def _entries(ses: SesEvent, matches: Sequence[_Match]) -> list[_Entry]:
     return entries
 
 
+_STATUS_COUNTER = {
+    RecipientStatus.DELIVERED: "delivered_count",
+    RecipientStatus.BOUNCED: "bounced_count",
+    RecipientStatus.COMPLAINED: "complained_count",
+}
+
+
 async def _set_status(
     session: AsyncSession,
     ids: Sequence[int],
@@ -253,14 +261,36 @@ async def _set_status(
     from_: Sequence[RecipientStatus],
     now: datetime,
 ) -> None:
+    """Move recipients in one of `from_` to `to`, keeping the batches' counters right."""
     if not ids:
+        return
+    moved = (
+        await session.execute(
+            select(Recipient.id, Recipient.batch_id, Recipient.status)
+            .where(Recipient.id.in_(ids), Recipient.status.in_([s.value for s in from_]))
+            .with_for_update()
+        )
+    ).tuples().all()
+    if not moved:
         return
     await session.execute(
         update(Recipient)
-        .where(Recipient.id.in_(ids), Recipient.status.in_([s.value for s in from_]))
+        .where(Recipient.id.in_([rid for rid, _, _ in moved]))
         .values(status=to.value, updated_at=now)
         .execution_options(synchronize_session=False)
     )
+    deltas: dict[str, Counter[str]] = defaultdict(Counter)
+    for _, batch_id, old in moved:
+        deltas[batch_id][_STATUS_COUNTER[to]] += 1
+        old_counter = _STATUS_COUNTER.get(RecipientStatus(old))
+        if old_counter is not None:
+            deltas[batch_id][old_counter] -= 1
+    for batch_id, delta in deltas.items():
+        await session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values({name: getattr(Batch, name) + n for name, n in delta.items() if n})
+        )
 
 
 async def _apply(

@@ -272,7 +272,7 @@ class SnsVerifier:
                 self._cache.move_to_end(url)
                 return key
             del self._cache[url]
-        future = None
+        future = self._inflight.get(url)
         if future is None:
             future = asyncio.ensure_future(self._load(url))
             self._inflight[url] = future

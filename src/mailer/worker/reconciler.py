@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import distinct, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailer.config import Settings
@@ -93,7 +93,9 @@ class Reconciler:
                     continue
                 starts = (
                     await session.scalars(
-                        select(distinct(Recipient.seq // chunk_size)).where(
+                        select(Recipient.seq // chunk_size)
+                        .distinct()
+                        .where(
                             Recipient.batch_id == batch_id,
                             Recipient.status.in_(UNFINISHED_STATUSES),
                         )
