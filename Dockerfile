@@ -1,23 +1,24 @@
-# syntax=docker/dockerfile:1
 # mailer image. Build: docker build -t mailer:latest .
 # One image for every process; the command picks it: api (default), worker, migrate, ...
 #   docker run mailer:latest worker
 # The builder installs mailer with deploy/install.sh, the same script CI (.ci/run) and
 # scripts/*.sh run, so the image holds exactly what CI tested.
 
+# For reproducible builds pin a digest: --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:...
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 # A compiler only for dependencies without a wheel for this platform; it stays in this stage.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # The repository layout install.sh expects: it installs its own parent directory ("$root").
 COPY pyproject.toml README.md ./
-COPY src ./source
+COPY src ./src
 COPY deploy/install.sh ./deploy/install.sh
 RUN bash deploy/install.sh /opt/venv runtime
 

@@ -17,6 +17,7 @@ from mailer.batches.endpoints import router as batches_router
 from mailer.config import Settings, get_settings
 from mailer.db import create_engine, create_sessionmaker
 from mailer.deadletters.endpoints import router as dead_letters_router
+from mailer.domains.endpoints import router as domains_router
 from mailer.errors import install_error_handlers
 from mailer.health.endpoints import router as health_router
 from mailer.logging import configure_logging
@@ -100,6 +101,7 @@ def create_app(
     api.include_router(templates_router)
     api.include_router(batches_router)
     api.include_router(dead_letters_router)
+    api.include_router(domains_router)
     api.include_router(suppressions_router)
     api.include_router(webhooks_router)
     api.include_router(unsubscribe_router)

@@ -85,9 +85,10 @@ class Settings(BaseSettings):
     log_format: LogFormat | None = None
 
     # Storage and queue
-    database_url: str = DEFAULT_DATABASE_URL
+    # URLs may carry passwords: kept out of repr (and so out of logs and tracebacks).
+    database_url: str = Field(DEFAULT_DATABASE_URL, repr=False)
     db_pool_size: int = Field(10, ge=1, le=500)
-    redis_url: str | None = None
+    redis_url: str | None = Field(None, repr=False)
     queue_name: str = "mailer-send"
 
     # Delivery
@@ -222,20 +223,22 @@ class Settings(BaseSettings):
             rest = {k: v for k, v in data.items() if str(k).lower() not in bad}
             try:
                 handler(rest)
-                raise
             except ValidationError as again:
                 hidden = [e for e in again.errors() if not e["loc"]]
-                if not hidden:
-                    raise exc from None
-                details: list[InitErrorDetails] = [
-                    {
-                        "type": PydanticCustomError(e["type"], e["msg"].replace("{", "{{")),
-                        "loc": e["loc"],
-                        "input": e["input"],
-                    }
-                    for e in errors + hidden
-                ]
-                raise ValidationError.from_exception_data(exc.title, details) from None
+            else:
+                hidden = []
+            if not hidden:
+                raise
+            # Messages are final: no context, so PydanticCustomError leaves braces alone.
+            details: list[InitErrorDetails] = [
+                {
+                    "type": PydanticCustomError(e["type"], e["msg"]),
+                    "loc": e["loc"],
+                    "input": e["input"],
+                }
+                for e in errors + hidden
+            ]
+            raise ValidationError.from_exception_data(exc.title, details) from None
 
     # Derived values
 

@@ -220,4 +220,3 @@ async def test_list_keys_paginates(client: Any, admin_key: str) -> None:
     for params in ({"limit": 1001}, {"limit": 0}, {"offset": -1}):
         bad = await client.http.get(KEYS, params=params, headers=auth(admin_key))
         assert_error(bad, 422, "validation_error")
-

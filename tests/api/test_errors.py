@@ -15,7 +15,6 @@ TEMPLATES = "/api/v1/templates"
 TEMPLATE = {"name": "T", "html": "<p>{{name}}</p>", "variables": {"name": {"type": "string"}}}
 
 
-
 async def test_unknown_route_is_404(client: Any) -> None:
     error = assert_error(await client.http.get("/api/v1/no-such-thing"), 404, "not_found")
     assert error["details"] == []

@@ -18,7 +18,6 @@ from tests.fixtures.client import api_client, auth
 CLOSED_PORT_DB = "postgresql://postgres@127.0.0.1:1/mailer"
 
 
-
 async def test_health(client: Any) -> None:
     response = await client.http.get("/api/v1/health")
     assert response.status_code == 200

@@ -45,9 +45,7 @@ async def version_rows(client: Any, template_id: str) -> list[dict[str, Any]]:
             .where(TemplateVersion.template_id == template_id)
             .order_by(TemplateVersion.version)
         )
-        return [
-            {c.key: getattr(r, c.key) for c in TemplateVersion.__table__.columns} for r in rows
-        ]
+        return [{c.key: getattr(r, c.key) for c in TemplateVersion.__table__.columns} for r in rows]
 
 
 async def test_original_spec_create_list_get_delete(client: Any, send_key: str) -> None:
@@ -105,9 +103,7 @@ async def test_unknown_template_is_404(client: Any, send_key: str) -> None:
     assert "01J0000000000000000000NONE" in error["message"]
 
 
-async def test_put_creates_a_new_version_and_keeps_the_old_one(
-    client: Any, send_key: str
-) -> None:
+async def test_put_creates_a_new_version_and_keeps_the_old_one(client: Any, send_key: str) -> None:
     created = await create(
         client,
         send_key,
@@ -144,9 +140,7 @@ async def test_put_creates_a_new_version_and_keeps_the_old_one(
     assert rendered.json()["html"] == "<p>Bye Ann</p>"
 
 
-async def test_put_rejects_a_syntax_error_without_a_new_version(
-    client: Any, send_key: str
-) -> None:
+async def test_put_rejects_a_syntax_error_without_a_new_version(client: Any, send_key: str) -> None:
     template_id = (await create(client, send_key))["id"]
     response = await client.http.put(
         f"{TEMPLATES}/{template_id}", json={"html": "{{#if x}}open"}, headers=auth(send_key)
@@ -299,7 +293,11 @@ async def test_text_only_template(client: Any, send_key: str) -> None:
         {"html": "<p>x</p>"},
         {"name": "bad var", "html": "x", "variables": {"v": {"type": "date"}}},
         {"name": "bad var name", "html": "x", "variables": {"if": {"type": "string"}}},
-        {"name": "bad default", "html": "x", "variables": {"n": {"type": "integer", "default": "a"}}},
+        {
+            "name": "bad default",
+            "html": "x",
+            "variables": {"n": {"type": "integer", "default": "a"}},
+        },
     ],
 )
 async def test_invalid_templates_are_422(client: Any, send_key: str, body: dict[str, Any]) -> None:

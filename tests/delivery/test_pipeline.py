@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from mailer.db import session_scope
-from mailer.models import DeadLetter, Recipient
+from mailer.models import Recipient
 from mailer.suppressions import service as suppressions
 from tests.fixtures.client import ApiClient, api_client, auth
 from tests.fixtures.pipeline import (

@@ -191,7 +191,7 @@ def test_dockerfile_is_multi_stage_on_python_311_slim(
         image = instruction.args.split()[0]
         image = re.sub(r"\$\{(\w+)\}", lambda m: global_args[m.group(1)], image)
         # Same base in both stages: the venv's interpreter links must resolve in the runtime.
-        assert image == "python:3.11-slim"
+        assert image.split("@")[0] == "python:3.11-slim"  # a pinned digest may follow
 
 
 def test_builder_runs_the_install_script_ci_runs(
@@ -626,10 +626,10 @@ def dockerfile_uid() -> int:
     return int(only(instructions, "runtime", "USER").args.split(":")[0])
 
 
-@pytest.mark.parametrize("name", [p.name for p in sorted(K8S_DIR.glob("*.yaml"))])
+@pytest.mark.parametrize(
+    "name", [p.name for p in sorted(K8S_DIR.glob("*.yaml")) if p.name != "kustomization.yaml"]
+)
 def test_k8s_manifest_matches_the_kubernetes_schema(name: str) -> None:
-    if name == "kustomization.yaml":
-        pytest.skip("a kustomize file, not a Kubernetes object")
     version = kubernetes_validate.latest_version()
     for document in yaml.safe_load_all((K8S_DIR / name).read_text()):
         kubernetes_validate.validate(document, version, strict=True)

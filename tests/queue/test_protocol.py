@@ -251,3 +251,33 @@ async def test_stop_releases_a_job_whose_handler_overruns(make_queue: MakeQueue)
         await wait_until(lambda: len(runs) == 2)
     assert runs[1].attempt == 1  # an interrupted run does not use an attempt
     assert await queue.depth() == 0
+
+
+async def test_stop_during_worker_start_up(make_queue: MakeQueue) -> None:
+    queue = make_queue()
+
+    async def handler(job: ChunkJob, ctx: JobContext) -> None:
+        return None
+
+    task = asyncio.create_task(queue.run_worker(handler, concurrency=1))
+    await asyncio.sleep(0)  # the worker is starting up
+    await queue.stop(1)
+    await asyncio.wait_for(task, 5)
+
+
+async def test_cancelled_worker_keeps_its_job(make_queue: MakeQueue) -> None:
+    queue = make_queue()
+    started = asyncio.Event()
+
+    async def stuck(job: ChunkJob, ctx: JobContext) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    task = asyncio.create_task(queue.run_worker(stuck, concurrency=1))
+    await queue.enqueue([J0])
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await queue.depth() == 1  # not lost: released, or active until its lock expires
+    assert await queue.has_pending_for("b1")

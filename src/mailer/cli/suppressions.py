@@ -74,7 +74,9 @@ def remove_command(email: str = typer.Argument(..., help="Address to remove.")) 
 
 @app.command("import")
 def import_command(
-    path: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV file (email[,reason])."),
+    path: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="CSV file (email[,reason])."
+    ),
     reason: SuppressionReason = typer.Option(SuppressionReason.MANUAL, case_sensitive=False),
 ) -> None:
     """Import addresses from CSV (header optional; the export format reads back)."""
@@ -96,7 +98,10 @@ def import_command(
 
             async with cli_session(settings) as session:
                 return await service.import_csv(
-                    session, handle, reason=reason, source={"type": "csv", "file": path.name},
+                    session,
+                    handle,
+                    reason=reason,
+                    source={"type": "csv", "file": path.name},
                     progress=progress,
                 )
 

@@ -144,6 +144,8 @@ class BullQueue:
         self._pause_script = self._client.register_script(_PAUSE_LUA)
         self._pending_script = self._client.register_script(_HAS_PENDING_LUA)
         self._worker: _Worker | None = None
+        self._starting = False
+        self._stop_requested = False
 
     @property
     def name(self) -> str:
@@ -244,9 +246,8 @@ class BullQueue:
     # Worker side
 
     async def run_worker(self, handler: JobHandler, *, concurrency: int) -> None:
-        if self._worker is not None:
+        if self._worker is not None or self._starting:
             raise RuntimeError("this BullQueue already runs a worker")
-        await self.check_server()
         worker = _Worker(
             self._name,
             partial(self._process, handler),
@@ -261,23 +262,39 @@ class BullQueue:
                 "settings": {"backoffStrategy": _backoff_strategy},
             },
         )
-        # Gap (a): no read timeout on the connection that blocks in BZPOPMIN.
-        worker.blockingRedisConnection.conn.connection_pool.connection_kwargs["socket_timeout"] = (
-            None
-        )
-        # Gap (c): capabilities (sub-second block timeouts) come from the server version.
-        await worker.blockingRedisConnection.getRedisVersion()
-        await worker.redisConnection.getRedisVersion()
         worker.on("error", lambda err, *_: log.error("bullmq worker error", error=repr(err)))
+        # Gap (a): no read timeout on the connection that blocks in BZPOPMIN.
+        blocking = worker.blockingRedisConnection.conn
+        blocking.connection_pool.connection_kwargs["socket_timeout"] = None
+        self._starting, self._stop_requested = True, False
+        try:
+            await self.check_server()
+            # Gap (c): sub-second block timeouts depend on the server version.
+            await worker.blockingRedisConnection.getRedisVersion()
+            await worker.redisConnection.getRedisVersion()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await worker.close(force=True)
+            raise
+        finally:
+            self._starting = False
+        if self._stop_requested:  # stop() came during the start-up
+            await worker.close()
+            return
         self._worker = worker
         try:
             await worker.run()
         except asyncio.CancelledError:
-            # run() re-raises the cancellation of handlers that stop() cut short; only a
-            # cancellation of this task itself goes on.
             current = asyncio.current_task()
-            if not worker.forceClosing or (current is not None and current.cancelling()):
+            if current is not None and current.cancelling():
+                # This task was cancelled: running handlers were cancelled by run(); their
+                # jobs come back through the stalled check when their locks expire.
+                with contextlib.suppress(Exception):
+                    await worker.close(force=True)
                 raise
+            if not worker.forceClosing:
+                raise
+            # Else run() re-raised the cancellation of handlers that stop() cut short.
         finally:
             if self._worker is worker:
                 self._worker = None
@@ -303,6 +320,7 @@ class BullQueue:
     async def stop(self, timeout: float) -> None:
         worker = self._worker
         if worker is None:
+            self._stop_requested = self._starting
             return
         closing = asyncio.ensure_future(worker.close())
         done, _ = await asyncio.wait({closing}, timeout=timeout)

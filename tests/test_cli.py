@@ -1,0 +1,176 @@
+"""The `mailer` command line, run as `python -m mailer` subprocesses against the test
+database (SQLite file or PostgreSQL), with the API checked in-process on the same database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from mailer.cli import app as cli_app
+from mailer.config import Settings
+from mailer.migrate import head_revision
+from tests.fixtures.client import api_client, auth
+from tests.test_migrations import create_fresh_database, drop_fresh_database
+
+HEX64 = re.compile(r"\b[0-9a-f]{64}\b")
+CONFIG_NAMES = {name.upper() for name in Settings.model_fields} | {"APP_ENV", "NODE_ENV"}
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+async def mailer(*args: str, database_url: str, cwd: Path) -> Result:
+    """Run `python -m mailer ARGS` with a clean configuration pointing at database_url."""
+    env = {k: v for k, v in os.environ.items() if k.upper() not in CONFIG_NAMES}
+    env.update({"DATABASE_URL": database_url, "APP_ENV": "test", "LOG_LEVEL": "warning"})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mailer",
+        *args,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return Result(process.returncode, out.decode(), err.decode())
+
+
+def one_key(output: str) -> str:
+    keys = HEX64.findall(output)
+    assert len(keys) == 1, output
+    key: str = keys[0]
+    return key
+
+
+@pytest.fixture
+def fresh_url(tmp_path: Path) -> Iterator[str]:
+    url = create_fresh_database(tmp_path)
+    yield url
+    drop_fresh_database(url)
+
+
+async def test_migrate_a_fresh_database(
+    fresh_url: str, tmp_path: Path, settings_factory: Any
+) -> None:
+    result = await mailer("migrate", database_url=fresh_url, cwd=tmp_path)
+    assert result.code == 0, result.err
+    assert f"Database at revision {head_revision()}" in result.out
+    async with api_client(settings_factory(database_url=fresh_url)) as c:
+        ready = await c.http.get("/api/v1/ready")
+        assert ready.status_code == 200, ready.text
+
+
+async def test_seed_prints_a_working_admin_key_once(
+    database_url: str, tmp_path: Path, settings_factory: Any
+) -> None:
+    result = await mailer("seed", database_url=database_url, cwd=tmp_path)
+    assert result.code == 0, result.err
+    key = one_key(result.out)
+    assert key not in result.err
+    async with api_client(settings_factory()) as c:
+        templates = await c.http.get("/api/v1/templates", headers=auth(key))
+        assert templates.status_code == 200
+        [template] = templates.json()["data"]
+        assert template["name"] == "Welcome Email"
+        assert template["id"] in result.out
+        rendered = await c.http.post(
+            f"/api/v1/templates/{template['id']}/render",
+            json={"variables": {"name": "John"}},
+            headers=auth(key),
+        )
+        assert rendered.json()["html"] == "<h1>Welcome John!</h1>"
+        keys = await c.http.get("/api/v1/admin/keys", headers=auth(key))
+        assert keys.status_code == 200  # an admin key
+        assert key not in keys.text
+
+
+async def test_keys_create_list_revoke(
+    database_url: str, tmp_path: Path, settings_factory: Any
+) -> None:
+    run = {"database_url": database_url, "cwd": tmp_path}
+    admin, sender = await asyncio.gather(
+        mailer("keys", "create", "Ops admin", "--admin", **run),
+        mailer("gen-key", "Production Key", **run),
+    )
+    assert admin.code == 0, admin.err
+    assert sender.code == 0, sender.err
+    admin_key, send_key = one_key(admin.out), one_key(sender.out)
+    assert "admin" in admin.out
+
+    listed = await mailer("keys", "list", **run)
+    assert listed.code == 0, listed.err
+    assert HEX64.findall(listed.out) == []
+    assert "Ops admin" in listed.out and "Production Key" in listed.out
+    assert admin_key[:8] in listed.out and send_key[:8] in listed.out
+    assert "2 key(s)" in listed.out
+
+    async with api_client(settings_factory()) as c:
+        rows = (await c.http.get("/api/v1/admin/keys", headers=auth(admin_key))).json()["data"]
+        by_name = {r["name"]: r for r in rows}
+        assert set(by_name["Ops admin"]["scopes"]) == {"admin", "send"}
+        assert by_name["Production Key"]["scopes"] == ["send"]
+        assert (await c.http.get("/api/v1/templates", headers=auth(send_key))).status_code == 200
+        admin_only = await c.http.get("/api/v1/admin/keys", headers=auth(send_key))
+        assert admin_only.status_code == 403
+        send_id = by_name["Production Key"]["id"]
+
+        revoked, unknown = await asyncio.gather(
+            mailer("keys", "revoke", send_id, **run),
+            mailer("keys", "revoke", "01J0000000000000000000NONE", **run),
+        )
+        assert revoked.code == 0, revoked.err
+        assert send_id in revoked.out
+        assert unknown.code == 1
+        assert "does not exist" in unknown.err
+        # Effective on the very next request of the running API.
+        after = await c.http.get("/api/v1/templates", headers=auth(send_key))
+        assert after.status_code == 401
+        assert (await c.http.get("/api/v1/templates", headers=auth(admin_key))).status_code == 200
+
+
+def command_paths(command: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """Every command and group (typer vendors its own click: duck-typed)."""
+    yield prefix
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from command_paths(sub, (*prefix, name))
+
+
+def test_help_for_every_command() -> None:
+    paths = list(command_paths(typer.main.get_command(cli_app)))
+    names = {p[0] for p in paths if p}
+    assert {"api", "worker", "dev", "migrate", "seed", "gen-key", "keys", "dlq"} <= names
+    assert ("keys", "revoke") in paths
+    runner = CliRunner()
+    for path in paths:
+        result = runner.invoke(cli_app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage" in result.output, path
+
+
+async def test_python_dash_m_mailer_help(tmp_path: Path, database_url: str) -> None:
+    result = await mailer("--help", database_url=database_url, cwd=tmp_path)
+    assert result.code == 0, result.err
+    for command in ("migrate", "seed", "keys", "gen-key", "api", "worker", "dev"):
+        assert command in result.out
