@@ -109,17 +109,19 @@ async def test_seed_prints_a_working_admin_key_once(
 async def test_keys_create_list_revoke(
     database_url: str, tmp_path: Path, settings_factory: Any
 ) -> None:
-    run = {"database_url": database_url, "cwd": tmp_path}
+    async def cli(*args: str) -> Result:
+        return await mailer(*args, database_url=database_url, cwd=tmp_path)
+
     admin, sender = await asyncio.gather(
-        mailer("keys", "create", "Ops admin", "--admin", **run),
-        mailer("gen-key", "Production Key", **run),
+        cli("keys", "create", "Ops admin", "--admin"),
+        cli("gen-key", "Production Key"),
     )
     assert admin.code == 0, admin.err
     assert sender.code == 0, sender.err
     admin_key, send_key = one_key(admin.out), one_key(sender.out)
     assert "admin" in admin.out
 
-    listed = await mailer("keys", "list", **run)
+    listed = await cli("keys", "list")
     assert listed.code == 0, listed.err
     assert HEX64.findall(listed.out) == []
     assert "Ops admin" in listed.out and "Production Key" in listed.out
@@ -137,8 +139,8 @@ async def test_keys_create_list_revoke(
         send_id = by_name["Production Key"]["id"]
 
         revoked, unknown = await asyncio.gather(
-            mailer("keys", "revoke", send_id, **run),
-            mailer("keys", "revoke", "01J0000000000000000000NONE", **run),
+            cli("keys", "revoke", send_id),
+            cli("keys", "revoke", "01J0000000000000000000NONE"),
         )
         assert revoked.code == 0, revoked.err
         assert send_id in revoked.out
@@ -148,6 +150,21 @@ async def test_keys_create_list_revoke(
         after = await c.http.get("/api/v1/templates", headers=auth(send_key))
         assert after.status_code == 401
         assert (await c.http.get("/api/v1/templates", headers=auth(admin_key))).status_code == 200
+
+
+async def test_database_trouble_is_a_message_not_a_traceback(
+    fresh_url: str, tmp_path: Path
+) -> None:
+    unmigrated, unreachable = await asyncio.gather(
+        mailer("keys", "list", database_url=fresh_url, cwd=tmp_path),
+        mailer("keys", "list", database_url="postgresql://u@127.0.0.1:1/x", cwd=tmp_path),
+    )
+    for result in (unmigrated, unreachable):
+        assert result.code == 1, result.err
+        assert "Database error" in result.err
+        assert "mailer migrate" in result.err
+        assert "Traceback" not in result.err
+    assert "Connect" in unreachable.err
 
 
 def command_paths(command: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
@@ -167,10 +184,3 @@ def test_help_for_every_command() -> None:
         result = runner.invoke(cli_app, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
         assert "Usage" in result.output, path
-
-
-async def test_python_dash_m_mailer_help(tmp_path: Path, database_url: str) -> None:
-    result = await mailer("--help", database_url=database_url, cwd=tmp_path)
-    assert result.code == 0, result.err
-    for command in ("migrate", "seed", "keys", "gen-key", "api", "worker", "dev"):
-        assert command in result.out

@@ -23,6 +23,7 @@ from mailer.health.endpoints import router as health_router
 from mailer.logging import configure_logging
 from mailer.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from mailer.queue.factory import build_queue
+from mailer.reputation.endpoints import router as sending_router
 from mailer.state import AppState
 from mailer.suppressions.endpoints import router as suppressions_router
 from mailer.templates.endpoints import router as templates_router
@@ -103,6 +104,7 @@ def create_app(
     api.include_router(dead_letters_router)
     api.include_router(domains_router)
     api.include_router(suppressions_router)
+    api.include_router(sending_router)
     api.include_router(webhooks_router)
     api.include_router(unsubscribe_router)
     app.include_router(api)

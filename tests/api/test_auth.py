@@ -220,3 +220,25 @@ async def test_list_keys_paginates(client: Any, admin_key: str) -> None:
     for params in ({"limit": 1001}, {"limit": 0}, {"offset": -1}):
         bad = await client.http.get(KEYS, params=params, headers=auth(admin_key))
         assert_error(bad, 422, "validation_error")
+
+
+async def test_keys_never_reach_the_logs(
+    settings_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.fixtures.client import api_client
+
+    async with api_client(settings_factory(log_level="debug")) as c:
+        admin = await c.make_key("admin", admin=True)
+        created = await c.http.post(KEYS, json={"name": "new"}, headers=auth(admin))
+        new_key = created.json()["key"]
+        odd_key = "not-hex-but-secret-Zq9"
+        for key in (admin, new_key, odd_key, secrets.token_hex(32)):
+            await c.http.get(TEMPLATES, headers=auth(key))
+            await c.http.post(TEMPLATES, json={"bad": 1}, headers=auth(key))
+        await c.state.usage.flush()
+    logs = capsys.readouterr()
+    output = logs.out + logs.err
+    # The access log was captured, so the check below looked at real log lines.
+    assert '"event": "request"' in output and '"path": "/api/v1/templates"' in output
+    for key in (admin, new_key, odd_key):
+        assert key not in output

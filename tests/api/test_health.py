@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from mailer.app import create_app
 from mailer.migrate import head_revision

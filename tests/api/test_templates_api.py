@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -320,3 +321,20 @@ async def test_list_paginates_and_rejects_large_limits(client: Any, send_key: st
         assert error["details"][0]["field"].startswith("query:")
     max_page = await client.http.get(TEMPLATES, params={"limit": 1000}, headers=auth(send_key))
     assert max_page.status_code == 200
+
+
+async def test_concurrent_updates_each_get_their_own_version(client: Any, send_key: str) -> None:
+    template_id = (await create(client, send_key))["id"]
+    url = f"{TEMPLATES}/{template_id}"
+    responses = await asyncio.gather(
+        *(
+            client.http.put(url, json={"html": f"<p>v{i} {{{{name}}}}</p>"}, headers=auth(send_key))
+            for i in range(6)
+        )
+    )
+    assert [r.status_code for r in responses] == [200] * 6, [r.text for r in responses]
+    assert sorted(r.json()["version"] for r in responses) == [2, 3, 4, 5, 6, 7]
+    rows = await version_rows(client, template_id)
+    assert [r["version"] for r in rows] == [1, 2, 3, 4, 5, 6, 7]
+    got = (await client.http.get(url, headers=auth(send_key))).json()
+    assert got["version"] == 7

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import typer
+from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.config import ConfigError, Settings, get_settings
@@ -40,4 +41,12 @@ async def cli_session(settings: Settings) -> AsyncIterator[AsyncSession]:
 
 
 def run(fn: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(fn())  # type: ignore[arg-type]
+    """Run a command's coroutine. Database trouble (unreachable, not migrated) is a short
+    message and exit 1, not a traceback."""
+    try:
+        return asyncio.run(fn())  # type: ignore[arg-type]
+    except (OSError, OperationalError, InterfaceError, ProgrammingError) as exc:
+        lines = str(exc).strip().splitlines()
+        typer.echo(f"Database error ({type(exc).__name__}): {lines[0] if lines else ''}", err=True)
+        typer.echo("Check DATABASE_URL, that the database is up, and `mailer migrate`.", err=True)
+        raise typer.Exit(1) from None

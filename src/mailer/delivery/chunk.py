@@ -23,7 +23,7 @@ from mailer.config import Settings
 from mailer.db import session_scope
 from mailer.delivery import repository
 from mailer.delivery.compose import BatchContext, InvalidContent, compose
-from mailer.delivery.contexts import BatchContexts
+from mailer.delivery.contexts import BatchContexts, PauseCache
 from mailer.delivery.recorder import Outcome, Recorder
 from mailer.events import bump_metrics, record_events
 from mailer.models.base import utcnow
@@ -73,6 +73,7 @@ class ChunkProcessor:
         self.recorder = recorder
         self.stopping = stopping
         self.contexts = BatchContexts(settings)
+        self.pause = PauseCache(sessionmaker)
         self.slots = asyncio.Semaphore(settings.worker_concurrency)
 
     async def __call__(self, job: ChunkJob, ctx: JobContext) -> None:
@@ -88,6 +89,9 @@ class ChunkProcessor:
             bctx = await self.contexts.get(session, job.batch_id)
         if bctx is None or bctx.status != BatchStatus.SENDING:
             return  # gone, scheduled, cancelled or completed: nothing to send
+        if bctx.unsubscribe and await self.pause.is_paused():
+            # Reputation guard: bulk mail waits; transactional (no unsubscribe) goes on.
+            raise DelayJob(int(self.settings.reconcile_interval * 1000))
 
         run = _ChunkRun()
         heart = asyncio.create_task(self._heartbeat(run))
@@ -230,6 +234,7 @@ class ChunkProcessor:
             log.error("provider_sending_paused", code=exc.code, error=str(exc))
             return None
         except PermanentError as exc:
+            log.warning("send_failed", recipient_id=r.id, code=exc.code, permanent=True)
             return Outcome(
                 r.id,
                 bctx.batch_id,
@@ -242,6 +247,7 @@ class ChunkProcessor:
         except TransportError as exc:
             run.retrying += 1
             run.last_error = _describe(exc)
+            log.info("send_retry", recipient_id=r.id, code=exc.code, attempt=attempts)
             return Outcome(
                 r.id,
                 bctx.batch_id,

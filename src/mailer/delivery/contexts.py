@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailer.config import Settings
 from mailer.delivery.compose import BatchContext, batch_context
 from mailer.models import Batch, TemplateVersion
+from mailer.reputation import service as reputation
 
 
 class BatchContexts:
@@ -38,3 +39,21 @@ class BatchContexts:
         while len(self._items) > self._size:
             self._items.popitem(last=False)
         return ctx
+
+
+class PauseCache:
+    """Whether the reputation guard paused bulk sending, read at most once a second."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], ttl: float = 1.0) -> None:
+        self._sessionmaker = sessionmaker
+        self._ttl = ttl
+        self._value = False
+        self._read_at = -1e9
+
+    async def is_paused(self) -> bool:
+        now = time.monotonic()
+        if now - self._read_at >= self._ttl:
+            async with self._sessionmaker() as session:
+                self._value = (await reputation.current(session)).paused
+            self._read_at = now
+        return self._value

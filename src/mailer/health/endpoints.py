@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from mailer.deps import State
 from mailer.migrate import current_revision, head_revision
+from mailer.reputation import service as reputation
 from mailer.responses import JsonResponse
 
 router = APIRouter(tags=["health"])
@@ -35,6 +36,16 @@ async def _check_database(state: State) -> dict[str, Any]:
     return {"ok": True, "revision": current}
 
 
+async def _sending(state: State) -> dict[str, Any]:
+    """Informational: a reputation pause does not make the API unready."""
+    try:
+        async with state.sessionmaker() as session:
+            pause = await reputation.current(session)
+    except Exception as exc:
+        return {"ok": True, "paused": None, "error": type(exc).__name__}
+    return {"ok": True, "paused": pause.paused, "reason": pause.reason}
+
+
 async def _check_queue(state: State) -> dict[str, Any]:
     try:
         ok = await state.queue.ping()
@@ -49,12 +60,13 @@ async def ready(state: State) -> JsonResponse:
     results = await asyncio.gather(
         asyncio.wait_for(_check_database(state), timeout=CHECK_TIMEOUT_S),
         asyncio.wait_for(_check_queue(state), timeout=CHECK_TIMEOUT_S),
+        asyncio.wait_for(_sending(state), timeout=CHECK_TIMEOUT_S),
         return_exceptions=True,
     )
     timed_out = {"ok": False, "error": f"no answer within {CHECK_TIMEOUT_S} s"}
     checks: dict[str, Any] = {
         name: result if isinstance(result, dict) else timed_out
-        for name, result in zip(("database", "queue"), results, strict=True)
+        for name, result in zip(("database", "queue", "sending"), results, strict=True)
     }
     ok = all(c.get("ok") for c in checks.values())
     return JsonResponse(

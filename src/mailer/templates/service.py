@@ -150,6 +150,9 @@ async def get_template(session: AsyncSession, template_id: str) -> tuple[Templat
 async def update_template(
     session: AsyncSession, template_id: str, changes: Mapping[str, Any]
 ) -> tuple[Template, TemplateVersion]:
+    # Lock the row first: concurrent updates each need the next version number
+    # (PostgreSQL; SQLite transactions are serialized already).
+    await session.get(Template, template_id, with_for_update=True, populate_existing=True)
     template, current = await get_template(session, template_id)
     name = changes.get("name") or current.name
     html = changes.get("html", current.html)

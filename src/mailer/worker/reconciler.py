@@ -24,6 +24,7 @@ from mailer.models import Batch, Recipient
 from mailer.models.base import utcnow
 from mailer.models.enums import UNFINISHED_STATUSES, BatchStatus, RecipientStatus
 from mailer.queue.base import ChunkJob, JobQueue
+from mailer.reputation import service as reputation
 
 log = structlog.get_logger("mailer.reconciler")
 
@@ -53,6 +54,8 @@ class Reconciler:
 
     async def run_once(self) -> ReconcileReport:
         report = ReconcileReport()
+        async with session_scope(self.sessionmaker) as session:
+            await reputation.evaluate(session, self.settings)
         now = utcnow()
         async with session_scope(self.sessionmaker) as session:
             due = await session.execute(

@@ -1,0 +1,328 @@
+"""Database-backed numbers: counter totals, the admin time series, batch and dead letter
+counts, worker heartbeats, the sending-paused flag. Read-only except the heartbeat functions.
+
+Counters come from the `metrics` table (per-minute rows written by `events.bump_metrics`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import structlog
+from sqlalchemy import ColumnElement, case, delete, func, literal_column, select, type_coerce
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from mailer.db import session_scope
+from mailer.events import minute_bucket
+from mailer.models import Batch, DeadLetter, Metric, SystemState
+from mailer.models.base import UTCDateTime, utcnow
+from mailer.models.enums import BatchStatus, MetricKind
+from mailer.queue.base import JobQueue
+
+log = structlog.get_logger("mailer.metrics")
+
+KINDS: tuple[str, ...] = tuple(k.value for k in MetricKind)
+PAUSE_KEY = "sending_paused"  # written by the reputation guard
+WORKER_PREFIX = "worker:"
+_KEY_MAX = 64  # system_state.key length
+STALE_WORKER_S = 86_400.0  # heartbeat rows older than this are deleted
+QUEUE_DEPTH_TIMEOUT_S = 2.0
+MINUTE_MAX_HOURS = 6  # ?hours=N up to this gets minute buckets, beyond it hour buckets
+
+Granularity = Literal["minute", "hour"]
+
+
+def zero_counts() -> dict[str, int]:
+    return dict.fromkeys(KINDS, 0)
+
+
+# -- counters -----------------------------------------------------------------------------
+
+
+async def metric_totals(
+    session: AsyncSession, *, since: datetime
+) -> tuple[dict[str, int], dict[str, int]]:
+    """(all-time totals, totals of buckets after `since`) per kind, in one scan."""
+    recent = func.sum(case((Metric.bucket > since, Metric.count), else_=0))
+    rows = await session.execute(
+        select(Metric.kind, func.sum(Metric.count), recent).group_by(Metric.kind)
+    )
+    totals, window = zero_counts(), zero_counts()
+    for kind, total, in_window in rows:
+        if kind in totals:
+            totals[kind] = int(total or 0)
+            window[kind] = int(in_window or 0)
+    return totals, window
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    start: datetime
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    hours: int
+    granularity: Granularity
+    start: datetime  # first bucket's start
+    end: datetime  # exclusive: last bucket's start + one step
+    buckets: list[Bucket]
+    totals: dict[str, int]
+
+    def rate(self, kind: MetricKind) -> float | None:
+        sent = self.totals[MetricKind.SENT]
+        return self.totals[kind] / sent if sent else None
+
+
+def _hour_start(session: AsyncSession) -> ColumnElement[datetime]:
+    """The UTC hour a minute bucket falls in, as SQL. Literals, not bound parameters, so the
+    select and GROUP BY expressions are identical text for PostgreSQL."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        # AT TIME ZONE 'UTC' first: date_trunc on timestamptz would use the session zone.
+        utc = func.timezone(literal_column("'UTC'"), Metric.bucket)
+        expr: ColumnElement[Any] = func.date_trunc(literal_column("'hour'"), utc)
+    elif dialect == "sqlite":
+        # UTCDateTime stores naive UTC text 'YYYY-MM-DD HH:MM:SS.ffffff' on SQLite.
+        expr = func.strftime(literal_column("'%Y-%m-%d %H:00:00.000000'"), Metric.bucket)
+    else:  # pragma: no cover - only the two supported backends
+        raise RuntimeError(f"unsupported database dialect: {dialect}")
+    return type_coerce(expr, UTCDateTime())
+
+
+async def metric_series(
+    session: AsyncSession, hours: int, *, now: datetime | None = None
+) -> Series:
+    """Counts per bucket for the last `hours` hours, every bucket present (zeros included):
+    minute buckets up to MINUTE_MAX_HOURS, hour buckets beyond. The last bucket is the one
+    containing `now`."""
+    moment = now or utcnow()
+    if hours <= MINUTE_MAX_HOURS:
+        granularity: Granularity = "minute"
+        step, count = timedelta(minutes=1), hours * 60
+        last = minute_bucket(moment)
+        bucket_expr: ColumnElement[datetime] = Metric.bucket.expression
+    else:
+        granularity, step, count = "hour", timedelta(hours=1), hours
+        last = minute_bucket(moment).replace(minute=0)
+        bucket_expr = _hour_start(session)
+    start, end = last - step * (count - 1), last + step
+    grouped = bucket_expr.label("bucket_start")
+    rows = await session.execute(
+        select(grouped, Metric.kind, func.sum(Metric.count))
+        .where(Metric.bucket >= start, Metric.bucket < end)
+        .group_by(bucket_expr, Metric.kind)
+    )
+    found: dict[datetime, dict[str, int]] = {}
+    for bucket_start, kind, total in rows:
+        if kind in KINDS:
+            found.setdefault(bucket_start, zero_counts())[kind] = int(total or 0)
+    buckets = []
+    totals = zero_counts()
+    for i in range(count):
+        at = start + step * i
+        counts = found.get(at) or zero_counts()
+        for kind, value in counts.items():
+            totals[kind] += value
+        buckets.append(Bucket(at, counts))
+    return Series(hours, granularity, start, end, buckets, totals)
+
+
+# -- batches, dead letters, the pause flag ------------------------------------------------
+
+
+async def batch_counts(session: AsyncSession) -> dict[str, int]:
+    counts = dict.fromkeys((s.value for s in BatchStatus), 0)
+    rows = await session.execute(select(Batch.status, func.count()).group_by(Batch.status))
+    for status, n in rows:
+        counts[str(status)] = int(n)
+    return counts
+
+
+async def dead_letter_count(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(DeadLetter)) or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class PauseState:
+    paused: bool = False
+    reason: str | None = None
+    since: datetime | None = None
+
+
+async def read_pause(session: AsyncSession) -> PauseState:
+    """The reputation guard's flag: system_state[sending_paused] = {paused, reason, since}."""
+    value = await session.scalar(select(SystemState.value).where(SystemState.key == PAUSE_KEY))
+    if not isinstance(value, dict):
+        return PauseState()
+    reason = value.get("reason")
+    return PauseState(
+        paused=bool(value.get("paused")),
+        reason=str(reason) if reason is not None else None,
+        since=_parse_time(value.get("since")),
+    )
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# -- worker heartbeats --------------------------------------------------------------------
+
+
+def default_worker_id() -> str:
+    """hostname:pid, cut from the left if needed (a pod name's unique part is its tail)."""
+    ident = f"{socket.gethostname()}:{os.getpid()}"
+    return ident[-(_KEY_MAX - len(WORKER_PREFIX)) :]
+
+
+def _worker_key(worker_id: str) -> str:
+    return (WORKER_PREFIX + worker_id)[:_KEY_MAX]
+
+
+async def worker_heartbeat(session: AsyncSession, worker_id: str, info: Mapping[str, Any]) -> None:
+    """Upsert this worker's row (key worker:<id>, value `info`, updated_at now) and delete
+    rows of workers silent for a day. The caller commits."""
+    now = utcnow()
+    row = {"key": _worker_key(worker_id), "value": dict(info), "updated_at": now}
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        pg = postgresql.insert(SystemState).values(row)
+        stmt: Any = pg.on_conflict_do_update(
+            index_elements=[SystemState.key],
+            set_={"value": pg.excluded.value, "updated_at": pg.excluded.updated_at},
+        )
+    elif dialect == "sqlite":
+        lite = sqlite.insert(SystemState).values(row)
+        stmt = lite.on_conflict_do_update(
+            index_elements=[SystemState.key],
+            set_={"value": lite.excluded.value, "updated_at": lite.excluded.updated_at},
+        )
+    else:  # pragma: no cover - only the two supported backends
+        raise RuntimeError(f"unsupported database dialect: {dialect}")
+    await session.execute(stmt)
+    await session.execute(
+        delete(SystemState).where(
+            SystemState.key.startswith(WORKER_PREFIX, autoescape=True),
+            SystemState.updated_at < now - timedelta(seconds=STALE_WORKER_S),
+        )
+    )
+
+
+async def heartbeat(
+    sessionmaker: async_sessionmaker[AsyncSession], worker_id: str, info: Mapping[str, Any]
+) -> None:
+    """worker_heartbeat in its own transaction (what the worker loop calls)."""
+    async with session_scope(sessionmaker) as session:
+        await worker_heartbeat(session, worker_id, info)
+
+
+async def forget_worker(session: AsyncSession, worker_id: str) -> None:
+    """A worker stopping cleanly removes its row, so it stops counting at once."""
+    await session.execute(delete(SystemState).where(SystemState.key == _worker_key(worker_id)))
+
+
+async def workers_alive(session: AsyncSession, within_s: float) -> int:
+    """Workers whose heartbeat is at most `within_s` seconds old."""
+    cutoff = utcnow() - timedelta(seconds=within_s)
+    n = await session.scalar(
+        select(func.count())
+        .select_from(SystemState)
+        .where(
+            SystemState.key.startswith(WORKER_PREFIX, autoescape=True),
+            SystemState.updated_at >= cutoff,
+        )
+    )
+    return int(n or 0)
+
+
+# -- the snapshot both /metrics endpoints serve -------------------------------------------
+
+
+async def queue_depth(queue: JobQueue, timeout: float = QUEUE_DEPTH_TIMEOUT_S) -> int | None:
+    """Jobs waiting/delayed/active, or None when the queue backend does not answer."""
+    try:
+        return int(await asyncio.wait_for(queue.depth(), timeout))
+    except Exception:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    taken_at: datetime
+    totals: dict[str, int]
+    last_hour: dict[str, int]
+    batches: dict[str, int]
+    dead_letters: int
+    workers_alive: int
+    queue_depth: int | None
+    pause: PauseState
+
+
+async def take_snapshot(
+    session: AsyncSession, queue: JobQueue, *, worker_window_s: float
+) -> Snapshot:
+    """Read everything. Uses the caller's session: on SQLite every transaction holds the
+    write lock, so a second session inside a request would wait for the request's own."""
+    now = utcnow()
+    depth_task = asyncio.create_task(queue_depth(queue))
+    try:
+        totals, last_hour = await metric_totals(session, since=now - timedelta(hours=1))
+        batches = await batch_counts(session)
+        dead = await dead_letter_count(session)
+        alive = await workers_alive(session, worker_window_s)
+        pause = await read_pause(session)
+    finally:
+        depth = await depth_task
+    return Snapshot(now, totals, last_hour, batches, dead, alive, depth, pause)
+
+
+@dataclass
+class SnapshotCache:
+    """The latest snapshot, refreshed at most every `ttl` seconds, so scrapes and public
+    summary requests cost at most a few queries per ttl whatever their rate."""
+
+    ttl: float = 5.0
+    latest: Snapshot | None = None
+    _taken: float = 0.0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def fresh(self) -> bool:
+        return self.latest is not None and time.monotonic() - self._taken < self.ttl
+
+    async def get(
+        self, session: AsyncSession, queue: JobQueue, *, worker_window_s: float
+    ) -> Snapshot:
+        """The cached snapshot, refreshed if older than ttl. If the refresh fails, the stale
+        snapshot (its taken_at tells its age) or, without one, the error."""
+        if self.fresh():
+            assert self.latest is not None
+            return self.latest
+        async with self._lock:
+            if self.fresh():  # another request refreshed it meanwhile
+                assert self.latest is not None
+                return self.latest
+            try:
+                snapshot = await take_snapshot(session, queue, worker_window_s=worker_window_s)
+            except Exception as exc:
+                if self.latest is None:
+                    raise
+                log.warning("metrics_snapshot_failed", error=type(exc).__name__)
+                return self.latest
+            self.latest, self._taken = snapshot, time.monotonic()
+            return snapshot

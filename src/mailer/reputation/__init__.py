@@ -1,0 +1,1 @@
+"""The reputation guard: bulk sending pauses when bounce or complaint rates get dangerous."""
