@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailer.config import Settings
 from mailer.db import session_scope
 from mailer.delivery.repository import complete_if_done
-from mailer.models import Batch, Recipient
+from mailer.models import Batch, Recipient, WebhookMessage
 from mailer.models.base import utcnow
 from mailer.models.enums import UNFINISHED_STATUSES, BatchStatus, RecipientStatus
 from mailer.queue.base import ChunkJob, JobQueue
@@ -30,6 +30,7 @@ log = structlog.get_logger("mailer.reconciler")
 
 # A batch enqueued this recently is left alone: its jobs may still be on their way.
 ENQUEUE_GRACE = timedelta(seconds=10)
+WEBHOOK_DEDUPE = timedelta(days=7)
 
 
 @dataclass
@@ -56,6 +57,10 @@ class Reconciler:
         report = ReconcileReport()
         async with session_scope(self.sessionmaker) as session:
             await reputation.evaluate(session, self.settings)
+            # SNS retries a delivery for hours at most: older dedupe ids are no longer needed.
+            await session.execute(
+                delete(WebhookMessage).where(WebhookMessage.received_at < utcnow() - WEBHOOK_DEDUPE)
+            )
         now = utcnow()
         async with session_scope(self.sessionmaker) as session:
             due = await session.execute(
@@ -85,8 +90,9 @@ class Reconciler:
                 )
             ).all()
         tag = str(int(time.time()))
+        grace = min(ENQUEUE_GRACE, timedelta(seconds=3 * self.settings.reconcile_interval))
         for batch_id, chunk_size, total, enqueued_at in sending:
-            if enqueued_at is not None and now - enqueued_at < ENQUEUE_GRACE:
+            if enqueued_at is not None and now - enqueued_at < grace:
                 continue
             async with session_scope(self.sessionmaker) as session:
                 if await complete_if_done(session, batch_id):
