@@ -174,8 +174,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JsonResponse:
-        from sqlalchemy.exc import DBAPIError, OperationalError
+        from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+        if isinstance(exc, IntegrityError):
+            # A uniqueness race between concurrent requests: the client may retry.
+            log.warning("integrity_conflict", path=request.url.path)
+            return error_response(
+                409, "conflict", "A concurrent request changed this resource; retry."
+            )
         if isinstance(exc, (OperationalError, DBAPIError, ConnectionError, OSError)):
             log.error("dependency_unavailable", error=type(exc).__name__, path=request.url.path)
             return error_response(

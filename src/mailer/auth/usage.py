@@ -42,8 +42,8 @@ class UsageTracker:
         except Exception as exc:  # keep the counts for the next try
             log.warning("usage_flush_failed", error=type(exc).__name__)
             for key_id, (count, last_used) in pending.items():
-                old_count, _ = self._pending.get(key_id, (0, last_used))
-                self._pending[key_id] = (old_count + count, last_used)
+                newer_count, newer_used = self._pending.get(key_id, (0, last_used))
+                self._pending[key_id] = (newer_count + count, max(last_used, newer_used))
 
     async def _run(self) -> None:
         while True:

@@ -46,7 +46,12 @@ def migrate() -> None:
     from mailer import migrate as migrations
 
     settings = settings_or_exit()
-    migrations.upgrade(settings)
+    try:
+        migrations.upgrade(settings)
+    except Exception as exc:  # unreachable database, bad credentials
+        typer.echo(f"Could not migrate the database ({type(exc).__name__}: {exc}).", err=True)
+        typer.echo("Check DATABASE_URL and that the database server is running.", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"Database at revision {migrations.head_revision()}.")
 
 

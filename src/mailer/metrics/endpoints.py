@@ -21,10 +21,11 @@ from mailer.metrics.schemas import (
     BucketOut,
     KindCounts,
     MetricsSummaryOut,
-    ReputationOut,
 )
-from mailer.metrics.summary import metric_series, read_pause
+from mailer.metrics.summary import metric_series
 from mailer.models.enums import MetricKind, Scope
+from mailer.reputation.schemas import SendingState
+from mailer.reputation.service import current as current_pause
 
 MAX_HOURS = 720
 
@@ -79,7 +80,7 @@ async def admin_metrics(
     """Counts per time bucket over the last `hours` hours (every bucket, zeros included),
     totals, bounce and complaint rates, and whether sending is paused."""
     series = await metric_series(session, hours)
-    pause = await read_pause(session)
+    pause = await current_pause(session)
     return AdminMetricsOut(
         hours=hours,
         granularity=series.granularity,
@@ -89,7 +90,12 @@ async def admin_metrics(
         totals=KindCounts(**series.totals),
         bounce_rate=series.rate(MetricKind.BOUNCED),
         complaint_rate=series.rate(MetricKind.COMPLAINED),
-        reputation=ReputationOut(paused=pause.paused, reason=pause.reason, since=pause.since),
+        reputation=SendingState(
+            paused=pause.paused,
+            reason=pause.reason,
+            since=pause.since,
+            resumed_at=pause.resumed_at,
+        ),
     )
 
 

@@ -22,7 +22,7 @@ import os
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import (
@@ -56,6 +56,7 @@ HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 # Anything else (a client can send any token as a method) is one label value, so a client
 # cannot grow the series count.
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"  # the route label of requests no route matched (404s)
 _OUTCOME_EVENT = {
     RecipientStatus.SENT: "sent",
     RecipientStatus.FAILED: "failed",
@@ -163,6 +164,22 @@ def state_families(snap: Snapshot) -> Iterator[Metric]:
     )
 
 
+def _route_templates(app: object) -> dict[int, str]:
+    """id(route) → full path template (prefixes included) for every route of `app`.
+
+    Recent FastAPI includes routers lazily: the route a request matched (scope["route"])
+    has the path relative to its router ("/templates/{template_id}"); the full template is
+    in the route contexts. Older FastAPI copied routes with their prefixes, so there
+    route.path already is the full template.
+    """
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # pragma: no cover - older FastAPI
+        return {}
+    routes = getattr(app, "routes", None) or []
+    return {id(c.original_route): c.path for c in iter_route_contexts(routes) if c.path}
+
+
 class MetricsRegistry:
     content_type = CONTENT_TYPE_LATEST
 
@@ -178,6 +195,7 @@ class MetricsRegistry:
             self._m = _Instruments(self.registry)
             ProcessCollector(registry=self.registry)
         self.registry.register(_StateCollector(self.snapshots))
+        self._templates: dict[int, str] = {}
 
     # -- hooks --------------------------------------------------------------------------
 
@@ -187,6 +205,23 @@ class MetricsRegistry:
         self._m.http_duration.labels(
             method if method in HTTP_METHODS else "OTHER", route, str(status)
         ).observe(duration_ms / 1000)
+
+    def observe_scope(self, scope: Mapping[str, Any], status: int, duration_ms: float) -> None:
+        """One HTTP request, from its ASGI scope after routing (the middleware's hook)."""
+        self.observe_request(
+            str(scope.get("method", "OTHER")), self.route_template(scope), status, duration_ms
+        )
+
+    def route_template(self, scope: Mapping[str, Any]) -> str:
+        """The matched route's full path template, never the raw path (bounded labels)."""
+        route = scope.get("route")
+        if route is None:
+            return UNMATCHED
+        template = self._templates.get(id(route))
+        if template is None:  # first request on this route: map the app's routes once more
+            self._templates.update(_route_templates(scope.get("app")))
+            template = self._templates.setdefault(id(route), getattr(route, "path", UNMATCHED))
+        return template
 
     def observe_outcomes(self, outcomes: Iterable[Outcome], transport: str) -> None:
         """Durably recorded send outcomes (the delivery Recorder's observer)."""

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from mailer.reputation.schemas import SendingState
 from mailer.schemas import ResponseModel
 
 
@@ -39,12 +40,6 @@ class BucketOut(KindCounts):
     start: datetime
 
 
-class ReputationOut(ResponseModel):
-    paused: bool
-    reason: str | None = None
-    since: datetime | None = None
-
-
 class AdminMetricsOut(ResponseModel):
     hours: int
     granularity: Literal["minute", "hour"]
@@ -54,4 +49,4 @@ class AdminMetricsOut(ResponseModel):
     totals: KindCounts
     bounce_rate: float | None = Field(description="bounced / sent; null when nothing was sent")
     complaint_rate: float | None = Field(description="complained / sent; null when sent = 0")
-    reputation: ReputationOut
+    reputation: SendingState = Field(description="the reputation guard's pause")

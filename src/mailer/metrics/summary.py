@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import structlog
@@ -26,11 +26,12 @@ from mailer.models import Batch, DeadLetter, Metric, SystemState
 from mailer.models.base import UTCDateTime, utcnow
 from mailer.models.enums import BatchStatus, MetricKind
 from mailer.queue.base import JobQueue
+from mailer.reputation.service import PauseState
+from mailer.reputation.service import current as current_pause
 
 log = structlog.get_logger("mailer.metrics")
 
 KINDS: tuple[str, ...] = tuple(k.value for k in MetricKind)
-PAUSE_KEY = "sending_paused"  # written by the reputation guard
 WORKER_PREFIX = "worker:"
 _KEY_MAX = 64  # system_state.key length
 STALE_WORKER_S = 86_400.0  # heartbeat rows older than this are deleted
@@ -137,7 +138,7 @@ async def metric_series(
     return Series(hours, granularity, start, end, buckets, totals)
 
 
-# -- batches, dead letters, the pause flag ------------------------------------------------
+# -- batches, dead letters ------------------------------------------------
 
 
 async def batch_counts(session: AsyncSession) -> dict[str, int]:
@@ -150,36 +151,6 @@ async def batch_counts(session: AsyncSession) -> dict[str, int]:
 
 async def dead_letter_count(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(DeadLetter)) or 0)
-
-
-@dataclass(frozen=True, slots=True)
-class PauseState:
-    paused: bool = False
-    reason: str | None = None
-    since: datetime | None = None
-
-
-async def read_pause(session: AsyncSession) -> PauseState:
-    """The reputation guard's flag: system_state[sending_paused] = {paused, reason, since}."""
-    value = await session.scalar(select(SystemState.value).where(SystemState.key == PAUSE_KEY))
-    if not isinstance(value, dict):
-        return PauseState()
-    reason = value.get("reason")
-    return PauseState(
-        paused=bool(value.get("paused")),
-        reason=str(reason) if reason is not None else None,
-        since=_parse_time(value.get("since")),
-    )
-
-
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 # -- worker heartbeats --------------------------------------------------------------------
@@ -286,7 +257,7 @@ async def take_snapshot(
         batches = await batch_counts(session)
         dead = await dead_letter_count(session)
         alive = await workers_alive(session, worker_window_s)
-        pause = await read_pause(session)
+        pause = await current_pause(session)
     finally:
         depth = await depth_task
     return Snapshot(now, totals, last_hour, batches, dead, alive, depth, pause)

@@ -138,8 +138,10 @@ class BullQueue:
             "removeOnComplete": {"age": keep_completed_s},
             "removeOnFail": {"count": keep_failed, "age": 7 * 86_400},
         }
-        self._queue = Queue(name, {"connection": redis_url, "prefix": prefix})
-        self._client: aioredis.Redis = self._queue.client
+        # Our own client for the producer side: bullmq's would retry a refused connection for
+        # minutes (20 tries, backoff up to 20 s); enqueue and ping must fail fast instead.
+        self._client: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
+        self._queue = Queue(name, {"connection": self._client, "prefix": prefix})
         self._keys: dict[str, str] = self._queue.keys
         self._pause_script = self._client.register_script(_PAUSE_LUA)
         self._pending_script = self._client.register_script(_HAS_PENDING_LUA)

@@ -19,6 +19,7 @@ def completed_retention_s(settings: Settings) -> int:
 
 def build_queue(settings: Settings) -> JobQueue:
     keep = completed_retention_s(settings)
+    lock_ms = int(min(30.0, max(2.0, settings.claim_lease)) * 1000)
     if settings.redis_url:
         from mailer.queue.bullmq import BullQueue
 
@@ -28,6 +29,10 @@ def build_queue(settings: Settings) -> JobQueue:
             attempts=settings.job_attempts,
             backoff_ms=settings.job_backoff_delay,
             keep_completed_s=keep,
+            # A job held by a worker that died comes back once its lock expires: no later
+            # than its recipients' claims (CLAIM_LEASE), and at most 30 s.
+            lock_duration_ms=lock_ms,
+            stalled_interval_ms=lock_ms,
         )
     return LocalQueue(
         attempts=settings.job_attempts,
