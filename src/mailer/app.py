@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI
@@ -21,6 +22,9 @@ from mailer.domains.endpoints import router as domains_router
 from mailer.errors import install_error_handlers
 from mailer.health.endpoints import router as health_router
 from mailer.logging import configure_logging
+from mailer.metrics import get_metrics
+from mailer.metrics.endpoints import prometheus_router
+from mailer.metrics.endpoints import router as metrics_router
 from mailer.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from mailer.queue.factory import build_queue
 from mailer.reputation.endpoints import router as sending_router
@@ -48,7 +52,7 @@ def create_app(
     settings = settings or get_settings()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         configure_logging(settings)
         engine = create_engine(settings)
         sessionmaker = create_sessionmaker(engine)
@@ -66,17 +70,20 @@ def create_app(
         if not settings.sns_verify:
             log.warning("sns_verification_disabled", hint="SNS_VERIFY=false is for development")
         app.state.mailer = state
+        metrics = get_metrics(state)
         usage.start()
         worker = None
         if embedded_worker:
             from mailer.worker.runtime import Worker
 
-            worker = Worker(settings=settings, sessionmaker=sessionmaker, queue=queue)
+            worker = Worker(
+                settings=settings, sessionmaker=sessionmaker, queue=queue, metrics=metrics
+            )
             await worker.start()
             state.extras["worker"] = worker
         log.info("api_started", version=__version__, transport=settings.mail_transport.value)
         try:
-            yield
+            yield {"observe_request": metrics.observe_scope}
         finally:
             if worker is not None:
                 await worker.stop()
@@ -107,7 +114,9 @@ def create_app(
     api.include_router(sending_router)
     api.include_router(webhooks_router)
     api.include_router(unsubscribe_router)
+    api.include_router(metrics_router)
     app.include_router(api)
+    app.include_router(prometheus_router)
     _document_raw_bodies(app)
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, non_json_paths=NON_JSON_PATHS
@@ -118,7 +127,6 @@ def create_app(
 
 def _document_raw_bodies(app: FastAPI) -> None:
     """Endpoints that parse their body themselves reference these models in OpenAPI."""
-    from typing import Any
 
     original = app.openapi
 

@@ -1,7 +1,9 @@
 """Recording events and bumping the per-minute metrics counters: one statement per call.
 
 Shared by the delivery worker and the webhook handlers. Both functions only execute on the
-given session; the caller commits.
+given session; the caller commits. On PostgreSQL, bulk event inserts go through COPY on the
+session's own connection (same transaction): the worker writes one event per email, and an
+executemany through SQLAlchemy costs ~30 µs of CPU per row against ~2 µs for COPY.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +22,7 @@ from mailer.models.base import utcnow
 
 _Kind = TypeVar("_Kind", bound=str)  # MetricKind or a plain string
 _EVENT_COLUMNS = ("batch_id", "recipient_id", "email", "type", "data", "created_at")
+COPY_MIN_ROWS = 20  # below this an INSERT is as cheap as a COPY round trip
 
 
 async def record_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -44,7 +48,40 @@ async def record_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]
                 "created_at": row.get("created_at") or now,
             }
         )
+    if len(values) >= COPY_MIN_ROWS and await _copy_events(session, values):
+        return
     await session.execute(insert(Event), values)
+
+
+async def _copy_events(session: AsyncSession, values: list[dict[str, Any]]) -> bool:
+    """COPY the rows on PostgreSQL; False (nothing written) elsewhere or when a data value
+    is not plain JSON, so the caller inserts them the ordinary way."""
+    conn = await session.connection()
+    if conn.dialect.name != "postgresql":
+        return False
+    try:
+        records = [
+            (
+                v["batch_id"],
+                v["recipient_id"],
+                v["email"],
+                v["type"],
+                orjson.dumps(v["data"]).decode(),
+                _aware(v["created_at"]),
+            )
+            for v in values
+        ]
+    except TypeError:
+        return False
+    raw = await conn.get_raw_connection()
+    await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
+        "events", records=records, columns=_EVENT_COLUMNS
+    )
+    return True
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def minute_bucket(at: datetime | None = None) -> datetime:

@@ -7,6 +7,7 @@ values are never logged wholesale, and `redact` scrubs anything that looks like 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
@@ -26,6 +27,24 @@ def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     return event_dict
 
 
+class _StderrLogger:
+    """Writes each line to the current sys.stderr. A log line that cannot be written (a
+    closed or broken stream) is dropped: logging must never break sending."""
+
+    def msg(self, message: str) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _logger_factory(*_: Any) -> _StderrLogger:
+    return _STDERR
+
+
+_STDERR = _StderrLogger()
+
+
 def configure_logging(settings: Settings) -> None:
     level = getattr(logging, settings.log_level.upper())
     shared: list[Any] = [
@@ -43,7 +62,7 @@ def configure_logging(settings: Settings) -> None:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_logger_factory,
         cache_logger_on_first_use=False,
     )
     # Standard-library loggers (uvicorn, alembic, bullmq) go to stderr at WARNING+.

@@ -50,10 +50,9 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             duration_ms = round((time.perf_counter() - started) * 1000, 2)
-            route = scope.get("route")
             observe = scope.get("state", {}).get("observe_request")
             if callable(observe):
-                observe(scope["method"], getattr(route, "path", "unmatched"), status, duration_ms)
+                observe(scope, status, duration_ms)
             access_log.info(
                 "request",
                 method=scope["method"],

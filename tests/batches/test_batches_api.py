@@ -147,7 +147,7 @@ async def test_too_many_recipients(settings_factory: Any) -> None:
 
 async def test_duplicates_are_sent_once_and_counted(client: ApiClient, send_key: str) -> None:
     template_id = await create_template(client.http, send_key)
-    recipients = make_recipients(3) + [{"email": "USER1@Example.com", "variables": {"name": "dup"}}]
+    recipients = [*make_recipients(3), {"email": "USER1@Example.com", "variables": {"name": "dup"}}]
     response = await post_batch(client.http, send_key, template_id, recipients)
     assert response.status_code == 201
     assert response.json()["recipients"] == 3

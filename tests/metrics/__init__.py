@@ -11,10 +11,12 @@ from typing import Any
 import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import mailer.app
+import mailer.middleware
 import mailer.worker.runtime
 from mailer.app import API_PREFIX, create_app
 from mailer.config import Settings
@@ -24,14 +26,22 @@ from mailer.models.enums import BatchStatus, RecipientStatus
 from tests.fixtures.client import ApiClient
 
 # Hooks the lead wires into files this package does not own; tests of them skip until then.
-HTTP_HOOK_WIRED = "observe_request" in inspect.getsource(mailer.app)
+HTTP_HOOK_WIRED = "observe_scope" in inspect.getsource(
+    mailer.app
+) and "observe(scope," in inspect.getsource(mailer.middleware)
 OUTCOMES_HOOK_WIRED = "outcome_observer" in inspect.getsource(mailer.worker.runtime)
+
+
+def route_paths(app: FastAPI) -> set[str]:
+    """Full path templates of every route (included routers are not flattened in
+    app.routes on recent FastAPI)."""
+    return {c.path for c in iter_route_contexts(app.routes) if c.path}
 
 
 def metrics_app(settings: Settings, **kwargs: Any) -> FastAPI:
     """create_app(), plus the metrics routers if app.py does not include them yet."""
     app = create_app(settings, **kwargs)
-    paths = {getattr(route, "path", None) for route in app.routes}
+    paths = route_paths(app)
     if f"{API_PREFIX}/metrics" not in paths:
         app.include_router(router, prefix=API_PREFIX)
     if "/metrics" not in paths:

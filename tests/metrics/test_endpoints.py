@@ -162,7 +162,12 @@ async def test_admin_metrics_buckets(
     assert body["totals"]["complained"] == (1 if "2d" in included else 0)
     assert body["bounceRate"] == pytest.approx(1 / sent)
     assert body["complaintRate"] == pytest.approx((1 if "2d" in included else 0) / sent)
-    assert body["reputation"] == {"paused": False, "reason": None, "since": None}
+    assert body["reputation"] == {
+        "paused": False,
+        "reason": None,
+        "since": None,
+        "resumedAt": None,
+    }
 
 
 async def test_admin_metrics_defaults_to_24_hours_and_null_rates(mclient: ApiClient) -> None:
@@ -252,8 +257,8 @@ async def test_prometheus_exposition(mclient: ApiClient) -> None:
     smtp = (("transport", "smtp"),)
     assert got[("mailer_send_duration_seconds_count", smtp)] == 2
     assert got[("mailer_send_duration_seconds_sum", smtp)] == pytest.approx(3.02)
-    assert got[("mailer_send_duration_seconds_bucket", (*smtp, ("le", "0.025")))] == 1
-    assert got[("mailer_send_duration_seconds_bucket", (*smtp, ("le", "5.0")))] == 2
+    assert got[("mailer_send_duration_seconds_bucket", (("le", "0.025"), *smtp))] == 1
+    assert got[("mailer_send_duration_seconds_bucket", (("le", "5.0"), *smtp))] == 2
     assert got[("mailer_rate_limiter_wait_seconds_total", ())] == pytest.approx(0.75)
     assert got[("mailer_rate_limiter_waits_total", ())] == 2
     route = (("method", "GET"), ("route", "/api/v1/batches/{batch_id}"), ("status", "404"))

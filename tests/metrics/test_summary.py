@@ -15,7 +15,6 @@ from mailer.db import session_scope
 from mailer.events import bump_metrics
 from mailer.metrics.summary import (
     STALE_WORKER_S,
-    PauseState,
     Snapshot,
     SnapshotCache,
     batch_counts,
@@ -25,7 +24,6 @@ from mailer.metrics.summary import (
     metric_series,
     metric_totals,
     queue_depth,
-    read_pause,
     worker_heartbeat,
     workers_alive,
 )
@@ -33,6 +31,8 @@ from mailer.models import SystemState
 from mailer.models.enums import BatchStatus, MetricKind
 from mailer.queue.base import ChunkJob
 from mailer.queue.factory import build_queue
+from mailer.reputation.service import PauseState
+from mailer.reputation.service import current as read_pause
 from tests.metrics import add_batches, add_dead_letter
 
 Maker = async_sessionmaker[AsyncSession]

@@ -80,6 +80,7 @@ async def test_complaints_pause_bulk_until_resumed(
             return bool(state["paused"])
 
         await wait_until(paused)
+        await asyncio.sleep(1.2)  # workers re-read the pause at most once a second
         state = (await c.http.get("/api/v1/admin/sending", headers=h)).json()
         assert "complaint rate" in state["reason"]
         ready = (await c.http.get("/api/v1/ready")).json()

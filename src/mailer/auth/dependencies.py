@@ -23,7 +23,8 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-async def _principal(request: Request, session: Session, state: State) -> Principal:
+async def authenticate_request(request: Request, session: Session, state: State) -> Principal:
+    """The request's principal from its Bearer key, or 401/429."""
     token = _bearer(request)
     if token is None:
         raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'.")
@@ -40,7 +41,7 @@ async def _principal(request: Request, session: Session, state: State) -> Princi
 
 def _require(scope: Scope) -> object:
     async def dependency(
-        principal: Annotated[Principal, Depends(_principal)],
+        principal: Annotated[Principal, Depends(authenticate_request)],
     ) -> Principal:
         if not principal.has(scope):
             raise Forbidden(

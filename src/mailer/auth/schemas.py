@@ -7,7 +7,6 @@ from pydantic import Field, field_validator
 
 from mailer.schemas import RequestModel, ResponseModel
 
-
 ScopeName = Literal["send", "admin"]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 
 import structlog
@@ -26,6 +27,7 @@ from mailer.delivery.compose import BatchContext, InvalidContent, compose
 from mailer.delivery.contexts import BatchContexts, PauseCache
 from mailer.delivery.recorder import Outcome, Recorder
 from mailer.events import bump_metrics, record_events
+from mailer.metrics import MetricsRegistry
 from mailer.models.base import utcnow
 from mailer.models.enums import BatchStatus, EventType, MetricKind, RecipientStatus
 from mailer.queue.base import ChunkJob, DelayJob, JobContext, JobQueue, RetryJob
@@ -64,6 +66,7 @@ class ChunkProcessor:
         queue: JobQueue,
         recorder: Recorder,
         stopping: asyncio.Event,
+        metrics: MetricsRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.sessionmaker = sessionmaker
@@ -72,6 +75,7 @@ class ChunkProcessor:
         self.queue = queue
         self.recorder = recorder
         self.stopping = stopping
+        self.metrics = metrics or MetricsRegistry()
         self.contexts = BatchContexts(settings)
         self.pause = PauseCache(sessionmaker)
         self.slots = asyncio.Semaphore(settings.worker_concurrency)
@@ -217,10 +221,11 @@ class ChunkProcessor:
                 error=f"invalid content: {exc}",
                 data={"permanent": True},
             )
-        await self.limiter.acquire()
+        self.metrics.observe_rate_wait(await self.limiter.acquire())
         if run.pause_for is not None:
             run.unsent.add(r.id)
             return None
+        started = time.perf_counter()
         try:
             result = await self.transport.send(message)
         except ThrottledError as exc:
@@ -269,6 +274,8 @@ class ChunkProcessor:
                 attempts,
                 error=run.last_error,
             )
+        finally:
+            self.metrics.observe_send_latency(self.transport.name, time.perf_counter() - started)
         return Outcome(
             r.id,
             bctx.batch_id,
@@ -312,6 +319,7 @@ class ChunkProcessor:
                 error,
                 ctx.attempt,
             )
+        self.metrics.observe_counts({MetricKind.FAILED: len(failed)}, self.transport.name)
         log.error("chunk_dead_lettered", recipients=len(failed), attempts=ctx.attempt, error=error)
 
     async def _complete(self, batch_id: str) -> None:

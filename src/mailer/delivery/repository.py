@@ -1,5 +1,12 @@
 """The worker's statements: claim a chunk, keep claims alive, record outcomes, complete
-batches, write dead letters. One statement per step for the whole chunk."""
+batches, write dead letters. One statement per step for the whole chunk.
+
+The two statements on the per-email path (claim, record outcomes) run as hand-written SQL
+on the session's asyncpg connection when on PostgreSQL: through SQLAlchemy they cost
+~50 µs and ~60-110 µs of CPU per recipient (statement building, an expanding IN, a
+parameter set per row, JSON decoding through the stdlib), about half of the whole send
+path's budget; this way ~3 µs each (one array parameter per column, orjson).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +66,11 @@ async def claim_chunk(
     `exclude`) to SENDING and return them. Two workers can never both claim one recipient
     (row locks; SKIP LOCKED on PostgreSQL)."""
     now = utcnow()
+    driver = await _asyncpg(session)
+    if driver is not None:
+        return await _claim_chunk_pg(
+            driver, batch_id, seq_start, seq_end, now, lease, limit, exclude
+        )
     where = and_(
         _in_chunk(batch_id, seq_start, seq_end), _claimable(now - timedelta(seconds=lease))
     )
@@ -81,6 +94,59 @@ async def claim_chunk(
     ]
     rows.sort(key=lambda r: r.seq)
     return rows
+
+
+async def _asyncpg(session: AsyncSession) -> Any:
+    """The session's asyncpg connection (same transaction), or None on SQLite."""
+    conn = await session.connection()
+    if conn.dialect.name != "postgresql":
+        return None
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection
+
+
+_CLAIM_SQL = """
+UPDATE recipients AS r
+SET status = 'SENDING', claimed_at = $5, updated_at = $5
+FROM (
+    SELECT id FROM recipients
+    WHERE batch_id = $1 AND seq >= $2 AND seq < $3
+      AND (status = ANY($4::text[]) OR (status = 'SENDING' AND claimed_at < $6))
+      AND NOT (id = ANY($7::bigint[]))
+    ORDER BY seq
+    LIMIT $8
+    FOR UPDATE SKIP LOCKED
+) AS c
+WHERE r.id = c.id
+RETURNING r.id, r.seq, r.email, r.variables::text, r.attempts
+"""
+
+
+async def _claim_chunk_pg(
+    driver: Any,
+    batch_id: str,
+    seq_start: int,
+    seq_end: int,
+    now: datetime,
+    lease: float,
+    limit: int,
+    exclude: Collection[int],
+) -> list[Claimed]:
+    rows = await driver.fetch(
+        _CLAIM_SQL,
+        batch_id,
+        seq_start,
+        seq_end,
+        [str(s) for s in CLAIMABLE_STATUSES],
+        now,
+        now - timedelta(seconds=lease),
+        list(exclude),
+        limit,
+    )
+    loads = orjson.loads
+    claimed = [Claimed(r[0], r[1], r[2], loads(r[3]) if r[3] else {}, r[4]) for r in rows]
+    claimed.sort(key=lambda c: c.seq)
+    return claimed
 
 
 async def busy_claims_until(
@@ -120,14 +186,60 @@ async def release(session: AsyncSession, ids: Sequence[int]) -> None:
         )
 
 
+_OUTCOMES_SQL = """
+UPDATE recipients AS r
+SET status = u.status,
+    attempts = u.attempts,
+    updated_at = u.updated_at,
+    provider_message_id = CASE WHEN u.sent THEN u.provider_message_id
+                               ELSE r.provider_message_id END,
+    sent_at = CASE WHEN u.sent THEN u.sent_at ELSE r.sent_at END,
+    last_error = CASE WHEN u.set_error THEN u.last_error ELSE r.last_error END
+FROM unnest($1::bigint[], $2::text[], $3::int[], $4::timestamptz[], $5::bool[], $6::text[],
+            $7::timestamptz[], $8::bool[], $9::text[])
+     AS u(id, status, attempts, updated_at, sent, provider_message_id, sent_at, set_error,
+          last_error)
+WHERE r.id = u.id
+"""
+
+
 async def apply_outcomes(session: AsyncSession, rows: Iterable[dict[str, Any]]) -> None:
-    """Bulk UPDATE by primary key (executemany): each row has id, status, attempts and
-    optionally provider_message_id, sent_at, last_error."""
+    """Bulk UPDATE by primary key: each row has id, status, attempts, updated_at and
+    optionally provider_message_id and sent_at (both or neither), last_error. A column a
+    row does not name is left as it is. One statement on PostgreSQL (arrays), an
+    executemany per row shape on SQLite."""
+    driver = await _asyncpg(session)
+    if driver is not None:
+        await _apply_outcomes_pg(driver, list(rows))
+        return
     grouped: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
         grouped.setdefault(tuple(sorted(row)), []).append(row)
     for group in grouped.values():
         await session.execute(update(Recipient).execution_options(synchronize_session=False), group)
+
+
+async def _apply_outcomes_pg(driver: Any, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    columns: list[list[Any]] = [[] for _ in range(9)]
+    for row in rows:
+        sent = "sent_at" in row
+        set_error = "last_error" in row
+        values = (
+            row["id"],
+            str(row["status"]),
+            row["attempts"],
+            row["updated_at"],
+            sent,
+            row.get("provider_message_id"),
+            row.get("sent_at"),
+            set_error,
+            row.get("last_error"),
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    await driver.execute(_OUTCOMES_SQL, *columns)
 
 
 async def add_batch_counts(session: AsyncSession, batch_id: str, counts: dict[str, int]) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from mailer.auth.dependencies import AdminKey, _principal
+from mailer.auth.dependencies import AdminKey, authenticate_request
 from mailer.deps import Session, State
 from mailer.errors import Forbidden
 from mailer.metrics.prometheus import get_metrics
@@ -34,7 +34,7 @@ async def metrics_access(request: Request, session: Session, state: State) -> No
     """Open by default; a send key when METRICS_REQUIRE_KEY is set."""
     if not state.settings.metrics_require_key:
         return
-    principal = await _principal(request, session, state)
+    principal = await authenticate_request(request, session, state)
     if not principal.has(Scope.SEND):
         raise Forbidden("This API key lacks the 'send' scope.", code="insufficient_scope")
 

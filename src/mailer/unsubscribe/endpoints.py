@@ -47,7 +47,7 @@ async def confirm_page(token: str, session: Session, state: State) -> HTMLRespon
         f"<p>Stop sending email to <strong>{html.escape(recipient.email)}</strong>?</p>"
         f'<form method="post" action="{html.escape(token)}">'
         '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
-        "<button type=\"submit\">Unsubscribe</button></form>"
+        '<button type="submit">Unsubscribe</button></form>'
     )
     return _page("Unsubscribe", body)
 

@@ -41,7 +41,5 @@ async def unsubscribe(session: AsyncSession, recipient: Recipient) -> bool:
         ],
     )
     if added:
-        await bump_metrics(
-            session, {MetricKind.UNSUBSCRIBED: 1, MetricKind.SUPPRESSED: 1}
-        )
+        await bump_metrics(session, {MetricKind.UNSUBSCRIBED: 1, MetricKind.SUPPRESSED: 1})
     return bool(added)

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Header, Request
 from mailer.deps import Session, State
 from mailer.errors import MailerError
 from mailer.responses import JsonResponse
-from mailer.webhooks.ses_events import SesMessageInvalid
 from mailer.webhooks.service import handle_webhook
+from mailer.webhooks.ses_events import SesMessageInvalid
 from mailer.webhooks.sns import SnsError
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])

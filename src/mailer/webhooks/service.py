@@ -265,12 +265,16 @@ async def _set_status(
     if not ids:
         return
     moved = (
-        await session.execute(
-            select(Recipient.id, Recipient.batch_id, Recipient.status)
-            .where(Recipient.id.in_(ids), Recipient.status.in_([s.value for s in from_]))
-            .with_for_update()
+        (
+            await session.execute(
+                select(Recipient.id, Recipient.batch_id, Recipient.status)
+                .where(Recipient.id.in_(ids), Recipient.status.in_([s.value for s in from_]))
+                .with_for_update()
+            )
         )
-    ).tuples().all()
+        .tuples()
+        .all()
+    )
     if not moved:
         return
     await session.execute(

@@ -13,8 +13,10 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailer.config import Settings, TransportName
+from mailer.db import session_scope
 from mailer.delivery.chunk import ChunkProcessor
 from mailer.delivery.recorder import Recorder
+from mailer.metrics import MetricsRegistry, default_worker_id, forget_worker, heartbeat
 from mailer.queue.base import JobQueue
 from mailer.queue.factory import build_rate_limiter
 from mailer.queue.ratelimit import RateLimiter
@@ -43,16 +45,22 @@ class Worker:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     recorder: Recorder | None = None
     reconciler: Reconciler | None = None
+    metrics: MetricsRegistry | None = None
+    worker_id: str = field(default_factory=default_worker_id)
+    send_rate: float | None = None  # messages/s in force; None = unlimited
 
     async def start(self) -> None:
         settings = self.settings
         if self.transport is None:
             self.transport = build_transport(settings)
         await self.transport.start()
-        rate = await self._initial_rate()
+        rate = self.send_rate = await self._initial_rate()
         if self.limiter is None:
             self.limiter = build_rate_limiter(settings, rate)
+        if self.metrics is None:
+            self.metrics = MetricsRegistry()
         self.recorder = Recorder(self.sessionmaker)
+        self.recorder.observers.append(self.metrics.outcome_observer(self.transport.name))
         self.recorder.start()
         processor = ChunkProcessor(
             settings=settings,
@@ -62,6 +70,7 @@ class Worker:
             queue=self.queue,
             recorder=self.recorder,
             stopping=self.stopping,
+            metrics=self.metrics,
         )
         self.reconciler = Reconciler(settings, self.sessionmaker, self.queue)
         self._tasks.append(
@@ -96,7 +105,8 @@ class Worker:
             assert self.transport is not None
             assert self.limiter is not None
             with contextlib.suppress(Exception):
-                await self.limiter.set_rate(await self.transport.max_send_rate())
+                self.send_rate = await self.transport.max_send_rate()
+                await self.limiter.set_rate(self.send_rate)
 
     async def _reconcile_loop(self) -> None:
         assert self.reconciler is not None
@@ -105,6 +115,11 @@ class Worker:
                 await self.reconciler.run_once()
             except Exception as exc:  # database or queue down: try again next round
                 log.warning("reconcile_failed", error=type(exc).__name__)
+            with contextlib.suppress(Exception):
+                assert self.transport is not None
+                await heartbeat(
+                    self.sessionmaker, self.worker_id, {"transport": self.transport.name}
+                )
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.settings.reconcile_interval)
 
@@ -128,4 +143,7 @@ class Worker:
         if self.limiter is not None:
             with contextlib.suppress(Exception):
                 await self.limiter.close()
+        with contextlib.suppress(Exception):
+            async with session_scope(self.sessionmaker) as session:
+                await forget_worker(session, self.worker_id)
         log.info("worker_stopped")
