@@ -101,6 +101,9 @@ async def test_signed_bounce_complaint_delivery_through_http(
         ).json()
         assert events["total"] == 1 and events["data"][0]["email"] == a
         assert len(fetcher.calls) == 1  # the certificate is cached
+        exposition = (await c.http.get("/metrics")).text
+        assert 'mailer_messages_total{event="bounced",transport="ses"} 1.0' in exposition
+        assert 'mailer_messages_total{event="complained",transport="ses"} 1.0' in exposition
 
 
 async def test_forged_and_unsigned_messages_rejected(

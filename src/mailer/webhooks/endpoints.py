@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Request
 
 from mailer.deps import Session, State
 from mailer.errors import MailerError
+from mailer.metrics import get_metrics
 from mailer.responses import JsonResponse
 from mailer.webhooks.service import handle_webhook
 from mailer.webhooks.ses_events import SesMessageInvalid
@@ -48,6 +49,7 @@ async def ses_webhook(
             settings=state.settings,
             verifier=state.sns_verifier,
             header_type=x_amz_sns_message_type,
+            on_counts=get_metrics(state).observe_webhook_counts,
         )
     except SnsError as exc:
         status = getattr(exc, "status_code", 400)

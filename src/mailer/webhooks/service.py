@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -63,6 +63,9 @@ _EVENT_TYPE = {
 _LATE_FINAL_FROM = (RecipientStatus.SENT, RecipientStatus.DELIVERED)
 
 
+CountsObserver = Callable[[Mapping[str, int]], None]
+
+
 class Outcome(StrEnum):
     PROCESSED = "processed"
     DUPLICATE = "duplicate"  # this SNS MessageId (or feedbackId) was processed before
@@ -78,13 +81,17 @@ async def handle_webhook(
     verifier: SnsVerifier | None,
     header_type: str | None = None,
     http_get: HttpGet | None = None,
+    on_counts: CountsObserver | None = None,
 ) -> Outcome:
     """Everything POST /webhooks/ses does. Raises SnsError subclasses (see their status_code)
-    and SesMessageInvalid (400) for a raw dev-mode body that is not an SES message."""
+    and SesMessageInvalid (400) for a raw dev-mode body that is not an SES message.
+    `on_counts` receives what the notification changed (for Prometheus)."""
     data = load_json_object(body)
     if "Type" not in data and not settings.sns_verify:
         log.warning("ses_webhook_unverified_raw_message")
-        return await handle_notification(session, None, parse_ses_message(data), settings=settings)
+        return await handle_notification(
+            session, None, parse_ses_message(data), settings=settings, on_counts=on_counts
+        )
     env = parse_envelope(data, header_type=header_type)
     if not is_topic_allowed(env.topic_arn, settings.sns_topic_arns):
         raise SnsTopicNotAllowed(f"topic {env.topic_arn} is not in SNS_TOPIC_ARNS")
@@ -110,7 +117,7 @@ async def handle_webhook(
             message_id=None,
             detail={"message": env.message[:1000]},
         )
-    return await handle_notification(session, env, ses, settings=settings)
+    return await handle_notification(session, env, ses, settings=settings, on_counts=on_counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +137,12 @@ class _Entry:
 
 
 async def handle_notification(
-    session: AsyncSession, env: SnsEnvelope | None, ses: SesEvent, *, settings: Settings
+    session: AsyncSession,
+    env: SnsEnvelope | None,
+    ses: SesEvent,
+    *,
+    settings: Settings,
+    on_counts: CountsObserver | None = None,
 ) -> Outcome:
     """Apply one SES event. `env` is None for an unsigned raw message (development only)."""
     now = utcnow()
@@ -159,6 +171,8 @@ async def handle_notification(
     )
     counts = await _apply(session, ses, entries, now, settings, extra)
     await bump_metrics(session, counts, at=now)
+    if on_counts is not None:
+        on_counts({str(kind): n for kind, n in counts.items()})
     log.info(
         "ses_event_processed",
         kind=ses.kind.value,
