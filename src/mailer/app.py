@@ -26,6 +26,7 @@ from mailer.metrics import get_metrics
 from mailer.metrics.endpoints import prometheus_router
 from mailer.metrics.endpoints import router as metrics_router
 from mailer.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from mailer.openapi import document_errors
 from mailer.queue.factory import build_queue
 from mailer.reputation.endpoints import router as sending_router
 from mailer.state import AppState
@@ -141,6 +142,7 @@ def _document_raw_bodies(app: FastAPI) -> None:
             )
             components.update(model_schema.pop("$defs", {}))
             components[model.__name__] = model_schema
+        document_errors(schema)
         app.openapi_schema = schema
         return schema
 

@@ -35,11 +35,15 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
+# Largest offset the databases take (a signed 64-bit integer).
+MAX_OFFSET = 2**63 - 1
+
+
 class Page:
     def __init__(
         self,
         limit: Annotated[int, Query(ge=1, le=1000, description="page size")] = 100,
-        offset: Annotated[int, Query(ge=0, description="rows to skip")] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip")] = 0,
     ) -> None:
         self.limit = limit
         self.offset = offset

@@ -174,8 +174,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JsonResponse:
-        from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+        from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
+        if isinstance(exc, (DataError, OverflowError)):
+            # A value the database cannot store (an integer beyond 64 bits, ...) that input
+            # validation let through: the client's data, not an outage.
+            log.warning("value_out_of_range", error=type(exc).__name__, path=request.url.path)
+            return error_response(
+                422, "value_out_of_range", "A value in the request is out of the storable range."
+            )
         if isinstance(exc, IntegrityError):
             # A uniqueness race between concurrent requests: the client may retry.
             log.warning("integrity_conflict", path=request.url.path)

@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
 
-from mailer.validation import nul_paths
+from mailer.validation import nul_paths, surrogate_paths
 
 T = TypeVar("T")
 
@@ -23,6 +23,9 @@ class RequestModel(BaseModel):
         paths = nul_paths(data)
         if paths:
             raise ValueError(f"NUL characters (\\u0000) are not allowed (in {', '.join(paths)})")
+        paths = surrogate_paths(data)
+        if paths:
+            raise ValueError(f"lone surrogates are not valid Unicode (in {', '.join(paths)})")
         return data
 
 

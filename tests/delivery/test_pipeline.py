@@ -6,7 +6,6 @@ Runs on SQLite + in-process queue and on PostgreSQL + BullMQ/Redis."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.parser import BytesParser
@@ -324,7 +323,7 @@ async def test_two_workers_never_send_twice(settings_factory: Any) -> None:
         assert len(counts) == 600 and set(counts.values()) == {1}
 
 
-async def test_cancel_stops_unsent(settings_factory: Any, ses_server: SesTestServer) -> None:
+async def test_cancel_stops_unsent(settings_factory: Any) -> None:
     slow = SesTestServer(latency=0.05)
     with slow:
         settings = ses_settings(settings_factory, slow.url, worker_concurrency=2)
@@ -339,7 +338,3 @@ async def test_cancel_stops_unsent(settings_factory: Any, ses_server: SesTestSer
         assert states["CANCELLED"] > 0
         assert states["SENT"] + states["CANCELLED"] == 200
         assert len(slow.messages) == states["SENT"]
-
-
-def _unused() -> None:  # keep itertools imported for future parametrization
-    _ = itertools.count

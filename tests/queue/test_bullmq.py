@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from mailer.queue.base import ChunkJob, JobContext, JobHandler
 from mailer.queue.bullmq import BullQueue
@@ -193,3 +194,14 @@ async def test_completed_and_failed_jobs_are_not_pending(make_bull: MakeBull) ->
     assert await queue.failed_count() == 1
     assert not await queue.has_pending_for("good")
     assert not await queue.has_pending_for("bad")
+
+
+async def test_unreachable_backend_fails_fast() -> None:
+    """ping() says so and enqueue() raises, rather than retrying for minutes."""
+    queue = BullQueue("redis://127.0.0.1:1/0", "down", attempts=1, backoff_ms=0)
+    try:
+        assert not await asyncio.wait_for(queue.ping(), 30)
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await asyncio.wait_for(queue.enqueue([ChunkJob("b", 0, 1)]), 30)
+    finally:
+        await queue.close()

@@ -16,7 +16,7 @@ def _default_scopes() -> list[ScopeName]:
 
 class KeyCreate(RequestModel):
     name: str = Field(min_length=1, max_length=200)
-    scopes: list[ScopeName] = Field(default_factory=_default_scopes)
+    scopes: list[ScopeName] = Field(default_factory=_default_scopes, max_length=10)
     admin: bool = False
 
     @field_validator("name")

@@ -4,11 +4,19 @@ A 100k-recipient body is decoded with orjson and checked in one tight loop (the 
 address check first, email-validator only for unusual addresses) instead of building a
 Pydantic object per recipient. Every failure is collected with its index; the first 100
 are reported.
+
+Both steps allocate a few hundred thousand containers without awaiting anything, and the
+cyclic garbage collector, triggered every 700 allocations, would rescan the growing heap
+again and again: measured, it doubled the time (decode 380 → 100 ms, check 560 → 380 ms
+for 100k recipients). It is paused while they run (`gc_paused`); nothing else runs on the
+event loop meanwhile, and JSON data holds no reference cycles to collect.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import gc
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +31,10 @@ from mailer.validation import nul_paths
 
 MAX_REPORTED_ERRORS = 100
 _RECIPIENT_KEYS = frozenset({"email", "variables"})
+# Declared types whose check is one exact-type test on JSON-decoded data (variables.py's
+# rules); the per-recipient loop tests these inline and calls check_variables (which
+# writes the messages) only for a recipient that fails, or for the other types.
+_EXACT_TYPES: dict[str, type] = {"string": str, "integer": int, "boolean": bool, "object": dict}
 
 
 @dataclass(slots=True)
@@ -38,7 +50,24 @@ class CheckedRecipients:
     duplicates: int
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC for an allocation-heavy, synchronous step."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def parse_request(body: bytes, *, max_recipients: int) -> ParsedRequest:
+    with gc_paused():
+        return _parse_request(body, max_recipients)
+
+
+def _parse_request(body: bytes, max_recipients: int) -> ParsedRequest:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -80,67 +109,118 @@ def parse_request(body: bytes, *, max_recipients: int) -> ParsedRequest:
     )
 
 
+def _variables_plan(specs: Mapping[str, VariableSpec]) -> list[tuple[str, type, bool]] | None:
+    """(name, exact type, required) per declared variable; None: use check_variables."""
+    plan = []
+    for name, spec in specs.items():
+        exact = _EXACT_TYPES.get(spec.type)
+        if exact is None:
+            return None
+        plan.append((name, exact, spec.required and spec.default is None))
+    return plan
+
+
+def _plainly_valid(plan: list[tuple[str, type, bool]] | None, variables: dict[str, Any]) -> bool:
+    """True when the variables certainly pass check_variables (exact types, required
+    present); False means "ask check_variables", not necessarily invalid."""
+    if plan is None:
+        return False
+    for name, exact, required in plan:
+        value = variables.get(name)
+        if value is None:
+            if required:
+                return False
+        elif type(value) is not exact:
+            return False
+    return True
+
+
 def check_recipients(
     raw: list[Any], specs: Mapping[str, VariableSpec], *, has_nul: bool = True
 ) -> CheckedRecipients:
     """`has_nul=False` (the raw body had no \\u0000 escape) skips the NUL scan."""
-    errors: list[dict[str, Any]] = []
-    error_count = 0
-    seen: dict[str, int] = {}
-    rows: list[tuple[str, dict[str, Any]]] = []
-    duplicates = 0
+    checker = RecipientChecker(specs, has_nul=has_nul)
+    rows = checker.feed(raw)
+    checker.finish()
+    return CheckedRecipients(rows=rows, duplicates=checker.duplicates)
 
-    def fail(index: int, field: str, message: str) -> None:
-        nonlocal error_count
-        error_count += 1
-        if len(errors) < MAX_REPORTED_ERRORS:
-            errors.append(
+
+class RecipientChecker:
+    """check_recipients in steps, for ingest that writes while it checks: feed() the raw
+    recipients in order, slice by slice; each call returns the new unique (normalized email,
+    variables) rows of its slice. finish() raises ValidationFailed if any recipient failed
+    (the first 100 reported with their indices)."""
+
+    def __init__(self, specs: Mapping[str, VariableSpec], *, has_nul: bool = True) -> None:
+        self.specs = specs
+        self.has_nul = has_nul
+        self.plan = _variables_plan(specs)
+        self.errors: list[dict[str, Any]] = []
+        self.error_count = 0
+        self.duplicates = 0
+        self.seen: dict[str, int] = {}
+        self.next_index = 0
+
+    def fail(self, index: int, field: str, message: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(
                 {"index": index, "field": f"recipients[{index}].{field}", "message": message}
             )
 
-    for index, item in enumerate(raw):
-        if not isinstance(item, dict):
-            fail(index, "", "must be an object with 'email' and optional 'variables'")
-            continue
-        if not _RECIPIENT_KEYS.issuperset(item):
-            extra = sorted(set(item) - _RECIPIENT_KEYS)
-            fail(index, extra[0], "unknown field")
-            continue
-        email = item.get("email")
-        if not isinstance(email, str):
-            fail(index, "email", "Field required" if email is None else "must be a string")
-            continue
-        try:
-            address = normalize_email(email)
-        except InvalidAddress as exc:
-            fail(index, "email", f"invalid address: {exc}")
-            continue
-        variables = item.get("variables")
-        if variables is None:
-            variables = {}
-        elif not isinstance(variables, dict):
-            fail(index, "variables", "must be an object")
-            continue
-        if specs:
-            for name, problem in check_variables(specs, variables):
-                fail(index, f"variables.{name}", problem)
-        if has_nul:
-            for where in nul_paths(variables, "variables"):
-                fail(index, where, "NUL characters (\\u0000) are not allowed")
-        if address in seen:
-            duplicates += 1
-            continue
-        seen[address] = index
-        rows.append((address, variables))
+    def feed(self, items: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+        with gc_paused():
+            return self._feed(items)
 
-    if error_count:
-        raise ValidationFailed(
-            f"{error_count} recipient error(s); the batch was not created."
-            + (
-                f" The first {MAX_REPORTED_ERRORS} are listed."
-                if error_count > MAX_REPORTED_ERRORS
-                else ""
-            ),
-            details=errors,
-        )
-    return CheckedRecipients(rows=rows, duplicates=duplicates)
+    def _feed(self, items: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+        specs, plan, has_nul, seen, fail = self.specs, self.plan, self.has_nul, self.seen, self.fail
+        rows: list[tuple[str, dict[str, Any]]] = []
+        for index, item in enumerate(items, self.next_index):
+            if not isinstance(item, dict):
+                fail(index, "", "must be an object with 'email' and optional 'variables'")
+                continue
+            if not _RECIPIENT_KEYS.issuperset(item):
+                extra = sorted(set(item) - _RECIPIENT_KEYS)
+                fail(index, extra[0], "unknown field")
+                continue
+            email = item.get("email")
+            if not isinstance(email, str):
+                fail(index, "email", "Field required" if email is None else "must be a string")
+                continue
+            try:
+                address = normalize_email(email)
+            except InvalidAddress as exc:
+                fail(index, "email", f"invalid address: {exc}")
+                continue
+            variables = item.get("variables")
+            if variables is None:
+                variables = {}
+            elif not isinstance(variables, dict):
+                fail(index, "variables", "must be an object")
+                continue
+            if specs and not _plainly_valid(plan, variables):
+                for name, problem in check_variables(specs, variables):
+                    fail(index, f"variables.{name}", problem)
+            if has_nul:
+                for where in nul_paths(variables, "variables"):
+                    fail(index, where, "NUL characters (\\u0000) are not allowed")
+            if address in seen:
+                self.duplicates += 1
+                continue
+            seen[address] = index
+            rows.append((address, variables))
+        self.next_index += len(items)
+        return rows
+
+    def finish(self) -> None:
+        error_count, errors = self.error_count, self.errors
+        if error_count:
+            raise ValidationFailed(
+                f"{error_count} recipient error(s); the batch was not created."
+                + (
+                    f" The first {MAX_REPORTED_ERRORS} are listed."
+                    if error_count > MAX_REPORTED_ERRORS
+                    else ""
+                ),
+                details=errors,
+            )

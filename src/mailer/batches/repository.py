@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -10,7 +11,8 @@ import orjson
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailer.models import Batch, Event, Recipient
+from mailer.batches.ingest import RecipientChecker, gc_paused
+from mailer.models import Batch, Event, Recipient, Suppression
 from mailer.models.base import utcnow
 from mailer.models.enums import CLAIMABLE_STATUSES, RecipientStatus
 
@@ -18,17 +20,32 @@ RECIPIENT_COLUMNS = ("batch_id", "seq", "email", "variables", "status", "attempt
 
 
 async def insert_recipients(
-    session: AsyncSession, batch_id: str, rows: Sequence[tuple[str, dict[str, Any], str]]
+    session: AsyncSession,
+    batch_id: str,
+    rows: Sequence[tuple[str, dict[str, Any]]],
+    suppressed: AbstractSet[str] = frozenset(),
 ) -> None:
-    """Bulk insert (email, variables, status) rows with seq = position. COPY on PostgreSQL."""
+    """Bulk insert (email, variables) rows with seq = position, status SUPPRESSED for the
+    emails in `suppressed` and PENDING for the others. COPY on PostgreSQL."""
     now = utcnow()
+    pending, held = str(RecipientStatus.PENDING), str(RecipientStatus.SUPPRESSED)
     conn = await session.connection()
     if conn.dialect.name == "postgresql":
         raw = await conn.get_raw_connection()
-        records = [
-            (batch_id, seq, email, orjson.dumps(variables).decode(), status, 0, now)
-            for seq, (email, variables, status) in enumerate(rows)
-        ]
+        dumps = orjson.dumps
+        with gc_paused():
+            records = [
+                (
+                    batch_id,
+                    seq,
+                    email,
+                    dumps(variables).decode(),
+                    held if email in suppressed else pending,
+                    0,
+                    now,
+                )
+                for seq, (email, variables) in enumerate(rows)
+            ]
         await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
             "recipients", records=records, columns=RECIPIENT_COLUMNS
         )
@@ -41,13 +58,80 @@ async def insert_recipients(
                 "seq": seq,
                 "email": email,
                 "variables": variables,
-                "status": status,
+                "status": held if email in suppressed else pending,
                 "attempts": 0,
                 "updated_at": now,
             }
-            for seq, (email, variables, status) in enumerate(rows)
+            for seq, (email, variables) in enumerate(rows)
         ],
     )
+
+
+async def can_stream_copy(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+async def copy_checked_recipients(
+    session: AsyncSession,
+    batch_id: str,
+    raw: list[Any],
+    checker: RecipientChecker,
+    *,
+    slice_size: int = 2000,
+) -> int:
+    """Check the raw recipients slice by slice and COPY each checked slice as it comes
+    (PostgreSQL): the checks run while the server writes the rows and their indexes on the
+    other core. At the first failure nothing more is copied, but the rest is still checked
+    so the caller's checker.finish() reports every error (and the caller rolls back). All
+    rows are PENDING; `mark_suppressed` follows. Returns the number of rows copied."""
+    conn = await session.connection()
+    driver = (await conn.get_raw_connection()).driver_connection
+    now = utcnow()
+    pending = str(RecipientStatus.PENDING)
+    dumps = orjson.dumps
+    copied = 0
+    position = 0
+
+    async def records() -> AsyncIterator[tuple[Any, ...]]:
+        nonlocal copied, position
+        while position < len(raw):
+            part = raw[position : position + slice_size]
+            position += len(part)
+            rows = checker.feed(part)
+            if checker.error_count:
+                return
+            with gc_paused():
+                ready = [
+                    (batch_id, copied + i, email, dumps(variables).decode(), pending, 0, now)
+                    for i, (email, variables) in enumerate(rows)
+                ]
+            copied += len(ready)
+            for record in ready:
+                yield record
+
+    await driver.copy_records_to_table(  # type: ignore[union-attr]
+        "recipients", records=records(), columns=RECIPIENT_COLUMNS
+    )
+    if position < len(raw):
+        checker.feed(raw[position:])
+    return copied
+
+
+async def mark_suppressed(session: AsyncSession, batch_id: str) -> list[tuple[int, str]]:
+    """The batch's PENDING recipients whose address is on the suppression list → SUPPRESSED
+    (one join on the server); their (seq, email), by seq."""
+    result = await session.execute(
+        update(Recipient)
+        .where(
+            Recipient.batch_id == batch_id,
+            Recipient.status == RecipientStatus.PENDING,
+            Recipient.email == Suppression.email,
+        )
+        .values(status=RecipientStatus.SUPPRESSED, updated_at=utcnow())
+        .returning(Recipient.seq, Recipient.email)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted((int(seq), str(email)) for seq, email in result.tuples())
 
 
 async def find_by_idempotency_key(session: AsyncSession, api_key_id: str, key: str) -> Batch | None:

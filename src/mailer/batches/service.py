@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailer.addresses import InvalidAddress, has_control_chars, normalize_email
 from mailer.auth.service import Principal
 from mailer.batches import repository
-from mailer.batches.ingest import ParsedRequest, check_recipients
+from mailer.batches.ingest import ParsedRequest, RecipientChecker
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.events import bump_metrics, record_events
 from mailer.models import Batch, Event
@@ -26,6 +26,7 @@ from mailer.suppressions.service import suppressed_among
 from mailer.templates import service as templates
 
 FINAL_BATCH_STATUSES = (BatchStatus.COMPLETED, BatchStatus.CANCELLED)
+STREAM_MIN_RECIPIENTS = 2000
 
 
 @dataclass(slots=True)
@@ -97,16 +98,31 @@ async def create_batch(
 
     options = parsed.options
     template, version = await templates.get_template(session, options.template_id)
-    checked = check_recipients(
-        parsed.raw_recipients, templates.version_specs(version), has_nul=parsed.may_contain_nul
-    )
-    from_address = _check_sender(options.from_, "from") if options.from_ else None
-    reply_to_raw = (
-        [options.reply_to] if isinstance(options.reply_to, str) else options.reply_to or []
-    )
-    reply_to = [_check_sender(r, f"reply_to[{i}]") for i, r in enumerate(reply_to_raw)]
+    checker = RecipientChecker(templates.version_specs(version), has_nul=parsed.may_contain_nul)
+    raw = parsed.raw_recipients
+    # Large batches on PostgreSQL are checked while they are copied (see
+    # copy_checked_recipients); a failure rolls the whole transaction back.
+    stream = len(raw) >= STREAM_MIN_RECIPIENTS and await repository.can_stream_copy(session)
+    rows: list[tuple[str, dict[str, Any]]] = []
+    if not stream:
+        rows = checker.feed(raw)
+        checker.finish()
+    sender_error: ValidationFailed | None = None
+    try:
+        from_address = _check_sender(options.from_, "from") if options.from_ else None
+        reply_to_raw = (
+            [options.reply_to] if isinstance(options.reply_to, str) else options.reply_to or []
+        )
+        reply_to = [_check_sender(r, f"reply_to[{i}]") for i, r in enumerate(reply_to_raw)]
+    except ValidationFailed as exc:
+        if not stream:
+            raise
+        sender_error, from_address, reply_to = exc, None, []  # reported after the recipients
 
-    suppressed = await suppressed_among(session, [email for email, _ in checked.rows])
+    suppressed: set[str] = set()
+    if not stream:
+        # Ingest holds normal forms already: no second normalization of the addresses.
+        suppressed = await suppressed_among(session, [email for email, _ in rows], normalized=True)
     now = utcnow()
     scheduled = options.send_at is not None and options.send_at > now
     batch = Batch(
@@ -122,8 +138,8 @@ async def create_batch(
         api_key_id=principal.key_id,
         idempotency_key=idempotency_key,
         request_hash=body_hash if idempotency_key else None,
-        total_recipients=len(checked.rows),
-        duplicate_count=checked.duplicates,
+        total_recipients=len(rows),
+        duplicate_count=checker.duplicates,
         suppressed_count=len(suppressed),
         chunk_size=chunk_size,
         created_at=now,
@@ -140,16 +156,22 @@ async def create_batch(
             code="idempotency_conflict",
         ) from None
 
-    rows = [
-        (
-            email,
-            variables,
-            RecipientStatus.SUPPRESSED if email in suppressed else RecipientStatus.PENDING,
-        )
-        for email, variables in checked.rows
-    ]
-    await repository.insert_recipients(session, batch.id, rows)
-    queued = len(rows) - len(suppressed)
+    if stream:
+        total = await repository.copy_checked_recipients(session, batch.id, raw, checker)
+        checker.finish()
+        if sender_error is not None:
+            raise sender_error
+        suppressed_rows = await repository.mark_suppressed(session, batch.id)
+        batch.total_recipients = total
+        batch.duplicate_count = checker.duplicates
+        batch.suppressed_count = len(suppressed_rows)
+    else:
+        await repository.insert_recipients(session, batch.id, rows, suppressed)
+        total = len(rows)
+        suppressed_rows = [
+            (seq, email) for seq, (email, _) in enumerate(rows) if email in suppressed
+        ]
+    queued = total - len(suppressed_rows)
     event_rows: list[dict[str, Any]] = [
         {
             "batch_id": batch.id,
@@ -160,7 +182,7 @@ async def create_batch(
             "created_at": now,
         }
     ]
-    if suppressed:
+    if suppressed_rows:
         event_rows.extend(
             {
                 "batch_id": batch.id,
@@ -170,10 +192,9 @@ async def create_batch(
                 "data": {"reason": "on suppression list", "seq": seq},
                 "created_at": now,
             }
-            for seq, (email, _, status) in enumerate(rows)
-            if status == RecipientStatus.SUPPRESSED
+            for seq, email in suppressed_rows
         )
-        await bump_metrics(session, {MetricKind.SUPPRESSED: len(suppressed)})
+        await bump_metrics(session, {MetricKind.SUPPRESSED: len(suppressed_rows)})
     await record_events(session, event_rows)
 
     response = {
@@ -181,10 +202,10 @@ async def create_batch(
         "status": batch.status,
         "createdAt": now.isoformat().replace("+00:00", "Z"),
         "sendAt": options.send_at.isoformat() if options.send_at else None,
-        "recipients": len(rows),
+        "recipients": total,
         "queued": queued,
-        "suppressed": len(suppressed),
-        "duplicates": checked.duplicates,
+        "suppressed": len(suppressed_rows),
+        "duplicates": checker.duplicates,
     }
     batch.response = response
     if queued == 0:
@@ -192,7 +213,7 @@ async def create_batch(
         batch.completed_at = now
         response["status"] = BatchStatus.COMPLETED
     await session.flush()
-    jobs = [] if scheduled or queued == 0 else chunk_jobs(batch.id, len(rows), chunk_size)
+    jobs = [] if scheduled or queued == 0 else chunk_jobs(batch.id, total, chunk_size)
     return CreateResult(batch, response, replayed=False, jobs=jobs)
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import Field
 
@@ -19,7 +20,9 @@ class DeadLetterOut(ResponseModel):
 
 
 class RetryRequest(RequestModel):
-    ids: list[int] | None = Field(None, max_length=10_000, description="omit to retry all")
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] | None = Field(
+        None, max_length=10_000, description="omit to retry all"
+    )
 
 
 class RetryOut(ResponseModel):

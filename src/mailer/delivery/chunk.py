@@ -32,7 +32,6 @@ from mailer.models.base import utcnow
 from mailer.models.enums import BatchStatus, EventType, MetricKind, RecipientStatus
 from mailer.queue.base import ChunkJob, DelayJob, JobContext, JobQueue, RetryJob
 from mailer.queue.ratelimit import RateLimiter
-from mailer.suppressions.service import suppressed_among
 from mailer.transports.base import (
     PermanentError,
     SendingPausedError,
@@ -152,6 +151,7 @@ class ChunkProcessor:
             claimed_any = True
             run.attempted.update(r.id for r in claimed)
             run.unsent.update(r.id for r in claimed)
+            exhausted = len(claimed) < claim_size
             claimed = await self._drop_suppressed(bctx, run, claimed)
             for recipient in claimed:
                 await self.slots.acquire()
@@ -160,6 +160,10 @@ class ChunkProcessor:
                     break
                 run.unsent.discard(recipient.id)
                 tasks.append(asyncio.create_task(self._send_one(bctx, run, recipient)))
+            if exhausted:
+                # Fewer than asked: nothing else in the chunk is claimable (rows another
+                # worker holds locked are that worker's claim). Saves a claim round.
+                break
         if tasks:
             await asyncio.gather(*tasks)
         return claimed_any
@@ -175,14 +179,13 @@ class ChunkProcessor:
     async def _drop_suppressed(
         self, bctx: BatchContext, run: _ChunkRun, claimed: list[repository.Claimed]
     ) -> list[repository.Claimed]:
-        """Suppression is checked again just before sending."""
-        async with session_scope(self.sessionmaker) as session:
-            suppressed = await suppressed_among(session, [r.email for r in claimed])
-        if not suppressed:
+        """Suppression is checked again just before sending: by the claim statement itself
+        (`Claimed.suppressed`), against the normalized addresses ingest stored."""
+        if not any(r.suppressed for r in claimed):
             return claimed
         outcomes = []
         for r in claimed:
-            if r.email in suppressed:
+            if r.suppressed:
                 run.unsent.discard(r.id)
                 outcomes.append(
                     Outcome(
@@ -195,7 +198,7 @@ class ChunkProcessor:
                     )
                 )
         await self.recorder.record_many(outcomes)
-        return [r for r in claimed if r.email not in suppressed]
+        return [r for r in claimed if not r.suppressed]
 
     async def _send_one(self, bctx: BatchContext, run: _ChunkRun, r: repository.Claimed) -> None:
         try:

@@ -16,10 +16,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import and_, exists, func, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailer.models import Batch, DeadLetter, Recipient
+from mailer.models import Batch, DeadLetter, Recipient, Suppression
 from mailer.models.base import utcnow
 from mailer.models.enums import (
     CLAIMABLE_STATUSES,
@@ -36,6 +36,7 @@ class Claimed:
     email: str
     variables: dict[str, Any]
     attempts: int
+    suppressed: bool = False  # on the suppression list at the moment of the claim
 
 
 def _in_chunk(batch_id: str, seq_start: int, seq_end: int) -> Any:
@@ -52,6 +53,15 @@ def _claimable(lease_expired_before: datetime) -> Any:
     )
 
 
+# Qualified by hand: SQLite renders RETURNING columns unqualified, which would turn
+# "suppressions.email = recipients.email" into "email = email" (always true).
+_SUPPRESSED = (
+    exists()
+    .select_from(Suppression.__table__)
+    .where(literal_column("suppressions.email") == literal_column("recipients.email"))
+)
+
+
 async def claim_chunk(
     session: AsyncSession,
     batch_id: str,
@@ -63,8 +73,9 @@ async def claim_chunk(
     exclude: Collection[int] = (),
 ) -> list[Claimed]:
     """Move up to `limit` claimable recipients of the chunk (lowest seq first, none of
-    `exclude`) to SENDING and return them. Two workers can never both claim one recipient
-    (row locks; SKIP LOCKED on PostgreSQL)."""
+    `exclude`) to SENDING and return them, each with whether its (normalized) address is
+    suppressed right now. Two workers can never both claim one recipient (row locks; SKIP
+    LOCKED on PostgreSQL)."""
     now = utcnow()
     driver = await _asyncpg(session)
     if driver is not None:
@@ -85,12 +96,18 @@ async def claim_chunk(
         .where(Recipient.id.in_(ids.scalar_subquery()))
         .values(status=RecipientStatus.SENDING, claimed_at=now, updated_at=now)
         .returning(
-            Recipient.id, Recipient.seq, Recipient.email, Recipient.variables, Recipient.attempts
+            Recipient.id,
+            Recipient.seq,
+            Recipient.email,
+            Recipient.variables,
+            Recipient.attempts,
+            _SUPPRESSED,
         )
         .execution_options(synchronize_session=False)
     )
     rows = [
-        Claimed(int(i), int(s), str(e), dict(v or {}), int(a)) for i, s, e, v, a in result.tuples()
+        Claimed(int(i), int(s), str(e), dict(v or {}), int(a), bool(x))
+        for i, s, e, v, a, x in result.tuples()
     ]
     rows.sort(key=lambda r: r.seq)
     return rows
@@ -118,7 +135,8 @@ FROM (
     FOR UPDATE SKIP LOCKED
 ) AS c
 WHERE r.id = c.id
-RETURNING r.id, r.seq, r.email, r.variables::text, r.attempts
+RETURNING r.id, r.seq, r.email, r.variables::text, r.attempts,
+          EXISTS (SELECT 1 FROM suppressions AS s WHERE s.email = r.email)
 """
 
 
@@ -144,7 +162,7 @@ async def _claim_chunk_pg(
         limit,
     )
     loads = orjson.loads
-    claimed = [Claimed(r[0], r[1], r[2], loads(r[3]) if r[3] else {}, r[4]) for r in rows]
+    claimed = [Claimed(r[0], r[1], r[2], loads(r[3]) if r[3] else {}, r[4], r[5]) for r in rows]
     claimed.sort(key=lambda c: c.seq)
     return claimed
 
@@ -242,10 +260,108 @@ async def _apply_outcomes_pg(driver: Any, rows: list[dict[str, Any]]) -> None:
     await driver.execute(_OUTCOMES_SQL, *columns)
 
 
+_RECORD_SQL = """
+WITH u AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bool[], $5::text[],
+                         $6::bool[], $7::text[], $8::text[], $9::text[], $10::text[],
+                         $11::text[])
+        AS u(id, status, attempts, sent, provider_message_id, set_error, last_error,
+             batch_id, email, event_type, data)
+), recipient_rows AS (
+    UPDATE recipients AS r
+    SET status = u.status,
+        attempts = u.attempts,
+        updated_at = $12,
+        provider_message_id = CASE WHEN u.sent THEN u.provider_message_id
+                                   ELSE r.provider_message_id END,
+        sent_at = CASE WHEN u.sent THEN $12 ELSE r.sent_at END,
+        last_error = CASE WHEN u.set_error THEN u.last_error ELSE r.last_error END
+    FROM u
+    WHERE r.id = u.id
+), event_rows AS (
+    INSERT INTO events (batch_id, recipient_id, email, type, data, created_at)
+    SELECT u.batch_id, u.id, u.email, u.event_type, u.data::jsonb, $12 FROM u
+), batch_rows AS (
+    UPDATE batches AS b
+    SET sent_count = b.sent_count + c.sent,
+        failed_count = b.failed_count + c.failed,
+        suppressed_count = b.suppressed_count + c.suppressed
+    FROM unnest($13::text[], $14::int[], $15::int[], $16::int[]) AS c(id, sent, failed, suppressed)
+    WHERE b.id = c.id
+)
+INSERT INTO metrics (bucket, kind, count)
+SELECT $17, m.kind, m.count FROM unnest($18::text[], $19::bigint[]) AS m(kind, count)
+ON CONFLICT (bucket, kind) DO UPDATE SET count = metrics.count + EXCLUDED.count
+"""
+
+
+@dataclass(slots=True)
+class OutcomeRows:
+    """Send outcomes as columns, for record_outcomes_pg. `sent` rows carry a provider
+    message id; `set_error` rows a last_error; every row gets an event of `event_type`."""
+
+    ids: list[int]
+    statuses: list[str]
+    attempts: list[int]
+    sent: list[bool]
+    provider_message_ids: list[str | None]
+    set_error: list[bool]
+    errors: list[str | None]
+    batch_ids: list[str]
+    emails: list[str]
+    event_types: list[str]
+    event_data: list[str]  # JSON text
+
+
+async def record_outcomes_pg(
+    session: AsyncSession,
+    rows: OutcomeRows,
+    now: datetime,
+    batch_counts: dict[str, dict[str, int]],
+    metrics: dict[str, int],
+    metrics_bucket: datetime,
+) -> bool:
+    """Recipients' new states, their events, the batches' counters and the minute's metrics
+    in ONE statement (data-modifying CTEs: atomic, one round trip). False on SQLite."""
+    driver = await _asyncpg(session)
+    if driver is None:
+        return False
+    counted = sorted(batch_counts)  # fixed lock order across workers
+    kinds = sorted(k for k, n in metrics.items() if n)
+    await driver.execute(
+        _RECORD_SQL,
+        rows.ids,
+        rows.statuses,
+        rows.attempts,
+        rows.sent,
+        rows.provider_message_ids,
+        rows.set_error,
+        rows.errors,
+        rows.batch_ids,
+        rows.emails,
+        rows.event_types,
+        rows.event_data,
+        now,
+        counted,
+        [batch_counts[b].get("sent_count", 0) for b in counted],
+        [batch_counts[b].get("failed_count", 0) for b in counted],
+        [batch_counts[b].get("suppressed_count", 0) for b in counted],
+        metrics_bucket,
+        kinds,
+        [metrics[k] for k in kinds],
+    )
+    return True
+
+
 async def add_batch_counts(session: AsyncSession, batch_id: str, counts: dict[str, int]) -> None:
     values = {name: getattr(Batch, name) + n for name, n in counts.items() if n}
     if values:
-        await session.execute(update(Batch).where(Batch.id == batch_id).values(**values))
+        await session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
 
 
 async def complete_if_done(session: AsyncSession, batch_id: str) -> bool:

@@ -3,11 +3,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from mailer.addresses import has_control_chars
 from mailer.schemas import RequestModel, ResponseModel
 
 MAX_TEMPLATE_CHARS = 1_000_000
+
+
+def _header_safe(value: str | None) -> str | None:
+    """The subject (and the name, the default subject) become a header: no CR, LF or other
+    control characters, which every message would otherwise fail on."""
+    if value is not None and has_control_chars(value):
+        raise ValueError("must not contain CR, LF or control characters")
+    return value
 
 
 class TemplateCreate(RequestModel):
@@ -16,6 +25,8 @@ class TemplateCreate(RequestModel):
     html: str | None = Field(None, max_length=MAX_TEMPLATE_CHARS)
     text: str | None = Field(None, max_length=MAX_TEMPLATE_CHARS)
     variables: dict[str, Any] = Field(default_factory=dict)
+
+    _header_fields = field_validator("name", "subject")(_header_safe)
 
     @model_validator(mode="after")
     def _needs_body(self) -> TemplateCreate:
@@ -32,6 +43,8 @@ class TemplateUpdate(RequestModel):
     html: str | None = Field(None, max_length=MAX_TEMPLATE_CHARS)
     text: str | None = Field(None, max_length=MAX_TEMPLATE_CHARS)
     variables: dict[str, Any] | None = None
+
+    _header_fields = field_validator("name", "subject")(_header_safe)
 
 
 class RenderRequest(RequestModel):

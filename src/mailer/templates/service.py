@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailer.addresses import has_control_chars
 from mailer.errors import NotFound, ValidationFailed
 from mailer.models import Template, TemplateVersion
 from mailer.models.base import utcnow
@@ -232,10 +233,18 @@ def preview(version: TemplateVersion, variables: Mapping[str, Any]) -> RenderedM
             details=[{"field": f"variables.{name}", "message": msg} for name, msg in problems],
         )
     try:
-        return render_version(version, variables)
+        rendered = render_version(version, variables)
     except TemplateRenderError as exc:
         raise ValidationFailed(
             f"Rendering failed: {exc}",
             details=[{"field": exc.part, "message": exc.message}],
             code="render_error",
         ) from None
+    if has_control_chars(rendered.subject):
+        # A send would refuse this message (delivery.compose): the preview says so too.
+        raise ValidationFailed(
+            "The rendered subject contains CR, LF or control characters.",
+            details=[{"field": "subject", "message": "control characters after rendering"}],
+            code="render_error",
+        )
+    return rendered

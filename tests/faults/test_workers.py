@@ -1,0 +1,93 @@
+"""Workers dying: SIGKILL at random moments (three times in one batch), SIGTERM mid-send.
+`mailer api` + two `mailer worker` on PostgreSQL + Redis, SMTP server of the tests' own;
+counted per address at the server and in the database."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.faults.conftest import SettingsMaker
+from tests.faults.harness import (
+    CountingSmtpServer,
+    addresses,
+    completion_timeout,
+    post_batch,
+    recipients_for,
+    rng,
+    running,
+    tally,
+    wait_accepted,
+    wait_completed,
+)
+from tests.fixtures.processes import env_for
+
+pytestmark = [pytest.mark.postgres_only, pytest.mark.slow]
+
+
+async def test_sigkill_three_times_in_one_batch(
+    fault_settings: SettingsMaker, tmp_path: Path
+) -> None:
+    total = recipients_for(full=5000, quick=1000)
+    emails = addresses(total)
+    random = rng("sigkill")
+    # One kill in each of three windows of the batch; the server takes 10 ms per message
+    # (the whole batch at least 10 s), and replacements start without holding up the next
+    # kill, so all three land mid-batch.
+    marks = [int(random.uniform(start, start + 0.2) * total) for start in (0.1, 0.35, 0.6)]
+    with CountingSmtpServer(delay=0.01) as smtp:
+        settings = fault_settings(mail_transport="smtp", smtp_url=smtp.url())
+        async with running(env_for(settings), settings.database_url, tmp_path) as run:
+            batch = await post_batch(run.http, run.key, run.template_id, emails)
+            at_kill = []
+            for mark in marks:
+                await wait_accepted(smtp, mark)
+                victim = random.choice(run.cluster.live_workers())
+                victim.kill()
+                at_kill.append(smtp.accepted())
+                run.cluster.start_worker(wait=False)
+            await wait_completed(run.http, run.key, batch["id"], timeout=completion_timeout(total))
+        figures = await tally(
+            "SIGKILL x3",
+            batch["id"],
+            emails,
+            smtp.received(),
+            settings.database_url,
+            allowed_duplicates=3 * settings.worker_concurrency,
+            notes={"killed_at_accepted": at_kill},
+        )
+    figures.check()
+    assert figures.states == {"SENT": total}
+    assert at_kill[-1] < total  # every kill came before the batch was done
+
+
+async def test_sigterm_mid_send(fault_settings: SettingsMaker, tmp_path: Path) -> None:
+    total = recipients_for()
+    emails = addresses(total)
+    with CountingSmtpServer(delay=0.002) as smtp:
+        settings = fault_settings(mail_transport="smtp", smtp_url=smtp.url())
+        async with running(env_for(settings), settings.database_url, tmp_path) as run:
+            batch = await post_batch(run.http, run.key, run.template_id, emails)
+            await wait_accepted(smtp, total // 3)
+            victim = run.cluster.live_workers()[0]
+            started = time.monotonic()
+            victim.terminate()
+            code = victim.wait(timeout=settings.shutdown_timeout + 10)
+            stopped_in = round(time.monotonic() - started, 2)
+            log = victim.log()
+            await wait_completed(run.http, run.key, batch["id"], timeout=completion_timeout(total))
+        figures = await tally(
+            "SIGTERM mid-send",
+            batch["id"],
+            emails,
+            smtp.received(),
+            settings.database_url,
+            allowed_duplicates=0,  # a graceful stop finishes and records its in-flight sends
+            notes={"exit_code": code, "stopped_in_s": stopped_in},
+        )
+    assert code == 0, log[-3000:]
+    assert "worker_stopped" in log
+    figures.check()
+    assert figures.states == {"SENT": total}
