@@ -34,5 +34,10 @@ async def run_worker(settings: Settings) -> None:
         except TimeoutError:
             log.error("shutdown_timed_out")
     finally:
-        await queue.close()
-        await engine.dispose()
+        # Bounded, so the process exits within the orchestrator's grace period even if a
+        # connection hangs while closing.
+        for closing in (queue.close(), engine.dispose()):
+            try:
+                await asyncio.wait_for(closing, timeout=5)
+            except Exception as exc:
+                log.warning("close_timed_out", error=type(exc).__name__)
