@@ -203,8 +203,14 @@ async def test_exhausted_attempts_dead_letter_then_retry(settings_factory: Any) 
         return 451 if address in broken else None
 
     with SmtpTestServer(rcpt_policy=policy) as server:
+        # The reconciler is kept out of this test (long interval): it checks the queue's
+        # retry and dead-letter path alone.
         settings = settings_factory(
-            mail_transport="smtp", smtp_url=server.url(), job_attempts=2, job_backoff_delay=20
+            mail_transport="smtp",
+            smtp_url=server.url(),
+            job_attempts=2,
+            job_backoff_delay=20,
+            reconcile_interval=60,
         )
         async with api_client(settings, embedded_worker=True) as c:
             key = await c.make_key(admin=True)
