@@ -203,14 +203,10 @@ async def test_exhausted_attempts_dead_letter_then_retry(settings_factory: Any) 
         return 451 if address in broken else None
 
     with SmtpTestServer(rcpt_policy=policy) as server:
-        # The reconciler is kept out of this test (long interval): it checks the queue's
-        # retry and dead-letter path alone.
+        # The reconciler runs throughout (the tests' 1 s interval), the batch's enqueue and
+        # the retry's backoff included: the chunk keeps one job and JOB_ATTEMPTS attempts.
         settings = settings_factory(
-            mail_transport="smtp",
-            smtp_url=server.url(),
-            job_attempts=2,
-            job_backoff_delay=20,
-            reconcile_interval=60,
+            mail_transport="smtp", smtp_url=server.url(), job_attempts=2, job_backoff_delay=20
         )
         async with api_client(settings, embedded_worker=True) as c:
             key = await c.make_key(admin=True)
@@ -221,6 +217,7 @@ async def test_exhausted_attempts_dead_letter_then_retry(settings_factory: Any) 
             letters = (await c.http.get("/api/v1/admin/dead-letters", headers=auth(key))).json()
             assert letters["total"] == 1
             assert letters["data"][0]["recipientCount"] == 1
+            assert letters["data"][0]["attempts"] == 2
             assert "451" in letters["data"][0]["error"]
 
             broken.clear()  # the provider recovers

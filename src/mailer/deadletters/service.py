@@ -68,6 +68,8 @@ async def retry_dead_letters(
             batch.failed_count -= len(rows)
             batch.status = BatchStatus.SENDING
             batch.completed_at = None
+            # The caller enqueues after commit: the reconciler's grace starts now.
+            batch.enqueued_at = now
             await record_events(
                 session,
                 [

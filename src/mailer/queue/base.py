@@ -73,7 +73,9 @@ class JobQueue(Protocol):
         """Jobs waiting, delayed or active."""
 
     async def has_pending_for(self, batch_id: str) -> bool:
-        """Whether a waiting/delayed/active job for this batch exists (for the reconciler)."""
+        """Whether a job for this batch is waiting, delayed (a retry's backoff included),
+        active, or being enqueued right now (for the reconciler). Never false while such a
+        job exists; false once every job of the batch finished or is gone."""
 
     async def ping(self) -> bool:
         """The backend is reachable."""

@@ -40,6 +40,9 @@ _PAUSED_VALUE = 2**53 - 1
 _LIMITER = {"max": 2**52, "duration": 1000}
 _ADD_BATCH = 500
 _PENDING_TTL_S = 86_400
+# How long an id recorded by an enqueue counts as pending without its job: far longer than
+# one addBulk takes. Only a job lost within this time of its enqueue waits for it to pass.
+ENQUEUE_WINDOW_MS = 60_000
 
 # Extend (never shorten) a pause. KEYS[1] limiter key; ARGV: ms, paused value, limiter max.
 _PAUSE_LUA = """
@@ -51,19 +54,70 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[1])
 return 1
 """
 
-# Whether a batch has a live job. KEYS[1]: the batch's set of enqueued job ids; KEYS[2],
-# KEYS[3]: completed and failed sets; ARGV[1]: job key prefix. Members whose job is gone or
-# finished are dropped, so a stale set (crash, FLUSHALL, expiry) never claims a live job.
+# Job ids are recorded in their batch's pending set (a sorted set: job id -> server time in
+# ms when its enqueue began) BEFORE the jobs are added, so that no live job is ever missing
+# from it. KEYS[1]: the batch's pending key; ARGV[1]: TTL s; ARGV[2..]: job ids. A plain set
+# left by an older version is taken over (its ids as long enqueued).
+_MARK_PENDING_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('TYPE', KEYS[1]).ok == 'set' then
+  local old = redis.call('SMEMBERS', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  for _, id in ipairs(old) do redis.call('ZADD', KEYS[1], 0, id) end
+end
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now, ARGV[i]) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return now
+"""
+
+# Whether a batch has a live job, or an enqueue of one in flight. KEYS[1]: the batch's
+# pending key; KEYS[2], KEYS[3]: completed and failed sets; ARGV[1]: job key prefix;
+# ARGV[2]: enqueue window ms; ARGV[3]: TTL s. Per id:
+#   not finished, job exists            -> pending (waiting, delayed, active: any state);
+#   not finished, no job, id recent     -> pending: its enqueue is between the bookkeeping
+#                                          and the add (dropping it here would hide the job
+#                                          for good once added);
+#   finished, or no job and id old      -> not pending; dropped once past the window, so a
+#                                          stale set (crash, FLUSHALL, expiry, a job removed
+#                                          under us) never claims a live job.
+# A live find renews the key's TTL: the set lives as long as the batch has a job.
 _HAS_PENDING_LUA = """
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', ARGV[1] .. id) == 1
-      and not redis.call('ZSCORE', KEYS[2], id)
-      and not redis.call('ZSCORE', KEYS[3], id) then
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'none' then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[2])
+local function check(id, since)
+  local finished = redis.call('ZSCORE', KEYS[2], id) or redis.call('ZSCORE', KEYS[3], id)
+  local recent = now - since < window
+  if not finished and (recent or redis.call('EXISTS', ARGV[1] .. id) == 1) then
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
     return 1
   end
-  redis.call('SREM', KEYS[1], id)
+  if recent then return 0 end
+  return -1
 end
-return 0
+if kind == 'set' then
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    local r = check(id, 0)
+    if r == 1 then return 1 end
+    redis.call('SREM', KEYS[1], id)
+  end
+  return 0
+end
+local start = 0
+while true do
+  local page = redis.call('ZRANGE', KEYS[1], start, start + 99, 'WITHSCORES')
+  if #page == 0 then return 0 end
+  local kept = 0
+  for i = 1, #page, 2 do
+    local r = check(page[i], tonumber(page[i + 1]))
+    if r == 1 then return 1 end
+    if r == 0 then kept = kept + 1 else redis.call('ZREM', KEYS[1], page[i]) end
+  end
+  start = start + kept
+end
 """
 
 
@@ -125,6 +179,7 @@ class BullQueue:
         keep_failed: int = 1000,
         lock_duration_ms: int = 30_000,
         stalled_interval_ms: int = 30_000,
+        enqueue_window_ms: int = ENQUEUE_WINDOW_MS,
     ) -> None:
         self._url = redis_url
         self._name = name
@@ -132,6 +187,7 @@ class BullQueue:
         self._attempts = max(1, attempts)
         self._lock_duration_ms = lock_duration_ms
         self._stalled_interval_ms = stalled_interval_ms
+        self._enqueue_window_ms = max(1, enqueue_window_ms)
         self._job_opts: dict[str, Any] = {
             "attempts": self._attempts,
             "backoff": {"type": BACKOFF_TYPE, "delay": max(0, backoff_ms)},
@@ -144,6 +200,7 @@ class BullQueue:
         self._queue = Queue(name, {"connection": self._client, "prefix": prefix})
         self._keys: dict[str, str] = self._queue.keys
         self._pause_script = self._client.register_script(_PAUSE_LUA)
+        self._mark_script = self._client.register_script(_MARK_PENDING_LUA)
         self._pending_script = self._client.register_script(_HAS_PENDING_LUA)
         self._worker: _Worker | None = None
         self._starting = False
@@ -163,22 +220,17 @@ class BullQueue:
     ) -> None:
         if not jobs:
             return
-        # The pending sets first: a member whose add failed is harmless (has_pending_for
-        # checks the job), a job missing from its set would be invisible to the reconciler.
-        by_batch: dict[str, list[str]] = {}
-        for job in jobs:
-            by_batch.setdefault(job.batch_id, []).append(job.job_id)
-        pipe = self._client.pipeline(transaction=False)
-        for batch_id, ids in by_batch.items():
-            pipe.sadd(self._pending_key(batch_id), *ids)
-            pipe.expire(self._pending_key(batch_id), _PENDING_TTL_S)
-        await pipe.execute()
-        if replace_finished:
-            await self._remove_finished([job.job_id for job in jobs])
         opts = dict(self._job_opts)
         if delay_ms > 0:
             opts["delay"] = delay_ms
         for start in range(0, len(jobs), _ADD_BATCH):
+            part = jobs[start : start + _ADD_BATCH]
+            # The pending sets first, slice by slice: a job missing from its set would be
+            # invisible to the reconciler, an id whose add never happens is pending for the
+            # enqueue window only (has_pending_for).
+            await self._mark_pending(part)
+            if replace_finished:
+                await self._remove_finished([job.job_id for job in part])
             await self._queue.addBulk(
                 [
                     {
@@ -186,9 +238,16 @@ class BullQueue:
                         "data": _job_data(job),
                         "opts": {**opts, "jobId": job.job_id},
                     }
-                    for job in jobs[start : start + _ADD_BATCH]
+                    for job in part
                 ]
             )
+
+    async def _mark_pending(self, jobs: Sequence[ChunkJob]) -> None:
+        by_batch: dict[str, list[str]] = {}
+        for job in jobs:
+            by_batch.setdefault(job.batch_id, []).append(job.job_id)
+        for batch_id, ids in by_batch.items():  # one batch, nearly always
+            await self._mark_script(keys=[self._pending_key(batch_id)], args=[_PENDING_TTL_S, *ids])
 
     async def _remove_finished(self, job_ids: list[str]) -> None:
         pipe = self._client.pipeline(transaction=False)
@@ -220,7 +279,7 @@ class BullQueue:
     async def has_pending_for(self, batch_id: str) -> bool:
         found = await self._pending_script(
             keys=[self._pending_key(batch_id), self._keys["completed"], self._keys["failed"]],
-            args=[self._keys[""]],
+            args=[self._keys[""], self._enqueue_window_ms, _PENDING_TTL_S],
         )
         return bool(found)
 
