@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailer.config import Settings
@@ -70,7 +70,8 @@ class Reconciler:
                 .returning(Batch.id)
                 .execution_options(synchronize_session=False)
             )
-            report.scheduled_started = len(due.all())
+            started_now = set(due.scalars().all())
+            report.scheduled_started = len(started_now)
             expired = await session.execute(
                 update(Recipient)
                 .where(
@@ -83,7 +84,13 @@ class Reconciler:
             report.claims_expired = int(expired.rowcount or 0)  # type: ignore[attr-defined]
             sending = (
                 await session.execute(
-                    select(Batch.id, Batch.chunk_size, Batch.total_recipients, Batch.enqueued_at)
+                    select(
+                        Batch.id,
+                        Batch.chunk_size,
+                        Batch.total_recipients,
+                        Batch.enqueued_at,
+                        func.coalesce(Batch.started_at, Batch.created_at),
+                    )
                     .where(Batch.status == BatchStatus.SENDING)
                     .order_by(Batch.created_at)
                     .limit(1000)
@@ -91,8 +98,12 @@ class Reconciler:
             ).all()
         tag = str(int(time.time()))
         grace = min(ENQUEUE_GRACE, timedelta(seconds=3 * self.settings.reconcile_interval))
-        for batch_id, chunk_size, total, enqueued_at in sending:
-            if enqueued_at is not None and now - enqueued_at < grace:
+        for batch_id, chunk_size, total, enqueued_at, started_at in sending:
+            # Jobs handed to the queue lately may still be on their way. Not enqueued yet
+            # counts from the start: the API enqueues a new batch's chunks just after its
+            # commit. Scheduled batches this pass started have no one else to enqueue them.
+            since = enqueued_at or (None if batch_id in started_now else started_at)
+            if since is not None and now - since < grace:
                 continue
             async with session_scope(self.sessionmaker) as session:
                 if await complete_if_done(session, batch_id):
@@ -120,11 +131,27 @@ class Reconciler:
                     for c in sorted(starts)
                 ]
                 if not jobs:
+                    # Nothing unfinished, yet the counters did not say so: trust the rows.
+                    if await complete_if_done(session, batch_id, trust_counters=False):
+                        report.batches_completed += 1
                     continue
-                await self.queue.enqueue(jobs)
-                await session.execute(
-                    update(Batch).where(Batch.id == batch_id).values(enqueued_at=utcnow())
+                # Take the re-enqueue before making it: of the workers' reconcilers that
+                # saw this batch without a job, one only goes on (and the others' grace
+                # starts now). A failed enqueue is made again after the grace.
+                unchanged = (
+                    Batch.enqueued_at.is_(None)
+                    if enqueued_at is None
+                    else Batch.enqueued_at == enqueued_at
                 )
+                taken = await session.execute(
+                    update(Batch)
+                    .where(Batch.id == batch_id, unchanged)
+                    .values(enqueued_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+                if not taken.rowcount:  # type: ignore[attr-defined]
+                    continue
+            await self.queue.enqueue(jobs)
             report.batches_requeued += 1
             report.jobs_enqueued += len(jobs)
         if report.batches_requeued or report.claims_expired or report.scheduled_started:
