@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     BENCH,
     PYTHON,
+    Proc,
     Stack,
     batch_body,
     busy_neighbours,
@@ -35,7 +36,10 @@ from common import (
 )
 
 
-def load(stack: Stack, args: argparse.Namespace, batch_id: str, template_id: str) -> dict[str, Any]:
+def load(
+    stack: Stack, api: Proc, args: argparse.Namespace, batch_id: str, template_id: str
+) -> dict[str, Any]:
+    cpu_before = api.cpu_seconds()
     out = subprocess.run(
         [
             PYTHON,
@@ -59,7 +63,11 @@ def load(stack: Stack, args: argparse.Namespace, batch_id: str, template_id: str
         text=True,
         check=True,
     )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    result = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    served = result["get"]["count"] + result["post"]["count"]
+    cpu = api.cpu_seconds() - cpu_before
+    result["api_cpu_ms_per_request"] = round(1000 * cpu / served, 3) if served else None
+    return result
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -69,11 +77,12 @@ async def main_async(args: argparse.Namespace) -> int:
         "neighbours": busy_neighbours(),
         "rate": args.rate,
         "post_every": args.post_every,
+        "api_workers": args.api_workers,
     }
     try:
         await stack.create()
         mock, url = start_mock_ses(stack, latency=0.03)
-        stack.start_api()
+        api = stack.start_api(workers=args.api_workers)
         template_id = await stack.create_template()
         small, _ = await stack.post_batch(batch_body(template_id, recipients(10, prefix="x")))
         stack.start_worker(
@@ -84,12 +93,12 @@ async def main_async(args: argparse.Namespace) -> int:
         )
         await stack.wait_completed(small["id"], timeout=30)
         print("phase idle ...", flush=True)
-        report["idle"] = load(stack, args, small["id"], template_id)
+        report["idle"] = load(stack, api, args, small["id"], template_id)
         big, _ = await stack.post_batch(batch_body(template_id, recipients(args.recipients)))
         before = mock_stats(url)["accepted"]
         t0 = time.perf_counter()
         print("phase sending ...", flush=True)
-        report["sending"] = load(stack, args, big["id"], template_id)
+        report["sending"] = load(stack, api, args, big["id"], template_id)
         sent = mock_stats(url)["accepted"] - before
         report["sending"]["emails_per_s_meanwhile"] = round(sent / (time.perf_counter() - t0), 1)
         mock.stop()
@@ -108,6 +117,7 @@ async def main_async(args: argparse.Namespace) -> int:
             rows.append((f"{phase}: {name} p99 ms", k["p99_ms"], target, ok))
             rows.append((f"{phase}: {name} errors", k["errors"], "0", k["errors"] == 0))
         rows.append((f"{phase}: achieved req/s", r["achieved_rate"], f"{args.rate:g}", None))
+        rows.append((f"{phase}: API CPU ms per request", r["api_cpu_ms_per_request"], "", None))
     rows.append(
         ("emails/s sent during the load", report["sending"]["emails_per_s_meanwhile"], "", None)
     )
@@ -123,6 +133,7 @@ def main() -> None:
     parser.add_argument("--post-every", type=int, default=5)
     parser.add_argument("--recipients", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=512)
+    parser.add_argument("--api-workers", type=int, default=2, help="mailer api --workers")
     parser.add_argument("--output", default="api")
     args = parser.parse_args()
     sys.exit(asyncio.run(main_async(args)))

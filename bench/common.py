@@ -320,11 +320,10 @@ class Stack:
             raise RuntimeError(f"mailer {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
         return result.stdout
 
-    def start_api(self, *, cpu: int | None = None, **env: str) -> Proc:
+    def start_api(self, *, cpu: int | None = None, workers: int = 1, **env: str) -> Proc:
         port = free_port()
-        proc = self.start(
-            "api", [PYTHON, "-m", "mailer", "api", "--port", str(port)], cpu=cpu, **env
-        )
+        args = [PYTHON, "-m", "mailer", "api", "--port", str(port), "--workers", str(workers)]
+        proc = self.start("api", args, cpu=cpu, **env)
         self.api_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

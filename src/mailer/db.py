@@ -7,6 +7,7 @@ read lock would have to be upgraded. PostgreSQL uses asyncpg with a pool.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -29,14 +31,46 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     size = pool_size or settings.db_pool_size
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=size,
         max_overflow=size,
-        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={"server_settings": {"application_name": "mailer"}},
     )
+    _ping_idle_connections(engine)
+    return engine
+
+
+# A pooled connection unused this long is checked (a round trip) before it is handed out.
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """Pre-ping, but only for connections that sat idle.
+
+    SQLAlchemy's `pool_pre_ping` pings on every checkout, and on asyncpg a ping outside a
+    transaction is BEGIN, `;`, ROLLBACK: three round trips before each request's first
+    statement, most of a short request's cost. A connection in steady use needs none: if the
+    server went away, the first statement fails, SQLAlchemy invalidates the whole pool and
+    the next checkout connects afresh. What the ping is for, a pool left stale by a database
+    restart during a quiet spell, is covered by pinging connections idle for a few seconds.
+    Raising DisconnectionError makes the pool replace the connection and try again.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dbapi_connection.ping()  # runs inside SQLAlchemy's greenlet, like pre-ping
+        except Exception as exc:
+            raise DisconnectionError(f"idle connection failed its ping: {exc}") from exc
 
 
 def _sqlite_engine(url: str) -> AsyncEngine:
@@ -64,6 +98,15 @@ def _sqlite_engine(url: str) -> AsyncEngine:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for requests that only read. On PostgreSQL they run without BEGIN/COMMIT
+    (autocommit): each statement sees the latest committed data, as it would inside a READ
+    COMMITTED transaction, at one round trip instead of three. SQLite: as for writes."""
+    if engine.dialect.name != "postgresql":
+        return create_sessionmaker(engine)
+    return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
 
 @asynccontextmanager

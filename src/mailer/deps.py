@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
@@ -11,7 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailer.state import AppState
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a thread
+# pool, a thread hand-off per request.
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.mailer
     return state
 
@@ -19,11 +22,16 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
+# Requests that only read (the unsubscribe page, say, changes nothing on GET).
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request. Commits when the endpoint returns, before the response is
     sent, so anything acknowledged is durable; rolls back on any error."""
-    state = get_state(request)
-    async with state.sessionmaker() as session:
+    state: AppState = request.app.state.mailer
+    maker = state.read_sessionmaker if request.method in READ_METHODS else state.sessionmaker
+    async with maker() as session:
         try:
             yield session
             await session.commit()
@@ -39,14 +47,17 @@ Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 MAX_OFFSET = 2**63 - 1
 
 
+@dataclass(frozen=True, slots=True)
 class Page:
-    def __init__(
-        self,
-        limit: Annotated[int, Query(ge=1, le=1000, description="page size")] = 100,
-        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip")] = 0,
-    ) -> None:
-        self.limit = limit
-        self.offset = offset
+    limit: int
+    offset: int
 
 
-Paging = Annotated[Page, Depends()]
+async def get_page(
+    limit: Annotated[int, Query(ge=1, le=1000, description="page size")] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip")] = 0,
+) -> Page:
+    return Page(limit, offset)
+
+
+Paging = Annotated[Page, Depends(get_page)]

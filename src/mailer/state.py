@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from mailer.config import Settings
 
 if TYPE_CHECKING:
+    from mailer.auth.cache import KeyCache
     from mailer.auth.ratelimit import KeyRateLimiter
     from mailer.auth.usage import UsageTracker
     from mailer.queue.base import JobQueue
@@ -21,8 +22,10 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    read_sessionmaker: async_sessionmaker[AsyncSession]
     queue: JobQueue
     usage: UsageTracker
     key_limiter: KeyRateLimiter
+    key_cache: KeyCache
     sns_verifier: SnsVerifier
     extras: dict[str, object] = field(default_factory=dict)

@@ -7,7 +7,8 @@ from typing import Annotated
 import structlog
 from fastapi import Depends, Request
 
-from mailer.auth.service import Principal, authenticate
+from mailer.auth.principal import Principal
+from mailer.auth.service import authenticate
 from mailer.deps import Session, State
 from mailer.errors import Forbidden, RateLimited, Unauthorized
 from mailer.models.enums import Scope
@@ -28,7 +29,7 @@ async def authenticate_request(request: Request, session: Session, state: State)
     token = _bearer(request)
     if token is None:
         raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'.")
-    principal = await authenticate(session, token)
+    principal = await authenticate(session, token, state.key_cache)
     if principal is None:
         raise Unauthorized("Invalid or revoked API key.")
     wait = state.key_limiter.check(principal.key_id)

@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from mailer.auth import service
 from mailer.auth.dependencies import AdminKey
 from mailer.auth.schemas import KeyCreate, KeyCreated, KeyOut
-from mailer.deps import Paging, Session
+from mailer.deps import Paging, Session, State
 from mailer.schemas import PageOut
 
 router = APIRouter(prefix="/admin/keys", tags=["admin"])
@@ -39,5 +39,10 @@ async def list_keys(session: Session, page: Paging, _: AdminKey) -> PageOut[KeyO
 
 
 @router.post("/{key_id}/revoke", response_model=KeyOut)
-async def revoke_key(key_id: str, session: Session, _: AdminKey) -> KeyOut:
-    return KeyOut.model_validate(await service.revoke_key(session, key_id))
+async def revoke_key(key_id: str, session: Session, state: State, _: AdminKey) -> KeyOut:
+    key = await service.revoke_key(session, key_id)
+    # Committed here, not after the response, so this process forgets the key before the
+    # caller hears back; other processes hear the NOTIFY sent at commit.
+    await session.commit()
+    state.key_cache.clear()
+    return KeyOut.model_validate(key)

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.auth import repository
+from mailer.auth.cache import KeyCache, notify_revoked
 from mailer.auth.keys import generate_key, hash_key
+from mailer.auth.principal import Principal
 from mailer.errors import NotFound
 from mailer.models import ApiKey
 from mailer.models.base import utcnow
-from mailer.models.enums import Scope
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The authenticated caller of a request."""
-
-    key_id: str
-    name: str
-    scopes: frozenset[str]
-
-    def has(self, scope: Scope) -> bool:
-        return scope.value in self.scopes or Scope.ADMIN.value in self.scopes
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +49,7 @@ async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         await session.flush()
+        await notify_revoked(session, key.id)
     return key
 
 
@@ -68,17 +59,26 @@ async def list_keys(
     return await repository.list_keys(session, limit=limit, offset=offset)
 
 
-async def authenticate(session: AsyncSession, presented: str) -> Principal | None:
+async def authenticate(
+    session: AsyncSession, presented: str, cache: KeyCache | None = None
+) -> Principal | None:
     """The key's principal, or None if unknown or revoked.
 
     Lookup is by SHA-256 of the presented key (an indexed equality on a hash of a 256-bit
     secret, so timing reveals nothing useful); the stored hash is then compared in
-    constant time as well.
+    constant time as well. With a `cache`, a key found valid is remembered until a
+    revocation is announced (see auth/cache.py); unknown and revoked keys are never cached.
     """
-    import hmac
-
     digest = hash_key(presented)
+    if cache is not None:
+        cached = cache.get(digest)
+        if cached is not None:
+            return cached
+        generation = cache.generation
     key = await repository.get_by_hash(session, digest)
     if key is None or not hmac.compare_digest(key.key_hash, digest) or key.revoked_at is not None:
         return None
-    return Principal(key_id=key.id, name=key.name, scopes=key.scope_set)
+    principal = Principal(key_id=key.id, name=key.name, scopes=key.scope_set)
+    if cache is not None:
+        cache.put(digest, principal, generation)
+    return principal

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.addresses import InvalidAddress, has_control_chars, normalize_email
-from mailer.auth.service import Principal
+from mailer.auth.principal import Principal
 from mailer.batches import repository
 from mailer.batches.ingest import ParsedRequest, RecipientChecker
 from mailer.errors import Conflict, NotFound, ValidationFailed

@@ -23,7 +23,7 @@ from mailer.errors import ServiceUnavailable, ValidationFailed
 router = APIRouter(prefix="/admin/domains", tags=["admin"])
 
 
-def get_resolver() -> dns.asyncresolver.Resolver:
+async def get_resolver() -> dns.asyncresolver.Resolver:
     """The system resolver (a dependency, so a test can point it at its own DNS server)."""
     try:
         return make_resolver()
