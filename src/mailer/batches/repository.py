@@ -12,6 +12,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.batches.ingest import RecipientChecker, gc_paused
+from mailer.events import COPY_MIN_ROWS
 from mailer.models import Batch, Event, Recipient, Suppression
 from mailer.models.base import utcnow
 from mailer.models.enums import CLAIMABLE_STATUSES, RecipientStatus
@@ -26,11 +27,12 @@ async def insert_recipients(
     suppressed: AbstractSet[str] = frozenset(),
 ) -> None:
     """Bulk insert (email, variables) rows with seq = position, status SUPPRESSED for the
-    emails in `suppressed` and PENDING for the others. COPY on PostgreSQL."""
+    emails in `suppressed` and PENDING for the others. COPY on PostgreSQL, but for a few
+    rows (a COPY is two round trips, an INSERT one)."""
     now = utcnow()
     pending, held = str(RecipientStatus.PENDING), str(RecipientStatus.SUPPRESSED)
     conn = await session.connection()
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql" and len(rows) >= COPY_MIN_ROWS:
         raw = await conn.get_raw_connection()
         dumps = orjson.dumps
         with gc_paused():

@@ -17,8 +17,18 @@ async def get_live(session: AsyncSession, template_id: str) -> Template | None:
     return template
 
 
-async def get_version(session: AsyncSession, version_id: str) -> TemplateVersion | None:
-    return await session.get(TemplateVersion, version_id)
+async def get_live_with_version(
+    session: AsyncSession, template_id: str
+) -> tuple[Template, TemplateVersion] | None:
+    """A live template and its current version, in one round trip."""
+    row = (
+        await session.execute(
+            select(Template, TemplateVersion)
+            .join(TemplateVersion, TemplateVersion.id == Template.current_version_id)
+            .where(Template.id == template_id, Template.deleted_at.is_(None))
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
 
 
 async def list_live(

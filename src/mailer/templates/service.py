@@ -139,13 +139,10 @@ async def create_template(
 
 
 async def get_template(session: AsyncSession, template_id: str) -> tuple[Template, TemplateVersion]:
-    template = await repository.get_live(session, template_id)
-    if template is None or template.current_version_id is None:
+    found = await repository.get_live_with_version(session, template_id)
+    if found is None:
         raise NotFound(f"Template {template_id!r} does not exist.")
-    version = await repository.get_version(session, template.current_version_id)
-    if version is None:
-        raise NotFound(f"Template {template_id!r} has no version.")
-    return template, version
+    return found
 
 
 async def update_template(
