@@ -18,6 +18,7 @@ from mailer.batches import repository
 from mailer.batches.ingest import ParsedRequest, RecipientChecker
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.events import bump_metrics, record_events
+from mailer.ids import new_id
 from mailer.models import Batch, Event
 from mailer.models.base import utcnow
 from mailer.models.enums import BatchStatus, EventType, MetricKind, RecipientStatus
@@ -126,6 +127,7 @@ async def create_batch(
     now = utcnow()
     scheduled = options.send_at is not None and options.send_at > now
     batch = Batch(
+        id=new_id(),
         template_id=template.id,
         template_version_id=version.id,
         status=BatchStatus.SCHEDULED if scheduled else BatchStatus.SENDING,
@@ -145,6 +147,12 @@ async def create_batch(
         created_at=now,
         started_at=None if scheduled else now,
     )
+    if not stream:
+        # Everything is known before the insert: the batch row goes out once, complete.
+        suppressed_rows = [
+            (seq, email) for seq, (email, _) in enumerate(rows) if email in suppressed
+        ]
+        _finish(batch, options.send_at, now, len(rows), len(suppressed_rows), checker.duplicates)
     session.add(batch)
     try:
         await session.flush()
@@ -165,12 +173,10 @@ async def create_batch(
         batch.total_recipients = total
         batch.duplicate_count = checker.duplicates
         batch.suppressed_count = len(suppressed_rows)
+        _finish(batch, options.send_at, now, total, len(suppressed_rows), checker.duplicates)
     else:
         await repository.insert_recipients(session, batch.id, rows, suppressed)
         total = len(rows)
-        suppressed_rows = [
-            (seq, email) for seq, (email, _) in enumerate(rows) if email in suppressed
-        ]
     queued = total - len(suppressed_rows)
     event_rows: list[dict[str, Any]] = [
         {
@@ -196,25 +202,37 @@ async def create_batch(
         )
         await bump_metrics(session, {MetricKind.SUPPRESSED: len(suppressed_rows)})
     await record_events(session, event_rows)
+    if stream:
+        await session.flush()
+    response = batch.response or {}
+    jobs = [] if scheduled or queued == 0 else chunk_jobs(batch.id, total, chunk_size)
+    return CreateResult(batch, response, replayed=False, jobs=jobs)
 
-    response = {
-        "id": batch.id,
-        "status": batch.status,
-        "createdAt": now.isoformat().replace("+00:00", "Z"),
-        "sendAt": options.send_at.isoformat() if options.send_at else None,
-        "recipients": total,
-        "queued": queued,
-        "suppressed": len(suppressed_rows),
-        "duplicates": checker.duplicates,
-    }
-    batch.response = response
+
+def _finish(
+    batch: Batch,
+    send_at: datetime | None,
+    now: datetime,
+    total: int,
+    suppressed: int,
+    duplicates: int,
+) -> None:
+    """The batch's stored response (Idempotency-Key replays answer with it), and COMPLETED
+    at once when nothing is left to send."""
+    queued = total - suppressed
     if queued == 0:
         batch.status = BatchStatus.COMPLETED
         batch.completed_at = now
-        response["status"] = BatchStatus.COMPLETED
-    await session.flush()
-    jobs = [] if scheduled or queued == 0 else chunk_jobs(batch.id, total, chunk_size)
-    return CreateResult(batch, response, replayed=False, jobs=jobs)
+    batch.response = {
+        "id": batch.id,
+        "status": batch.status,
+        "createdAt": now.isoformat().replace("+00:00", "Z"),
+        "sendAt": send_at.isoformat() if send_at else None,
+        "recipients": total,
+        "queued": queued,
+        "suppressed": suppressed,
+        "duplicates": duplicates,
+    }
 
 
 async def get_batch(session: AsyncSession, batch_id: str) -> Batch:
