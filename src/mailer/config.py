@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     mail_from: str = "no-reply@localhost"
     outbox_dir: Path = Path("./data/outbox")
     smtp_url: SecretStr | None = None
+    # Connections per worker process to the relay (fewer when WORKER_CONCURRENCY is lower).
+    # postfix accepts 50 per client by default and answers more with 421.
+    smtp_max_connections: int = Field(50, ge=1, le=1000)
     aws_region: str = "us-east-1"
     aws_access_key_id: SecretStr | None = None
     aws_secret_access_key: SecretStr | None = None

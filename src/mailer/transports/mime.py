@@ -5,6 +5,13 @@ email.header) instead of `email.message`: measured here, EmailMessage takes ~3.3
 compat32 `email.mime` ~1.7 ms per newsletter-sized message, this ~0.1 ms. The output is
 plain RFC 5322/2045 with CRLF line endings; tests parse it back with the stdlib parser.
 
+Addresses: `email.utils.parseaddr` costs ~8 µs a call (~14 % of the SMTP send path when it
+ran five times per message). A bare dot-atom address (what ingest stores) is its own
+parse result and formats to itself, so it skips the parser; other forms (display names,
+quoted local parts, comments, angle brackets) take the full path, whose result is cached
+because a batch's From and Reply-To are the same few values. The Date header is formatted
+once per second.
+
 DKIM (RFC 6376, rsa-sha256, relaxed/relaxed) is also done here with `cryptography`:
 dkimpy's `dkim.sign` re-parses the key and signs in pure Python (~12 ms per message, i.e.
 ~80 messages/s per core); this signer takes ~0.5 ms. dkimpy's verifier checks it in tests.
@@ -22,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
+from functools import lru_cache
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -32,7 +40,16 @@ from mailer.transports.base import OutgoingMessage, PermanentError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HEADER_NAME = re.compile(r"[!-9;-~]{1,126}")  # printable ASCII except ':'
+_MESSAGE_ID = re.compile(r"<[!-;=?-~]+@[!-;=?-~]+>")
 _MAX_LINE = 998
+# A bare dot-atom address (RFC 5322 atext, ASCII domain labels): parseaddr returns it
+# unchanged with no display name, so it needs no parsing and formats to itself. No
+# whitespace, controls, quotes or angle brackets can match, so it is also safe as is on an
+# SMTP command line.
+PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
 # Headers build_mime writes itself; message.headers may not override them.
 RESERVED_HEADERS = frozenset(
     {
@@ -66,6 +83,13 @@ def check_header_name(name: str) -> None:
 
 def split_address(value: str, field: str) -> tuple[str, str]:
     """'Name <a@b>' or 'a@b' -> (name, addr); the address must be ASCII (no SMTPUTF8)."""
+    if PLAIN_ADDRESS.fullmatch(value):
+        return "", value
+    return _split_parsed(value, field)
+
+
+@lru_cache(maxsize=1024)
+def _split_parsed(value: str, field: str) -> tuple[str, str]:
     check_header_value(field, value)
     name, addr = parseaddr(value)
     if "@" not in addr or not addr.isascii() or " " in addr:
@@ -74,11 +98,35 @@ def split_address(value: str, field: str) -> tuple[str, str]:
 
 
 def format_address(value: str, field: str) -> str:
-    name, addr = split_address(value, field)
+    if PLAIN_ADDRESS.fullmatch(value):
+        return value
+    return _format_parsed(value, field)
+
+
+@lru_cache(maxsize=1024)
+def _format_parsed(value: str, field: str) -> str:
+    name, addr = _split_parsed(value, field)
     if not name:
         return addr
     # formataddr quotes specials and RFC 2047-encodes a non-ASCII display name.
     return formataddr((name, addr), charset="utf-8")
+
+
+@lru_cache(maxsize=256)
+def _reply_to_header(values: tuple[str, ...]) -> str:
+    return ", ".join(format_address(addr, "Reply-To") for addr in values)
+
+
+_date_cache: tuple[int, str] = (-1, "")
+
+
+def _date_now() -> str:
+    """format_datetime(datetime.now(UTC)) (it has whole seconds), formatted once a second."""
+    global _date_cache
+    now, cached = int(time.time()), _date_cache
+    if cached[0] != now:
+        cached = _date_cache = (now, format_datetime(datetime.fromtimestamp(now, UTC)))
+    return cached[1]
 
 
 def encode_text_header(value: str) -> str:
@@ -89,7 +137,9 @@ def encode_text_header(value: str) -> str:
 
 
 def _qp_body(text: str) -> bytes:
-    data = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n").encode()
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    data = text.replace("\n", "\r\n").encode()
     encoded = binascii.b2a_qp(data, istext=True)
     # b2a_qp picks its line ending from the first one it sees; normalise anyway.
     if b"\r\n" not in encoded:
@@ -118,7 +168,13 @@ def clean_tags(tags: Mapping[str, str]) -> list[tuple[str, str]]:
     return out
 
 
+_CLEAN_TAG = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
 def _tags_header(tags: Mapping[str, str]) -> str:
+    match = _CLEAN_TAG.fullmatch
+    if all(match(name) and match(value) for name, value in tags.items()):
+        return ", ".join(f"{name}={value}" for name, value in tags.items())  # the usual
     return ", ".join(f"{name}={value}" for name, value in clean_tags(tags))
 
 
@@ -127,7 +183,7 @@ def build_mime(message: OutgoingMessage, *, date: datetime | None = None) -> byt
     if message.html is None and message.text is None:
         raise PermanentError("message has neither text nor html", code="invalid_content")
     check_header_value("Message-ID", message.message_id)
-    if not re.fullmatch(r"<[!-;=?-~]+@[!-;=?-~]+>", message.message_id):
+    if not _MESSAGE_ID.fullmatch(message.message_id):
         raise PermanentError("invalid Message-ID", code="invalid_header")
     check_header_value("Subject", message.subject)
 
@@ -135,12 +191,11 @@ def build_mime(message: OutgoingMessage, *, date: datetime | None = None) -> byt
         f"From: {format_address(message.from_addr, 'From')}",
         f"To: {format_address(message.to, 'To')}",
         f"Subject: {encode_text_header(message.subject)}",
-        f"Date: {format_datetime(date or datetime.now(UTC))}",
+        f"Date: {_date_now() if date is None else format_datetime(date)}",
         f"Message-ID: {message.message_id}",
     ]
     if message.reply_to:
-        reply_to = ", ".join(format_address(addr, "Reply-To") for addr in message.reply_to)
-        lines.append(f"Reply-To: {reply_to}")
+        lines.append(f"Reply-To: {_reply_to_header(tuple(message.reply_to))}")
     lines.append("MIME-Version: 1.0")
     for name, value in message.headers.items():
         check_header_name(name)
@@ -151,7 +206,7 @@ def build_mime(message: OutgoingMessage, *, date: datetime | None = None) -> byt
     tags = _tags_header(message.tags)
     if tags:  # read (and removed) by SES's SMTP interface; harmless elsewhere
         lines.append(f"X-SES-MESSAGE-TAGS: {tags}")
-    if any(len(line) > _MAX_LINE for line in lines):
+    if max(map(len, lines)) > _MAX_LINE:
         raise PermanentError("header line longer than 998 characters", code="invalid_header")
 
     if message.html is not None and message.text is not None:
@@ -195,6 +250,7 @@ DKIM_SIGNED_HEADERS = (
 DKIM_OVERSIGNED = ("from", "subject", "list-unsubscribe", "list-unsubscribe-post")
 
 _WSP_RUN = re.compile(rb"[ \t]+")
+_WSP_TO_FOLD = re.compile(rb" [ \t]+|\t[ \t]*")  # WSP runs other than a single space
 _UNFOLD = re.compile(rb"\r\n(?=[ \t])")
 
 
@@ -204,11 +260,15 @@ def _relaxed_header(name: bytes, value: bytes) -> bytes:
 
 
 def _relaxed_body(body: bytes) -> bytes:
-    lines = body.split(b"\r\n")
-    out = [_WSP_RUN.sub(b" ", line).rstrip(b" ") for line in lines]
-    while out and out[-1] == b"":
-        out.pop()
-    return b"".join(line + b"\r\n" for line in out)
+    """RFC 6376 3.4.4 on the whole body at once (~5 µs instead of ~50 µs line by line):
+    WSP runs become one space (a run never spans a CRLF), the space left before each CRLF
+    and at the very end goes, then trailing empty lines; a non-empty result ends in CRLF."""
+    if b"\t" in body or b"  " in body:
+        body = _WSP_TO_FOLD.sub(b" ", body)
+    body = body.replace(b" \r\n", b"\r\n").rstrip(b" ")
+    while body.endswith(b"\r\n"):
+        body = body[:-2]
+    return body + b"\r\n" if body else b""
 
 
 def _split_headers(head: bytes) -> list[tuple[bytes, bytes]]:
@@ -290,10 +350,17 @@ def _headers_for(names: list[str], fields: list[tuple[bytes, bytes]]) -> bytes:
 def _from_domain(fields: list[tuple[bytes, bytes]]) -> str:
     for name, value in fields:
         if name.strip().lower() == b"from":
-            addr = parseaddr(_UNFOLD.sub(b"", value).decode("ascii", "replace"))[1]
-            if "@" in addr:
-                return addr.rsplit("@", 1)[1].lower()
+            domain = _address_domain(value)
+            if domain is not None:
+                return domain
     raise PermanentError("cannot DKIM-sign: no From domain", code="dkim")
+
+
+@lru_cache(maxsize=256)
+def _address_domain(value: bytes) -> str | None:
+    """The lower-cased domain of a From header value (a batch has one or a few)."""
+    addr = parseaddr(_UNFOLD.sub(b"", value).decode("ascii", "replace"))[1]
+    return addr.rsplit("@", 1)[1].lower() if "@" in addr else None
 
 
 def load_private_key(value: str) -> rsa.RSAPrivateKey:

@@ -10,9 +10,14 @@ SMTP_URL forms:
                                              local relays only)
 User and password are percent-decoded; AUTH is used whenever a user is given.
 
-Up to WORKER_CONCURRENCY connections are kept open and reused; a connection the server
-closed while idle is replaced transparently (nothing was sent on it), and a failed
-transaction is RSET before the connection goes back to the pool.
+Up to WORKER_CONCURRENCY connections, at most SMTP_MAX_CONNECTIONS (50), are kept open and
+reused; sends beyond that wait for a free connection. A connection the server closed while
+idle is replaced transparently (nothing was sent on it), and a failed transaction is RSET
+before the connection goes back to the pool.
+
+Per message: MAIL, RCPT, DATA and the content, each waiting for its reply (aiosmtplib has
+no PIPELINING). A plain envelope address goes out without aiosmtplib's re-parsing (_mail,
+_rcpt); the content comes from mime.build_mime (plain addresses unparsed, senders cached).
 
 Errors: 4xx → TransientError (code "451" …; "454 Throttling …" → ThrottledError);
 5xx for the sender, the recipient or the message → PermanentError; connection errors
@@ -31,6 +36,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 import structlog
+from aiosmtplib import SMTPStatus
 
 from mailer.config import Settings
 from mailer.transports.base import (
@@ -42,11 +48,17 @@ from mailer.transports.base import (
     TransientError,
     TransportError,
 )
-from mailer.transports.mime import DkimSigner, build_mime, split_address
+from mailer.transports.mime import PLAIN_ADDRESS, DkimSigner, build_mime, split_address
 
 log = structlog.get_logger(__name__)
 
 COMMAND_TIMEOUT = 30.0
+# SMTP_MAX_CONNECTIONS bounds the connections per transport (worker process), however high
+# WORKER_CONCURRENCY is. Relays limit connections per client: postfix's
+# smtpd_client_connection_count_limit is 50 and it answers more with 421; smtp-sink serves
+# 256 and leaves the rest unanswered in its listen queue, where each waits COMMAND_TIMEOUT
+# for a greeting. 50 connections carry several thousand messages/s to a nearby relay; more
+# add event-loop work, not throughput.
 DEFAULT_THROTTLE_DELAY = 1.0
 _DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 _FALSE = {"0", "false", "no", "off"}
@@ -106,7 +118,7 @@ class SmtpTransport:
         if settings.smtp_url is None:
             raise ValueError("SMTP_URL is required for the smtp transport")
         self.config = SmtpConfig.from_url(settings.smtp_url.get_secret_value())
-        self._size = settings.worker_concurrency
+        self._size = min(settings.worker_concurrency, settings.smtp_max_connections)
         self._dkim = DkimSigner.from_settings(settings)
         self._idle: list[aiosmtplib.SMTP] = []  # LIFO: the most recently used first
         self._slots: asyncio.Semaphore | None = None
@@ -162,9 +174,9 @@ class SmtpTransport:
         """MAIL, RCPT, DATA on `conn`; puts `conn` back in the pool or closes it."""
         stage = "mail"
         try:
-            await conn.mail(sender)
+            await _mail(conn, sender)
             stage = "rcpt"
-            await conn.rcpt(recipient)
+            await _rcpt(conn, recipient)
             stage = "data"
             await conn.data(raw)
         except aiosmtplib.SMTPServerDisconnected as exc:
@@ -258,6 +270,32 @@ class SmtpTransport:
             conn.close()
             raise
         return conn
+
+
+async def _mail(conn: aiosmtplib.SMTP, sender: str) -> None:
+    """conn.mail(sender), without aiosmtplib's address parsing for a plain address.
+
+    `SMTP.mail`/`rcpt` run `email.utils.parseaddr` and a validation regex on the address
+    (~7 µs each); for a bare dot-atom address (PLAIN_ADDRESS) both are the identity, so the
+    same command line goes out through `execute_command`, with the same checks of the reply.
+    EHLO (done by `mail` on a fresh connection) and any other address take aiosmtplib's path.
+    """
+    if conn.is_ehlo_or_helo_needed or not PLAIN_ADDRESS.fullmatch(sender):
+        await conn.mail(sender)
+        return
+    response = await conn.execute_command(b"MAIL", b"FROM:<" + sender.encode("ascii") + b">")
+    if response.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, sender)
+
+
+async def _rcpt(conn: aiosmtplib.SMTP, recipient: str) -> None:
+    """conn.rcpt(recipient); a plain address skips aiosmtplib's parsing (see _mail)."""
+    if conn.is_ehlo_or_helo_needed or not PLAIN_ADDRESS.fullmatch(recipient):
+        await conn.rcpt(recipient)
+        return
+    response = await conn.execute_command(b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")
+    if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+        raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
 
 
 async def _quit(conn: aiosmtplib.SMTP) -> None:
