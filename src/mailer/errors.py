@@ -176,7 +176,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JsonResponse:
         from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
-        if isinstance(exc, (DataError, OverflowError)):
+        sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
+        if sqlstate == "22021":
+            # A NUL in a query or path parameter (bodies are checked before this): PostgreSQL
+            # text cannot hold it. The client's data, not an outage.
+            log.warning("invalid_character", path=request.url.path)
+            return error_response(
+                422,
+                "invalid_character",
+                "A value in the request contains a character that cannot be stored (NUL).",
+            )
+        if isinstance(exc, (DataError, OverflowError)) or sqlstate.startswith("22"):
             # A value the database cannot store (an integer beyond 64 bits, ...) that input
             # validation let through: the client's data, not an outage.
             log.warning("value_out_of_range", error=type(exc).__name__, path=request.url.path)

@@ -47,6 +47,19 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            where = _nul_in_target(scope)
+            if where is not None:
+                # Checked here, before any route: PostgreSQL text cannot hold NUL, and every
+                # backend should answer alike (bodies are checked by the request models).
+                await JsonResponse(
+                    error_body(
+                        "invalid_character",
+                        f"The request {where} contains a NUL character.",
+                        [{"field": where, "message": "must not contain NUL (\\u0000)"}],
+                    ),
+                    status_code=422,
+                )(scope, receive, send_wrapper)
+                return
             await self.app(scope, receive, send_wrapper)
         finally:
             duration_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -61,6 +74,14 @@ class RequestContextMiddleware:
                 duration_ms=duration_ms,
             )
             structlog.contextvars.clear_contextvars()
+
+
+def _nul_in_target(scope: Scope) -> str | None:
+    if "\x00" in scope["path"]:
+        return "path"
+    if b"%00" in scope.get("query_string", b""):
+        return "query string"
+    return None
 
 
 class BodyLimitMiddleware:

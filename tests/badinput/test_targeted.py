@@ -495,3 +495,18 @@ async def test_wrong_json_types_everywhere(client: ApiClient, admin_key: str) ->
             ):
                 problems.append((method, path, body, response.status_code, response.text[:200]))
     assert problems == []
+
+
+async def test_nul_in_query_and_path_parameters_is_the_clients_error(
+    client: ApiClient, admin_key: str
+) -> None:
+    """Found by schemathesis: a NUL in a query parameter reached PostgreSQL (which cannot
+    store it in text) and came back as 503, as if the database were down."""
+    for path, params in (
+        ("/api/v1/admin/dead-letters", {"batchId": "O\x00x"}),
+        ("/api/v1/batches/O%00x", {}),
+        ("/api/v1/admin/suppressions", {"search": "a\x00b"}),
+    ):
+        response = await client.http.get(path, params=params, headers=auth(admin_key))
+        assert_error(response, 422, "invalid_character")
+        assert ("path" if not params else "query string") in response.text
