@@ -225,12 +225,21 @@ class ChunkProcessor:
                 data={"permanent": True},
             )
         self.metrics.observe_rate_wait(await self.limiter.acquire())
+        slot_at = asyncio.get_running_loop().time()
         if run.pause_for is not None:
             run.unsent.add(r.id)
             return None
+
+        async def on_time() -> None:
+            # The limiter spaces sends when they leave, the provider counts them when they
+            # arrive: a send held up after its slot (a connection being opened, TLS) takes a
+            # fresh slot rather than reach the provider together with later punctual ones.
+            if self.limiter.late(slot_at):
+                self.metrics.observe_rate_wait(await self.limiter.acquire())
+
         started = time.perf_counter()
         try:
-            result = await self.transport.send(message)
+            result = await self.transport.send(message, on_time)
         except ThrottledError as exc:
             run.unsent.add(r.id)
             run.pause_for = max(run.pause_for or 0.0, exc.retry_after)

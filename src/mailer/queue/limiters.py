@@ -76,6 +76,12 @@ class LocalRateLimiter:
             # Woken too late (a stalled event loop): the slot is spent, take a new one, so
             # that late sends never bunch up with punctual ones.
 
+    def late(self, since: float) -> bool:
+        interval = self._interval
+        if interval is None:
+            return False
+        return asyncio.get_running_loop().time() - since > _lateness_limit(interval)
+
     async def set_rate(self, rate: float | None) -> None:
         self._interval = _interval(rate)
 
@@ -142,6 +148,12 @@ class RedisRateLimiter:
             for i, f in enumerate(batch):
                 if not f.done():
                     f.set_result(received + max(0.0, int(first_us) + i * interval_us) / 1e6)
+
+    def late(self, since: float) -> bool:
+        interval = self._interval
+        if interval is None:
+            return False
+        return asyncio.get_running_loop().time() - since > _lateness_limit(interval)
 
     async def set_rate(self, rate: float | None) -> None:
         self._interval = _interval(rate)

@@ -6,9 +6,14 @@ Errors are classified here so the delivery layer decides retries the same way fo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+# Called by a transport once it holds a ready connection, just before the message's first
+# byte goes out (the rate limiter's last word: see delivery/chunk.py). If it raises, nothing
+# is sent and the connection is kept.
+Ready = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +77,9 @@ class Transport(Protocol):
     async def start(self) -> None:
         """Open connections/clients. Called once before the first send."""
 
-    async def send(self, message: OutgoingMessage) -> SendResult:
-        """Send one message or raise a TransportError subclass."""
+    async def send(self, message: OutgoingMessage, ready: Ready | None = None) -> SendResult:
+        """Send one message or raise a TransportError subclass. `ready` is awaited once a
+        connection is at hand, before anything of this message is written."""
 
     async def max_send_rate(self) -> float | None:
         """The provider's own rate limit in messages/s, None if unknown or unlimited."""

@@ -15,7 +15,7 @@ import secrets
 from pathlib import Path
 
 from mailer.config import Settings
-from mailer.transports.base import OutgoingMessage, SendResult, TransientError
+from mailer.transports.base import OutgoingMessage, Ready, SendResult, TransientError
 from mailer.transports.mime import DkimSigner, build_mime
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
@@ -45,7 +45,9 @@ class OutboxTransport:
     def path_for(self, message_id: str) -> Path:
         return self.directory / outbox_filename(message_id)
 
-    async def send(self, message: OutgoingMessage) -> SendResult:
+    async def send(self, message: OutgoingMessage, ready: Ready | None = None) -> SendResult:
+        if ready is not None:
+            await ready()
         await asyncio.to_thread(self._write, message)
         return SendResult(provider_message_id=message.message_id.strip("<>"))
 

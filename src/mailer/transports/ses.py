@@ -64,6 +64,7 @@ from mailer.config import Settings
 from mailer.transports.base import (
     OutgoingMessage,
     PermanentError,
+    Ready,
     SendingPausedError,
     SendResult,
     ThrottledError,
@@ -453,13 +454,21 @@ class _HttpPool:
         )
         return conn
 
-    async def post(self, headers: Mapping[str, str], body: bytes) -> _Response:
+    async def post(
+        self, headers: Mapping[str, str], body: bytes, ready: Ready | None = None
+    ) -> _Response:
         lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         data = b"".join(
             (self._head, lines.encode(), b"Content-Length: %d\r\n\r\n" % len(body), body)
         )
         async with self._limit:
             conn = await self._connection()
+            if ready is not None:
+                try:
+                    await ready()
+                except BaseException:
+                    self._keep(conn)
+                    raise
             waiter = conn.request(data)
             timer = asyncio.get_running_loop().call_later(
                 self._read_timeout, _time_out, waiter, self._read_timeout
@@ -471,10 +480,13 @@ class _HttpPool:
                 raise
             finally:
                 timer.cancel()
-            if not conn.closed:
-                conn.idle_since = time.monotonic()
-                self._idle.append(conn)
+            self._keep(conn)
             return response
+
+    def _keep(self, conn: _Connection) -> None:
+        if not conn.closed:
+            conn.idle_since = time.monotonic()
+            self._idle.append(conn)
 
     def close(self) -> None:
         for conn in self._idle:
@@ -632,16 +644,18 @@ class SesTransport:
             raise TransientError(f"AWS credentials: {exc}", code=type(exc).__name__) from exc
         return self._signer.headers(creds, body)
 
-    async def send(self, message: OutgoingMessage) -> SendResult:
+    async def send(self, message: OutgoingMessage, ready: Ready | None = None) -> SendResult:
         if self._stack is None:
             raise RuntimeError("SesTransport.start() was not called")
         request = self.build_request(message)
         if self._pool is None:
+            if ready is not None:
+                await ready()
             return await self._send_botocore(request)
         body = orjson.dumps(request)
         headers = await self._signed_headers(body)
         try:
-            response = await self._pool.post(headers, body)
+            response = await self._pool.post(headers, body, ready)
         except (TimeoutError, OSError) as exc:
             # Connection refused/reset or dropped, connect and read timeouts, TLS failures.
             raise TransientError(f"SES request failed: {exc!r}", code=type(exc).__name__) from exc

@@ -42,6 +42,7 @@ from mailer.config import Settings
 from mailer.transports.base import (
     OutgoingMessage,
     PermanentError,
+    Ready,
     SendingPausedError,
     SendResult,
     ThrottledError,
@@ -153,7 +154,7 @@ class SmtpTransport:
             raw = self._dkim.sign(raw)
         return raw
 
-    async def send(self, message: OutgoingMessage) -> SendResult:
+    async def send(self, message: OutgoingMessage, ready: Ready | None = None) -> SendResult:
         if self._slots is None:
             raise RuntimeError("SmtpTransport.start() was not called")
         _, sender = split_address(message.from_addr, "From")
@@ -161,6 +162,12 @@ class SmtpTransport:
         raw = self.render(message)
         async with self._slots:
             conn, reused = await self._checkout()
+            if ready is not None:
+                try:
+                    await ready()
+                except BaseException:
+                    self._checkin(conn)
+                    raise
             try:
                 await self._transaction(conn, sender, recipient, raw, reused=reused)
             except _StaleConnection:
