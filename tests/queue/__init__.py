@@ -9,6 +9,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from mailer.queue.base import JobHandler, JobQueue
+from mailer.queue.bullmq import BullQueue
+
+# What the make_queue and make_bull fixtures (conftest.py) hand a test.
+MakeQueue = Callable[..., Any]
+MakeBull = Callable[..., BullQueue]
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,26 +14,7 @@ import redis.exceptions
 
 from mailer.queue.base import ChunkJob, JobContext, JobHandler
 from mailer.queue.bullmq import BullQueue
-from tests.queue import running, wait_until, wait_until_async
-
-MakeBull = Callable[..., BullQueue]
-
-
-@pytest.fixture
-async def make_bull(redis_url: str) -> AsyncIterator[MakeBull]:
-    """BullQueue instances on one queue name: each is a separate producer/worker."""
-    created: list[BullQueue] = []
-    name = f"t-{uuid.uuid4().hex[:8]}"
-
-    def make(**kwargs: object) -> BullQueue:
-        opts: dict[str, object] = {"attempts": 3, "backoff_ms": 50, **kwargs}
-        queue = BullQueue(redis_url, name, **opts)  # type: ignore[arg-type]
-        created.append(queue)
-        return queue
-
-    yield make
-    for queue in created:
-        await queue.close()
+from tests.queue import MakeBull, running, wait_until, wait_until_async
 
 
 async def test_idle_worker_survives_the_socket_timeout(make_bull: MakeBull) -> None:

@@ -5,57 +5,15 @@ finished; and the reverse, a job that really is gone must not stay "pending"."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from mailer.queue.base import ChunkJob, JobContext, RetryJob
-from mailer.queue.bullmq import BullQueue
-from mailer.queue.local import LocalQueue
-from tests.queue import running, wait_until, wait_until_async
+from tests.queue import MakeBull, MakeQueue, running, wait_until, wait_until_async
 
-MakeQueue = Callable[..., Any]
-MakeBull = Callable[..., BullQueue]
 J0 = ChunkJob("b1", 0, 100)
-
-
-@pytest.fixture(params=["local", "bullmq"])
-async def make_queue(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[MakeQueue]:
-    created: list[LocalQueue | BullQueue] = []
-    name = f"t-{uuid.uuid4().hex[:8]}"
-
-    def make(*, attempts: int = 3, backoff_ms: int = 50) -> LocalQueue | BullQueue:
-        queue: LocalQueue | BullQueue
-        if request.param == "local":
-            queue = LocalQueue(attempts=attempts, backoff_ms=backoff_ms)
-        else:
-            queue = BullQueue(redis_url, name, attempts=attempts, backoff_ms=backoff_ms)
-        created.append(queue)
-        return queue
-
-    yield make
-    for queue in created:
-        await queue.close()
-
-
-@pytest.fixture
-async def make_bull(redis_url: str) -> AsyncIterator[MakeBull]:
-    """BullQueue instances on one queue name (separate producers/workers/reconcilers)."""
-    created: list[BullQueue] = []
-    name = f"t-{uuid.uuid4().hex[:8]}"
-
-    def make(**kwargs: object) -> BullQueue:
-        opts: dict[str, object] = {"attempts": 2, "backoff_ms": 50, **kwargs}
-        queue = BullQueue(redis_url, name, **opts)  # type: ignore[arg-type]
-        created.append(queue)
-        return queue
-
-    yield make
-    for queue in created:
-        await queue.close()
 
 
 async def test_job_waiting_out_its_retry_backoff_is_pending(make_queue: MakeQueue) -> None:
@@ -113,7 +71,7 @@ async def test_enqueue_in_flight_is_pending_and_stays_visible(make_bull: MakeBul
     added, must stay visible: before the fix the question itself dropped the id from the
     batch's pending set, so the job (and its retries) became invisible to every later
     reconcile pass, which then enqueued the chunk a second time."""
-    producer, reconciler_view = make_bull(), make_bull()
+    producer, reconciler_view = make_bull(attempts=2), make_bull(attempts=2)
     seen_in_flight: list[bool] = []
     add_bulk = producer._queue.addBulk
 
@@ -131,7 +89,7 @@ async def test_enqueue_in_flight_is_pending_and_stays_visible(make_bull: MakeBul
 async def test_lost_and_finished_jobs_are_not_pending(make_bull: MakeBull, redis_url: str) -> None:
     """The reverse risk: an id whose job never arrived (an enqueue that died half-way) is
     pending only for the enqueue window, and a finished job at once."""
-    queue = make_bull(enqueue_window_ms=400)
+    queue = make_bull(attempts=2, enqueue_window_ms=400)
 
     async def fail(jobs: list[dict[str, Any]]) -> Any:
         raise ConnectionError("redis went away mid-enqueue")
@@ -176,7 +134,7 @@ async def test_pending_sets_of_an_older_version_are_read(
 ) -> None:
     """Workers of the previous version kept a plain Redis set of job ids per batch: a live
     job listed there is pending, and an enqueue takes the set over."""
-    queue = make_bull()
+    queue = make_bull(attempts=2)
     client = aioredis.from_url(redis_url)
     key = f"bull:{queue.name}:mailer:pending:old"
     try:

@@ -4,41 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 
 from mailer.queue.base import ChunkJob, DelayJob, JobContext, JobQueue, RetryJob
-from mailer.queue.bullmq import BullQueue
-from mailer.queue.local import LocalQueue
-from tests.queue import running, wait_until, wait_until_async
+from tests.queue import MakeQueue, running, wait_until, wait_until_async
 
-MakeQueue = Callable[..., Any]
 J0 = ChunkJob("b1", 0, 100)
 J1 = ChunkJob("b1", 100, 200)
 TAGGED = ChunkJob("b1", 0, 100, "1700000000")
-
-
-@pytest.fixture(params=["local", "bullmq"])
-async def make_queue(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[MakeQueue]:
-    created: list[LocalQueue | BullQueue] = []
-    name = f"t-{uuid.uuid4().hex[:8]}"
-
-    def make(*, attempts: int = 3, backoff_ms: int = 50) -> LocalQueue | BullQueue:
-        queue: LocalQueue | BullQueue
-        if request.param == "local":
-            queue = LocalQueue(attempts=attempts, backoff_ms=backoff_ms)
-        else:
-            queue = BullQueue(redis_url, name, attempts=attempts, backoff_ms=backoff_ms)
-        created.append(queue)
-        return queue
-
-    yield make
-    for queue in created:
-        await queue.close()
 
 
 async def test_implements_protocol(make_queue: MakeQueue) -> None:
