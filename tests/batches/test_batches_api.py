@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from mailer.db import session_scope
-from mailer.models import Batch, Recipient
+from mailer.models import ApiKey, Batch, Recipient
 from mailer.suppressions import service as suppressions
 from tests.fixtures.client import ApiClient, auth
 from tests.fixtures.pipeline import create_template, make_recipients, post_batch
@@ -295,3 +296,51 @@ async def test_sql_metacharacters_stored_verbatim(client: ApiClient, send_key: s
         batch = await session.get(Batch, out["id"])
     assert variables == {"name": name}
     assert batch is not None and batch.metadata_ == {"note": "' OR 1=1 --"}
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("size", [2, 2500], ids=["one-statement", "streamed"])
+async def test_concurrent_requests_with_one_idempotency_key(
+    client: ApiClient, send_key: str, size: int
+) -> None:
+    """Two requests with the same key in flight at once: the second waits on the first's
+    uncommitted row, then answers 409 (retrying gets the replay); one batch is stored."""
+    import asyncio
+
+    import orjson
+
+    from mailer.auth.principal import Principal
+    from mailer.batches import service
+    from mailer.batches.ingest import parse_request
+    from mailer.errors import Conflict
+
+    template_id = await create_template(client.http, send_key)
+    body = orjson.dumps({"template_id": template_id, "recipients": make_recipients(size)})
+    async with session_scope(client.state.sessionmaker) as session:
+        principal = Principal(
+            key_id=str(await session.scalar(select(ApiKey.id).limit(1))),
+            name="k",
+            scopes=frozenset({"send"}),
+        )
+
+    async def create(session: Any) -> service.CreateResult:
+        return await service.create_batch(
+            session,
+            principal,
+            parse_request(body, max_recipients=100_000),
+            body_hash=service.request_hash(body),
+            idempotency_key="same",
+            chunk_size=100,
+        )
+
+    async with client.state.sessionmaker() as first, client.state.sessionmaker() as second:
+        await create(first)  # inserted, not committed
+        racing = asyncio.create_task(create(second))
+        await asyncio.sleep(0.3)
+        assert not racing.done()  # blocked on the first's row
+        await first.commit()
+        with pytest.raises(Conflict):
+            await racing
+        await second.rollback()
+    async with session_scope(client.state.sessionmaker) as session:
+        assert await session.scalar(select(func.count()).select_from(Batch)) == 1

@@ -152,19 +152,21 @@ async def create_batch(
         suppressed_rows = [
             (seq, email) for seq, (email, _) in enumerate(rows) if email in suppressed
         ]
-        _finish(batch, options.send_at, now, len(rows), len(suppressed_rows), checker.duplicates)
-    session.add(batch)
-    try:
-        await session.flush()
-    except IntegrityError:
-        # A concurrent request with the same Idempotency-Key won the race.
-        raise Conflict(
-            "A request with this Idempotency-Key is in progress or done; retry to get its "
-            "response.",
-            code="idempotency_conflict",
-        ) from None
-
-    if stream:
+        total = len(rows)
+        _finish(batch, options.send_at, now, total, len(suppressed_rows), checker.duplicates)
+        events = _events(total - len(suppressed_rows), scheduled, suppressed_rows)
+        try:
+            written = await repository.insert_batch_at_once(
+                session, batch, rows, suppressed, events
+            )
+        except repository.DuplicateBatch:
+            raise _idempotency_race() from None
+        if not written:
+            await _add(session, batch)
+            await repository.insert_recipients(session, batch.id, rows, suppressed)
+            await record_events(session, _event_rows(batch.id, events, now))
+    else:
+        await _add(session, batch)
         total = await repository.copy_checked_recipients(session, batch.id, raw, checker)
         checker.finish()
         if sender_error is not None:
@@ -174,39 +176,63 @@ async def create_batch(
         batch.duplicate_count = checker.duplicates
         batch.suppressed_count = len(suppressed_rows)
         _finish(batch, options.send_at, now, total, len(suppressed_rows), checker.duplicates)
-    else:
-        await repository.insert_recipients(session, batch.id, rows, suppressed)
-        total = len(rows)
+        events = _events(total - len(suppressed_rows), scheduled, suppressed_rows)
+        await record_events(session, _event_rows(batch.id, events, now))
     queued = total - len(suppressed_rows)
-    event_rows: list[dict[str, Any]] = [
-        {
-            "batch_id": batch.id,
-            "recipient_id": None,
-            "email": None,
-            "type": EventType.QUEUED,
-            "data": {"recipients": queued, "scheduled": scheduled},
-            "created_at": now,
-        }
-    ]
     if suppressed_rows:
-        event_rows.extend(
-            {
-                "batch_id": batch.id,
-                "recipient_id": None,
-                "email": email,
-                "type": EventType.SUPPRESSED,
-                "data": {"reason": "on suppression list", "seq": seq},
-                "created_at": now,
-            }
-            for seq, email in suppressed_rows
-        )
         await bump_metrics(session, {MetricKind.SUPPRESSED: len(suppressed_rows)})
-    await record_events(session, event_rows)
     if stream:
-        await session.flush()
+        await session.flush()  # the counters and response found while copying
     response = batch.response or {}
     jobs = [] if scheduled or queued == 0 else chunk_jobs(batch.id, total, chunk_size)
     return CreateResult(batch, response, replayed=False, jobs=jobs)
+
+
+async def _add(session: AsyncSession, batch: Batch) -> None:
+    session.add(batch)
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise _idempotency_race() from None
+
+
+def _idempotency_race() -> Conflict:
+    """A concurrent request with the same Idempotency-Key won the race."""
+    return Conflict(
+        "A request with this Idempotency-Key is in progress or done; retry to get its response.",
+        code="idempotency_conflict",
+    )
+
+
+Event3 = tuple[str | None, str, dict[str, Any]]  # email, type, data
+
+
+def _events(
+    queued: int, scheduled: bool, suppressed_rows: Sequence[tuple[int, str]]
+) -> list[Event3]:
+    """A new batch's events: QUEUED, and SUPPRESSED per address held back."""
+    events: list[Event3] = [
+        (None, EventType.QUEUED, {"recipients": queued, "scheduled": scheduled})
+    ]
+    events.extend(
+        (email, EventType.SUPPRESSED, {"reason": "on suppression list", "seq": seq})
+        for seq, email in suppressed_rows
+    )
+    return events
+
+
+def _event_rows(batch_id: str, events: Sequence[Event3], now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "batch_id": batch_id,
+            "recipient_id": None,
+            "email": email,
+            "type": kind,
+            "data": data,
+            "created_at": now,
+        }
+        for email, kind, data in events
+    ]
 
 
 def _finish(
