@@ -195,13 +195,15 @@ async def test_global_rate_limit_across_two_workers(
             f"busiest sliding 1-second window={sliding}"
         )
         assert len(arrivals) == 160
-        # The limiter's own 1 % bound per second is checked in tests/queue/test_limiters.py
-        # and measured by bench/rate. Here, at the SMTP server of two whole processes on a
-        # shared 2-core machine, scheduling jitter adds noise; this end-to-end check proves
-        # the limit is shared and holds over the run (160 messages take >= 3 s at 40/s).
+        # Counted where a provider counts: arrivals. The limit is shared by both processes
+        # and holds in every one-second window, the first included (connections are opened
+        # then; a send held up by that takes a fresh slot). Two messages of slack for
+        # window edges and scheduling jitter on a shared 2-core machine; the limiter's own
+        # 1 % bound is checked in tests/queue/test_limiters.py and measured by bench/rate.
         duration = arrivals[-1] - arrivals[0]
         assert (len(arrivals) - 1) / duration <= rate * 1.01
-        assert max(per_second.values()) <= rate * 1.5
+        assert max(per_second.values()) <= rate + 2
+        assert sliding <= rate + 2
         for w in workers:
             assert "worker_started" in w.log()
     finally:
