@@ -105,15 +105,21 @@ class KeyCache:
         await self._disconnect()
 
     async def _run(self) -> None:
+        failing = False  # log a failure once, not on every retry while the database is away
         while True:
             try:
                 await self._listen()
+                if failing:
+                    log.info("api_key_cache_on")
+                failing = False
                 await self._lost.wait()
                 log.warning("api_key_cache_off", reason="listen connection lost")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database is away: retry, uncached meanwhile
-                log.warning("api_key_cache_off", reason=type(exc).__name__)
+                if not failing:
+                    log.warning("api_key_cache_off", reason=type(exc).__name__)
+                failing = True
             await self._disconnect()
             await asyncio.sleep(RECONNECT_SECONDS)
 
