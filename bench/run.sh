@@ -5,9 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-ensure_venv dev >&2
-ensure_postgres
-ensure_redis
+ensure_dev_environment >&2
 name="$1"
 shift
 exec .venv/bin/python "bench/$name.py" "$@"

@@ -9,9 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-ensure_venv dev
-ensure_postgres
-ensure_redis
+ensure_dev_environment
 export MAILER_FAULTS="${MAILER_FAULTS:-full}"
 report="${MAILER_FAULTS_REPORT:-data/faults-report.jsonl}"
 mkdir -p "$(dirname "$report")"

@@ -33,3 +33,10 @@ ensure_redis() {
     for _ in $(seq 1 30); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.5; done
   fi
 }
+
+ensure_dev_environment() {
+  # The venv with test tools, and the local PostgreSQL and Redis the tests and benchmarks use.
+  ensure_venv dev
+  ensure_postgres
+  ensure_redis
+}

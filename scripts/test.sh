@@ -5,9 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-ensure_venv dev
-ensure_postgres
-ensure_redis
+ensure_dev_environment
 echo "== tests on SQLite + in-process queue =="
 MAILER_TEST_BACKEND=sqlite .venv/bin/pytest "$@"
 echo "== tests on PostgreSQL + Redis (BullMQ) =="

@@ -4,7 +4,6 @@ counted per address at the server and in the database."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -72,10 +71,7 @@ async def test_sigterm_mid_send(fault_settings: SettingsMaker, tmp_path: Path) -
             batch = await post_batch(run.http, run.key, run.template_id, emails)
             await wait_accepted(smtp, total // 3)
             victim = run.cluster.live_workers()[0]
-            started = time.monotonic()
-            victim.terminate()
-            code = victim.wait(timeout=settings.shutdown_timeout + 10)
-            stopped_in = round(time.monotonic() - started, 2)
+            code, stopped_in = victim.terminate_and_wait(timeout=settings.shutdown_timeout + 10)
             log = victim.log()
             await wait_completed(run.http, run.key, batch["id"], timeout=completion_timeout(total))
         figures = await tally(

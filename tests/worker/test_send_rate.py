@@ -11,41 +11,34 @@ from mailer.worker.runtime import Worker
 from tests.fixtures.ses_server import SES_ACCESS_KEY, SES_SECRET_KEY, SesTestServer
 
 
-@pytest.mark.parametrize(("quota", "expected"), [(14.0, 14.0), (-1.0, None)])
-async def test_rate_from_get_account(
-    settings_factory: Any, sessionmaker: Any, quota: float, expected: float | None
-) -> None:
+async def _started_rate(
+    settings_factory: Any, sessionmaker: Any, quota: float, **extra: Any
+) -> Any:
+    """The send rate a worker settles on at start, against an SES account with `quota`."""
     with SesTestServer(max_send_rate=quota) as server:
         settings = settings_factory(
             mail_transport="ses",
             aws_endpoint_url=server.url,
             aws_access_key_id=SES_ACCESS_KEY,
             aws_secret_access_key=SES_SECRET_KEY,
+            **extra,
         )
         queue = build_queue(settings)
         worker = Worker(settings=settings, sessionmaker=sessionmaker, queue=queue)
         try:
             await worker.start()
-            assert worker.send_rate == expected
+            return worker.send_rate
         finally:
             await worker.stop()
             await queue.close()
+
+
+@pytest.mark.parametrize(("quota", "expected"), [(14.0, 14.0), (-1.0, None)])
+async def test_rate_from_get_account(
+    settings_factory: Any, sessionmaker: Any, quota: float, expected: float | None
+) -> None:
+    assert await _started_rate(settings_factory, sessionmaker, quota) == expected
 
 
 async def test_explicit_send_rate_wins(settings_factory: Any, sessionmaker: Any) -> None:
-    with SesTestServer(max_send_rate=14.0) as server:
-        settings = settings_factory(
-            mail_transport="ses",
-            aws_endpoint_url=server.url,
-            send_rate=3,
-            aws_access_key_id=SES_ACCESS_KEY,
-            aws_secret_access_key=SES_SECRET_KEY,
-        )
-        queue = build_queue(settings)
-        worker = Worker(settings=settings, sessionmaker=sessionmaker, queue=queue)
-        try:
-            await worker.start()
-            assert worker.send_rate == 3
-        finally:
-            await worker.stop()
-            await queue.close()
+    assert await _started_rate(settings_factory, sessionmaker, 14.0, send_rate=3) == 3
