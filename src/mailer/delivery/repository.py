@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import and_, case, exists, false, func, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailer.models import Batch, DeadLetter, Recipient, Suppression
+from mailer.models import Batch, DeadLetter, Recipient, Suppression, SystemState
 from mailer.models.base import utcnow
 from mailer.models.enums import (
     CLAIMABLE_STATUSES,
@@ -43,13 +43,42 @@ def _in_chunk(batch_id: str, seq_start: int, seq_end: int) -> Any:
     return and_(Recipient.batch_id == batch_id, Recipient.seq >= seq_start, Recipient.seq < seq_end)
 
 
-def _claimable(lease_expired_before: datetime) -> Any:
+def _worker_alive(dead_before: datetime) -> Any:
+    """The claim's worker heartbeated at or after `dead_before`."""
+    return (
+        exists()
+        .select_from(SystemState.__table__)
+        .where(
+            literal_column("system_state.key") == literal_column("recipients.claimed_by"),
+            literal_column("system_state.updated_at") >= dead_before,
+        )
+    )
+
+
+def abandoned_claim(lease_expired_before: datetime, dead_before: datetime | None, me: str) -> Any:
+    """SENDING rows whose claim may be taken: the claim's worker is dead (no heartbeat since
+    `dead_before`; None while this worker may not judge), or, for a claim that names no
+    worker, its lease has run out."""
+    by_lease = and_(Recipient.claimed_by.is_(None), Recipient.claimed_at < lease_expired_before)
+    taken = (
+        by_lease
+        if dead_before is None
+        else or_(
+            by_lease,
+            and_(
+                Recipient.claimed_by.is_not(None),
+                Recipient.claimed_by != me,
+                ~_worker_alive(dead_before),
+            ),
+        )
+    )
+    return and_(Recipient.status == RecipientStatus.SENDING, taken)
+
+
+def _claimable(lease_expired_before: datetime, dead_before: datetime | None, me: str) -> Any:
     return or_(
         Recipient.status.in_(CLAIMABLE_STATUSES),
-        and_(
-            Recipient.status == RecipientStatus.SENDING,
-            Recipient.claimed_at < lease_expired_before,
-        ),
+        abandoned_claim(lease_expired_before, dead_before, me),
     )
 
 
@@ -70,20 +99,24 @@ async def claim_chunk(
     lease: float,
     *,
     limit: int,
+    worker: str,
+    dead_before: datetime | None = None,
     exclude: Collection[int] = (),
 ) -> list[Claimed]:
     """Move up to `limit` claimable recipients of the chunk (lowest seq first, none of
-    `exclude`) to SENDING and return them, each with whether its (normalized) address is
-    suppressed right now. Two workers can never both claim one recipient (row locks; SKIP
-    LOCKED on PostgreSQL)."""
+    `exclude`) to SENDING, claimed by `worker` (its heartbeat key), and return them, each
+    with whether its (normalized) address is suppressed right now. Claimable: PENDING,
+    RETRYING, and claims abandoned by a dead worker (see abandoned_claim). Two workers can
+    never both claim one recipient (row locks; SKIP LOCKED on PostgreSQL)."""
     now = utcnow()
     driver = await _asyncpg(session)
     if driver is not None:
         return await _claim_chunk_pg(
-            driver, batch_id, seq_start, seq_end, now, lease, limit, exclude
+            driver, batch_id, seq_start, seq_end, now, lease, limit, exclude, worker, dead_before
         )
     where = and_(
-        _in_chunk(batch_id, seq_start, seq_end), _claimable(now - timedelta(seconds=lease))
+        _in_chunk(batch_id, seq_start, seq_end),
+        _claimable(now - timedelta(seconds=lease), dead_before, worker),
     )
     if exclude:
         where = and_(where, Recipient.id.not_in(list(exclude)))
@@ -94,7 +127,7 @@ async def claim_chunk(
     result = await session.execute(
         update(Recipient)
         .where(Recipient.id.in_(ids.scalar_subquery()))
-        .values(status=RecipientStatus.SENDING, claimed_at=now, updated_at=now)
+        .values(status=RecipientStatus.SENDING, claimed_at=now, claimed_by=worker, updated_at=now)
         .returning(
             Recipient.id,
             Recipient.seq,
@@ -124,11 +157,15 @@ async def _asyncpg(session: AsyncSession) -> Any:
 
 _CLAIM_SQL = """
 UPDATE recipients AS r
-SET status = 'SENDING', claimed_at = $5, updated_at = $5
+SET status = 'SENDING', claimed_at = $5, claimed_by = $9, updated_at = $5
 FROM (
     SELECT id FROM recipients
     WHERE batch_id = $1 AND seq >= $2 AND seq < $3
-      AND (status = ANY($4::text[]) OR (status = 'SENDING' AND claimed_at < $6))
+      AND (status = ANY($4::text[])
+           OR (status = 'SENDING' AND claimed_by IS NULL AND claimed_at < $6)
+           OR (status = 'SENDING' AND $10::timestamptz IS NOT NULL AND claimed_by <> $9
+               AND NOT EXISTS (SELECT 1 FROM system_state AS w
+                               WHERE w.key = recipients.claimed_by AND w.updated_at >= $10)))
       AND NOT (id = ANY($7::bigint[]))
     ORDER BY seq
     LIMIT $8
@@ -149,6 +186,8 @@ async def _claim_chunk_pg(
     lease: float,
     limit: int,
     exclude: Collection[int],
+    worker: str,
+    dead_before: datetime | None,
 ) -> list[Claimed]:
     rows = await driver.fetch(
         _CLAIM_SQL,
@@ -160,6 +199,8 @@ async def _claim_chunk_pg(
         now - timedelta(seconds=lease),
         list(exclude),
         limit,
+        worker,
+        dead_before,
     )
     loads = orjson.loads
     claimed = [Claimed(r[0], r[1], r[2], loads(r[3]) if r[3] else {}, r[4], r[5]) for r in rows]
@@ -168,29 +209,46 @@ async def _claim_chunk_pg(
 
 
 async def busy_claims_until(
-    session: AsyncSession, batch_id: str, seq_start: int, seq_end: int, lease: float
+    session: AsyncSession,
+    batch_id: str,
+    seq_start: int,
+    seq_end: int,
+    *,
+    lease: float,
+    dead_after: float,
 ) -> datetime | None:
-    """If recipients of the chunk are SENDING under a live claim (another worker, or a
-    crashed one whose lease has not run out), when the oldest claim expires."""
-    oldest = await session.scalar(
-        select(func.min(Recipient.claimed_at)).where(
-            _in_chunk(batch_id, seq_start, seq_end),
-            Recipient.status == RecipientStatus.SENDING,
-        )
-    )
-    if oldest is None:
-        return None
-    return oldest + timedelta(seconds=lease)
-
-
-async def heartbeat(session: AsyncSession, ids: Sequence[int]) -> None:
-    if ids:
+    """If recipients of the chunk are SENDING under another claim, the earliest moment one
+    of them may become claimable: when its worker would be dead if it heartbeats no more
+    (a worker without a heartbeat row: now), or for a claim naming no worker, when its
+    lease ends. None when the chunk has no SENDING recipient."""
+    holders = (
         await session.execute(
-            update(Recipient)
-            .where(Recipient.id.in_(ids), Recipient.status == RecipientStatus.SENDING)
-            .values(claimed_at=utcnow())
-            .execution_options(synchronize_session=False)
+            select(Recipient.claimed_by, func.min(Recipient.claimed_at))
+            .where(
+                _in_chunk(batch_id, seq_start, seq_end),
+                Recipient.status == RecipientStatus.SENDING,
+            )
+            .group_by(Recipient.claimed_by)
         )
+    ).all()
+    if not holders:
+        return None
+    now = utcnow()
+    keys = [str(k) for k, _ in holders if k is not None]
+    beats: dict[str, datetime] = {}
+    if keys:
+        rows = await session.execute(
+            select(SystemState.key, SystemState.updated_at).where(SystemState.key.in_(keys))
+        )
+        beats = {str(k): at for k, at in rows.tuples()}
+    moments = []
+    for key, oldest in holders:
+        if key is None:
+            moments.append((oldest or now) + timedelta(seconds=lease))
+        else:
+            beat = beats.get(str(key))
+            moments.append(now if beat is None else beat + timedelta(seconds=dead_after))
+    return min(moments)
 
 
 async def release(session: AsyncSession, ids: Sequence[int]) -> None:
@@ -199,7 +257,12 @@ async def release(session: AsyncSession, ids: Sequence[int]) -> None:
         await session.execute(
             update(Recipient)
             .where(Recipient.id.in_(ids), Recipient.status == RecipientStatus.SENDING)
-            .values(status=RecipientStatus.PENDING, claimed_at=None, updated_at=utcnow())
+            .values(
+                status=RecipientStatus.PENDING,
+                claimed_at=None,
+                claimed_by=None,
+                updated_at=utcnow(),
+            )
             .execution_options(synchronize_session=False)
         )
 

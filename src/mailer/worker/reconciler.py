@@ -2,7 +2,8 @@
 
 Every RECONCILE_INTERVAL seconds, in every worker (all steps are idempotent):
 1. scheduled batches that are due → SENDING, chunks enqueued;
-2. SENDING claims older than the lease (a worker died mid-send) → RETRYING;
+2. SENDING claims of dead workers (no heartbeat for WORKER_DEAD_AFTER), and claims naming
+   no worker older than CLAIM_LEASE → RETRYING;
 3. SENDING batches with unfinished recipients and no live job → chunks re-enqueued;
    SENDING batches with nothing unfinished → COMPLETED.
 """
@@ -19,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailer.config import Settings
 from mailer.db import session_scope
-from mailer.delivery.repository import complete_if_done
+from mailer.delivery.liveness import Liveness
+from mailer.delivery.repository import abandoned_claim, complete_if_done
 from mailer.models import Batch, Recipient, WebhookMessage
 from mailer.models.base import utcnow
 from mailer.models.enums import UNFINISHED_STATUSES, BatchStatus, RecipientStatus
@@ -48,10 +50,13 @@ class Reconciler:
         settings: Settings,
         sessionmaker: async_sessionmaker[AsyncSession],
         queue: JobQueue,
+        liveness: Liveness | None = None,
     ) -> None:
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.queue = queue
+        # Without one (tests, tools) only claims naming no worker can expire.
+        self.liveness = liveness
 
     async def run_once(self) -> ReconcileReport:
         report = ReconcileReport()
@@ -72,13 +77,23 @@ class Reconciler:
             )
             started_now = set(due.scalars().all())
             report.scheduled_started = len(started_now)
+            live = self.liveness
+            dead_before = live.alive_cutoff() if live is not None and live.judging() else None
             expired = await session.execute(
                 update(Recipient)
                 .where(
-                    Recipient.status == RecipientStatus.SENDING,
-                    Recipient.claimed_at < now - timedelta(seconds=self.settings.claim_lease),
+                    abandoned_claim(
+                        now - timedelta(seconds=self.settings.claim_lease),
+                        dead_before,
+                        live.key if live is not None else "",
+                    )
                 )
-                .values(status=RecipientStatus.RETRYING, claimed_at=None, updated_at=now)
+                .values(
+                    status=RecipientStatus.RETRYING,
+                    claimed_at=None,
+                    claimed_by=None,
+                    updated_at=now,
+                )
                 .execution_options(synchronize_session=False)
             )
             report.claims_expired = int(expired.rowcount or 0)  # type: ignore[attr-defined]

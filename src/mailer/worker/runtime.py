@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mailer.config import Settings, TransportName
 from mailer.db import session_scope
 from mailer.delivery.chunk import ChunkProcessor
+from mailer.delivery.liveness import Liveness, new_worker_id
 from mailer.delivery.recorder import Recorder
-from mailer.metrics import MetricsRegistry, default_worker_id, forget_worker, heartbeat
+from mailer.metrics import MetricsRegistry, forget_worker
 from mailer.queue.base import JobQueue
 from mailer.queue.factory import build_rate_limiter
 from mailer.queue.ratelimit import RateLimiter
@@ -46,7 +47,8 @@ class Worker:
     recorder: Recorder | None = None
     reconciler: Reconciler | None = None
     metrics: MetricsRegistry | None = None
-    worker_id: str = field(default_factory=default_worker_id)
+    worker_id: str = field(default_factory=new_worker_id)
+    liveness: Liveness | None = None
     send_rate: float | None = None  # messages/s in force; None = unlimited
 
     async def start(self) -> None:
@@ -59,6 +61,18 @@ class Worker:
             self.limiter = build_rate_limiter(settings, rate)
         if self.metrics is None:
             self.metrics = MetricsRegistry()
+        # The first heartbeat before the first claim: claims name a worker that is alive.
+        self.liveness = Liveness(
+            self.sessionmaker,
+            self.worker_id,
+            settings.worker_dead_after,
+            {"transport": self.transport.name},
+        )
+        try:
+            await self.liveness.beat()
+        except Exception as exc:  # database away: chunks wait for the first beat
+            log.warning("heartbeat_failed", error=type(exc).__name__)
+        self._tasks.append(asyncio.create_task(self.liveness.run(), name="heartbeat"))
         self.recorder = Recorder(self.sessionmaker)
         self.recorder.observers.append(self.metrics.outcome_observer(self.transport.name))
         self.recorder.start()
@@ -70,9 +84,10 @@ class Worker:
             queue=self.queue,
             recorder=self.recorder,
             stopping=self.stopping,
+            liveness=self.liveness,
             metrics=self.metrics,
         )
-        self.reconciler = Reconciler(settings, self.sessionmaker, self.queue)
+        self.reconciler = Reconciler(settings, self.sessionmaker, self.queue, self.liveness)
         self._tasks.append(
             asyncio.create_task(
                 self.queue.run_worker(processor, concurrency=job_concurrency(settings)),
@@ -115,11 +130,6 @@ class Worker:
                 await self.reconciler.run_once()
             except Exception as exc:  # database or queue down: try again next round
                 log.warning("reconcile_failed", error=type(exc).__name__)
-            with contextlib.suppress(Exception):
-                assert self.transport is not None
-                await heartbeat(
-                    self.sessionmaker, self.worker_id, {"transport": self.transport.name}
-                )
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.settings.reconcile_interval)
 
