@@ -4,10 +4,12 @@ counted per address at the server and in the database."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
+from mailer.config import Settings
 from tests.faults.conftest import SettingsMaker
 from tests.faults.harness import (
     CountingSmtpServer,
@@ -60,6 +62,43 @@ async def test_sigkill_three_times_in_one_batch(
     figures.check()
     assert figures.states == {"SENT": total}
     assert at_kill[-1] < total  # every kill came before the batch was done
+
+
+RECOVERY_BOUND_S = 60.0  # a batch resumes within WORKER_DEAD_AFTER (30 s) of a death
+
+
+async def test_sigkill_with_default_settings(fault_settings: SettingsMaker, tmp_path: Path) -> None:
+    """The recovery settings at their defaults (WORKER_DEAD_AFTER, CLAIM_LEASE,
+    RECONCILE_INTERVAL, the queue's lock): one worker killed a third of the way in, the
+    batch must complete within RECOVERY_BOUND_S of the kill."""
+    total = recipients_for(full=3000, quick=1000)
+    emails = addresses(total)
+    defaults = {
+        name: Settings.model_fields[name].default
+        for name in ("worker_dead_after", "claim_lease", "reconcile_interval", "shutdown_timeout")
+    }
+    with CountingSmtpServer(delay=0.01) as smtp:
+        settings = fault_settings(mail_transport="smtp", smtp_url=smtp.url(), **defaults)
+        async with running(env_for(settings), settings.database_url, tmp_path) as run:
+            batch = await post_batch(run.http, run.key, run.template_id, emails)
+            await wait_accepted(smtp, int(total * rng("sigkill-default").uniform(0.25, 0.4)))
+            victim = rng("sigkill-default-victim").choice(run.cluster.live_workers())
+            victim.kill()
+            killed_at, at_kill = time.monotonic(), smtp.accepted()
+            await wait_completed(run.http, run.key, batch["id"], timeout=RECOVERY_BOUND_S)
+            completed_in = round(time.monotonic() - killed_at, 1)
+        figures = await tally(
+            "SIGKILL, default settings",
+            batch["id"],
+            emails,
+            smtp.received(),
+            settings.database_url,
+            allowed_duplicates=settings.worker_concurrency,  # the victim's sends in flight
+            notes={"killed_at_accepted": at_kill, "completed_after_kill_s": completed_in},
+        )
+    figures.check()
+    assert figures.states == {"SENT": total}
+    assert at_kill < total
 
 
 async def test_sigterm_mid_send(fault_settings: SettingsMaker, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from mailer.addresses import InvalidAddress, has_control_chars, normalize_email
 from mailer.auth.principal import Principal
 from mailer.batches import repository
 from mailer.batches.ingest import ParsedRequest, RecipientChecker
+from mailer.delivery.withdrawals import announce_cancelled
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.events import bump_metrics, record_events
 from mailer.ids import new_id
@@ -350,6 +351,9 @@ async def cancel_batch(session: AsyncSession, batch_id: str) -> Batch:
     batch.status = BatchStatus.CANCELLED
     batch.completed_at = now
     await session.flush()
+    # Claimed recipients not yet handed to the provider end CANCELLED too: every worker
+    # learns of this at commit and holds them back (delivery/withdrawals.py).
+    await announce_cancelled(session, batch_id)
     return batch
 
 

@@ -26,6 +26,7 @@ from mailer.delivery.compose import BatchContext, InvalidContent, compose
 from mailer.delivery.contexts import BatchContexts, PauseCache
 from mailer.delivery.liveness import Liveness
 from mailer.delivery.recorder import Outcome, Recorder
+from mailer.delivery.withdrawals import Verdict, Withdrawals
 from mailer.events import bump_metrics, record_events
 from mailer.metrics import MetricsRegistry
 from mailer.models.base import utcnow
@@ -117,6 +118,14 @@ class _Claims:
                 ask.set_result(claimed[i] if i < len(claimed) else None)
 
 
+class _Withheld(Exception):
+    """Raised just before a send: the recipient ends in `status` unsent."""
+
+    def __init__(self, status: RecipientStatus) -> None:
+        super().__init__(status)
+        self.status = status
+
+
 class ChunkProcessor:
     def __init__(
         self,
@@ -129,6 +138,7 @@ class ChunkProcessor:
         recorder: Recorder,
         stopping: asyncio.Event,
         liveness: Liveness,
+        withdrawals: Withdrawals,
         metrics: MetricsRegistry | None = None,
     ) -> None:
         self.settings = settings
@@ -143,6 +153,7 @@ class ChunkProcessor:
         self.pause = PauseCache(sessionmaker)
         self.slots = asyncio.Semaphore(settings.worker_concurrency)
         self.liveness = liveness
+        self.withdrawals = withdrawals
 
     async def __call__(self, job: ChunkJob, ctx: JobContext) -> None:
         structlog.contextvars.bind_contextvars(batch_id=job.batch_id, job_id=job.job_id)
@@ -233,6 +244,7 @@ class ChunkProcessor:
             finally:
                 slotted.set()
             while not self.stopping.is_set() and run.pause_for is None:
+                mark = self.withdrawals.mark()
                 r = await claims.take()
                 if r is None:
                     return
@@ -252,7 +264,7 @@ class ChunkProcessor:
                         )
                     )
                     continue
-                outcome = await self._attempt(bctx, run, r, slot_at)
+                outcome = await self._attempt(bctx, run, r, slot_at, mark)
                 if outcome is not None:
                     await self.recorder.record(outcome)
                 return
@@ -260,7 +272,7 @@ class ChunkProcessor:
             self.slots.release()
 
     async def _attempt(
-        self, bctx: BatchContext, run: _ChunkRun, r: repository.Claimed, slot_at: float
+        self, bctx: BatchContext, run: _ChunkRun, r: repository.Claimed, slot_at: float, mark: int
     ) -> Outcome | None:
         attempts = r.attempts + 1
         try:
@@ -285,10 +297,23 @@ class ChunkProcessor:
             # fresh slot rather than reach the provider together with later punctual ones.
             if self.limiter.late(slot_at):
                 self.metrics.observe_rate_wait(await self.limiter.acquire())
+            # The last moment to hold the message back: cancelled or suppressed since the
+            # claim (notices in memory; the database only when they may have missed one).
+            await self._check_withdrawn(bctx.batch_id, r.email, mark)
 
         started = time.perf_counter()
         try:
             result = await self.transport.send(message, on_time)
+        except _Withheld as exc:
+            log.info("send_withheld", recipient_id=r.id, status=str(exc.status))
+            return Outcome(
+                r.id,
+                bctx.batch_id,
+                r.email,
+                exc.status,
+                r.attempts,
+                data={"reason": f"{exc.status.lower()} before send"},
+            )
         except ThrottledError as exc:
             run.unsent.add(r.id)
             run.pause_for = max(run.pause_for or 0.0, exc.retry_after)
@@ -346,6 +371,18 @@ class ChunkProcessor:
             provider_message_id=result.provider_message_id,
             data={"transport": self.transport.name},
         )
+
+    async def _check_withdrawn(self, batch_id: str, email: str, mark: int) -> None:
+        verdict = self.withdrawals.verdict(batch_id, email, mark)
+        if verdict is Verdict.CANCELLED:
+            raise _Withheld(RecipientStatus.CANCELLED)
+        if verdict is Verdict.SUPPRESSED:
+            raise _Withheld(RecipientStatus.SUPPRESSED)
+        if verdict is Verdict.ASK_DATABASE:
+            async with session_scope(self.sessionmaker) as session:
+                status = await repository.withdrawn_now(session, batch_id, email)
+            if status is not None:
+                raise _Withheld(status)
 
     async def _exhausted(self, job: ChunkJob, ctx: JobContext, error: str) -> None:
         async with session_scope(self.sessionmaker) as session:

@@ -31,6 +31,7 @@ _COUNTER = {
     RecipientStatus.SENT: "sent_count",
     RecipientStatus.FAILED: "failed_count",
     RecipientStatus.SUPPRESSED: "suppressed_count",
+    RecipientStatus.CANCELLED: "cancelled_count",
 }
 _METRIC = {
     RecipientStatus.SENT: MetricKind.SENT,
@@ -43,6 +44,7 @@ _EVENT = {
     RecipientStatus.FAILED: EventType.FAILED,
     RecipientStatus.SUPPRESSED: EventType.SUPPRESSED,
     RecipientStatus.RETRYING: EventType.RETRY,
+    RecipientStatus.CANCELLED: EventType.CANCELLED,
 }
 
 
@@ -159,7 +161,8 @@ async def write_outcomes(session: AsyncSession, outcomes: list[Outcome]) -> None
         )
         if o.status in _COUNTER:
             per_batch[o.batch_id][_COUNTER[o.status]] += 1
-        metrics[_METRIC[o.status]] += 1
+        if o.status in _METRIC:
+            metrics[_METRIC[o.status]] += 1
     await repository.apply_outcomes(session, updates)
     await record_events(session, events)
     for batch_id, counts in per_batch.items():
@@ -195,7 +198,8 @@ async def _write_outcomes_pg(session: AsyncSession, outcomes: list[Outcome], now
         rows.event_data.append(dumps(data).decode())
         if o.status in _COUNTER:
             per_batch[o.batch_id][_COUNTER[o.status]] += 1
-        metrics[str(_METRIC[o.status])] += 1
+        if o.status in _METRIC:
+            metrics[str(_METRIC[o.status])] += 1
     return await repository.record_outcomes_pg(
         session,
         rows,

@@ -251,6 +251,16 @@ async def busy_claims_until(
     return min(moments)
 
 
+async def withdrawn_now(session: AsyncSession, batch_id: str, email: str) -> RecipientStatus | None:
+    """The database's answer when a worker's notices may have missed something: CANCELLED
+    if the batch is no longer sending, SUPPRESSED if the address is on the list."""
+    status = await session.scalar(select(Batch.status).where(Batch.id == batch_id))
+    if status is None or status == BatchStatus.CANCELLED:
+        return RecipientStatus.CANCELLED
+    listed = await session.scalar(select(exists().where(Suppression.email == email)))
+    return RecipientStatus.SUPPRESSED if listed else None
+
+
 async def release(session: AsyncSession, ids: Sequence[int]) -> None:
     """Claimed but never attempted (shutdown, throttling): back to PENDING."""
     if ids:
@@ -348,8 +358,10 @@ WITH u AS (
     UPDATE batches AS b
     SET sent_count = b.sent_count + c.sent,
         failed_count = b.failed_count + c.failed,
-        suppressed_count = b.suppressed_count + c.suppressed
-    FROM unnest($13::text[], $14::int[], $15::int[], $16::int[]) AS c(id, sent, failed, suppressed)
+        suppressed_count = b.suppressed_count + c.suppressed,
+        cancelled_count = b.cancelled_count + c.cancelled
+    FROM unnest($13::text[], $14::int[], $15::int[], $16::int[], $20::int[])
+         AS c(id, sent, failed, suppressed, cancelled)
     WHERE b.id = c.id
 )
 INSERT INTO metrics (bucket, kind, count)
@@ -412,6 +424,7 @@ async def record_outcomes_pg(
         metrics_bucket,
         kinds,
         [metrics[k] for k in kinds],
+        [batch_counts[b].get("cancelled_count", 0) for b in counted],
     )
     return True
 

@@ -10,13 +10,14 @@ import contextlib
 from dataclasses import dataclass, field
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mailer.config import Settings, TransportName
 from mailer.db import session_scope
 from mailer.delivery.chunk import ChunkProcessor
 from mailer.delivery.liveness import Liveness, new_worker_id
 from mailer.delivery.recorder import Recorder
+from mailer.delivery.withdrawals import Withdrawals
 from mailer.metrics import MetricsRegistry, forget_worker
 from mailer.queue.base import JobQueue
 from mailer.queue.factory import build_rate_limiter
@@ -28,6 +29,12 @@ from mailer.worker.reconciler import Reconciler
 log = structlog.get_logger("mailer.worker")
 
 RATE_REFRESH_INTERVAL = 300.0
+
+
+def _engine_of(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncEngine:
+    bind = sessionmaker.kw.get("bind")
+    assert isinstance(bind, AsyncEngine), "the worker's sessionmaker is bound to an engine"
+    return bind
 
 
 def job_concurrency(settings: Settings) -> int:
@@ -49,6 +56,7 @@ class Worker:
     metrics: MetricsRegistry | None = None
     worker_id: str = field(default_factory=new_worker_id)
     liveness: Liveness | None = None
+    withdrawals: Withdrawals | None = None
     send_rate: float | None = None  # messages/s in force; None = unlimited
 
     async def start(self) -> None:
@@ -73,6 +81,8 @@ class Worker:
         except Exception as exc:  # database away: chunks wait for the first beat
             log.warning("heartbeat_failed", error=type(exc).__name__)
         self._tasks.append(asyncio.create_task(self.liveness.run(), name="heartbeat"))
+        self.withdrawals = Withdrawals(_engine_of(self.sessionmaker))
+        await self.withdrawals.start()
         self.recorder = Recorder(self.sessionmaker)
         self.recorder.observers.append(self.metrics.outcome_observer(self.transport.name))
         self.recorder.start()
@@ -85,6 +95,7 @@ class Worker:
             recorder=self.recorder,
             stopping=self.stopping,
             liveness=self.liveness,
+            withdrawals=self.withdrawals,
             metrics=self.metrics,
         )
         self.reconciler = Reconciler(settings, self.sessionmaker, self.queue, self.liveness)
@@ -147,6 +158,9 @@ class Worker:
         if self.recorder is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.recorder.stop(), timeout=5)
+        if self.withdrawals is not None:
+            with contextlib.suppress(Exception):
+                await self.withdrawals.stop()
         if self.transport is not None:
             with contextlib.suppress(Exception):
                 await self.transport.close()
