@@ -25,7 +25,7 @@ def fault_settings(settings_factory: Any) -> SettingsMaker:
         values: dict[str, Any] = {
             "worker_concurrency": 10,
             "claim_lease": 5.0,
-            "worker_dead_after": 3.0,
+            "worker_dead_after": 5.0,
             "reconcile_interval": 1.0,
             "shutdown_timeout": 5.0,
             "job_backoff_delay": 50,
