@@ -9,12 +9,21 @@ recipients waiting for their rate slot while the change is made. Both backends: 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mailer.db import session_scope
+from mailer.delivery.withdrawals import (
+    MAX_LISTED,
+    Verdict,
+    Withdrawals,
+    announce_cancelled,
+    announce_suppressed,
+)
 from mailer.models import Batch, Event, Recipient
 from tests.fixtures.client import ApiClient, api_client, auth
 from tests.fixtures.pipeline import create_template, make_recipients, post_batch, wait_batch
@@ -127,3 +136,40 @@ async def test_address_suppressed_mid_send_is_not_sent(settings_factory: Any) ->
     assert batch_row.status == "COMPLETED"
     assert (batch_row.sent_count, batch_row.suppressed_count) == (40 - suppressed, suppressed)
     assert events.get("SUPPRESSED") == suppressed
+
+
+async def test_notices_reach_a_watcher_and_gaps_ask_the_database(
+    engine: AsyncEngine, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """A committed cancel or suppression reaches the watcher; a rolled back one never does;
+    whenever notices may have been missed, the verdict is to ask the database."""
+    watcher = Withdrawals(engine)
+    assert watcher.verdict("b", "a@example.com", watcher.mark()) is Verdict.ASK_DATABASE
+    await watcher.start()
+    try:
+        async with asyncio.timeout(10):
+            while watcher.verdict("b", "a@example.com", watcher.mark()) is not Verdict.SEND:
+                await asyncio.sleep(0.02)
+        before = watcher.mark()
+        with contextlib.suppress(RuntimeError):
+            async with session_scope(sessionmaker) as session:
+                await announce_cancelled(session, "rolled-back")
+                raise RuntimeError("roll back")
+        async with session_scope(sessionmaker) as session:
+            await announce_cancelled(session, "b")
+            await announce_suppressed(session, ["a@example.com"])
+        async with asyncio.timeout(10):
+            while watcher.verdict("b2", "a@example.com", before) is not Verdict.SUPPRESSED:
+                await asyncio.sleep(0.02)
+        assert watcher.verdict("b", "z@example.com", before) is Verdict.CANCELLED
+        assert watcher.verdict("rolled-back", "z@example.com", before) is Verdict.SEND
+        async with session_scope(sessionmaker) as session:
+            await announce_suppressed(session, [f"u{i}@example.com" for i in range(MAX_LISTED + 1)])
+        async with asyncio.timeout(10):
+            while watcher.mark() == before:
+                await asyncio.sleep(0.02)
+        # Too many to list: messages claimed before ask the database, later ones need not.
+        assert watcher.verdict("b2", "z@example.com", before) is Verdict.ASK_DATABASE
+        assert watcher.verdict("b2", "z@example.com", watcher.mark()) is Verdict.SEND
+    finally:
+        await watcher.stop()
