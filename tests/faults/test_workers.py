@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from mailer.config import Settings
+from mailer.config import Settings, normalize_database_url
+from mailer.models import Recipient
 from tests.faults.conftest import SettingsMaker
 from tests.faults.harness import (
     CountingSmtpServer,
@@ -85,6 +88,7 @@ async def test_sigkill_with_default_settings(fault_settings: SettingsMaker, tmp_
             victim = rng("sigkill-default-victim").choice(run.cluster.live_workers())
             victim.kill()
             killed_at, at_kill = time.monotonic(), smtp.accepted()
+            held = await claims_per_worker(settings.database_url, batch["id"])
             await wait_completed(run.http, run.key, batch["id"], timeout=RECOVERY_BOUND_S)
             completed_in = round(time.monotonic() - killed_at, 1)
         figures = await tally(
@@ -94,11 +98,32 @@ async def test_sigkill_with_default_settings(fault_settings: SettingsMaker, tmp_
             smtp.received(),
             settings.database_url,
             allowed_duplicates=settings.worker_concurrency,  # the victim's sends in flight
-            notes={"killed_at_accepted": at_kill, "completed_after_kill_s": completed_in},
+            notes={
+                "killed_at_accepted": at_kill,
+                "completed_after_kill_s": completed_in,
+                "claims_held_at_kill": held,
+            },
         )
     figures.check()
     assert figures.states == {"SENT": total}
     assert at_kill < total
+    # A worker holds only claims it is sending (no group waiting for rate slots).
+    assert max(held.values(), default=0) <= settings.worker_concurrency, held
+
+
+async def claims_per_worker(database_url: str, batch_id: str) -> dict[str, int]:
+    """SENDING recipients of the batch per claiming worker."""
+    engine = create_async_engine(normalize_database_url(database_url))
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(Recipient.claimed_by, func.count())
+                .where(Recipient.batch_id == batch_id, Recipient.status == "SENDING")
+                .group_by(Recipient.claimed_by)
+            )
+            return {str(by): int(n) for by, n in rows.tuples()}
+    finally:
+        await engine.dispose()
 
 
 async def test_sigterm_mid_send(fault_settings: SettingsMaker, tmp_path: Path) -> None:
