@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     # its claims are released and its recipients sent by another worker.
     worker_dead_after: float = Field(30.0, ge=3.0, le=3600.0)
     reconcile_interval: float = Field(30.0, gt=0)
+    # Finished batches' recipients and events, dead letters and metrics older than this are
+    # deleted (the batch rows and their counters stay); 0 keeps everything.
+    retention_days: float = Field(90, ge=0)
 
     # API limits
     max_batch_recipients: int = Field(100_000, ge=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mailer.cli import dlq, domain, keys, sending, suppressions
+from mailer.cli import dlq, domain, keys, purge, sending, suppressions
 from mailer.cli.common import run, settings_or_exit
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(domain.app, name="domain")
 app.add_typer(sending.app, name="sending")
+app.command("purge")(purge.purge)
 
 
 @app.command("cleanup-dlq")

@@ -5,7 +5,9 @@ Every RECONCILE_INTERVAL seconds, in every worker (all steps are idempotent):
 2. SENDING claims of dead workers (no heartbeat for WORKER_DEAD_AFTER), and claims naming
    no worker older than CLAIM_LEASE → RETRYING;
 3. SENDING batches with unfinished recipients and no live job → chunks re-enqueued;
-   SENDING batches with nothing unfinished → COMPLETED.
+   SENDING batches with nothing unfinished → COMPLETED;
+4. retention (RETENTION_DAYS): a bounded share of the purge, hourly, or every pass while a
+   backlog remains (retention/service.py).
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ from mailer.models.base import utcnow
 from mailer.models.enums import UNFINISHED_STATUSES, BatchStatus, RecipientStatus
 from mailer.queue.base import ChunkJob, JobQueue
 from mailer.reputation import service as reputation
+from mailer.retention import service as retention
 
 log = structlog.get_logger("mailer.reconciler")
 
 # A batch enqueued this recently is left alone: its jobs may still be on their way.
 ENQUEUE_GRACE = timedelta(seconds=10)
 WEBHOOK_DEDUPE = timedelta(days=7)
+PURGE_INTERVAL_S = 3600.0
+PURGE_BUDGET = 25  # transactions of at most ROWS_PER_TRANSACTION rows per pass
 
 
 @dataclass
@@ -42,6 +47,7 @@ class ReconcileReport:
     batches_requeued: int = 0
     jobs_enqueued: int = 0
     batches_completed: int = 0
+    rows_purged: int = 0
 
 
 class Reconciler:
@@ -57,6 +63,7 @@ class Reconciler:
         self.queue = queue
         # Without one (tests, tools) only claims naming no worker can expire.
         self.liveness = liveness
+        self._purge_due = 0.0  # monotonic time of the next purge step
 
     async def run_once(self) -> ReconcileReport:
         report = ReconcileReport()
@@ -169,6 +176,7 @@ class Reconciler:
             await self.queue.enqueue(jobs)
             report.batches_requeued += 1
             report.jobs_enqueued += len(jobs)
+        report.rows_purged = await self._purge_some()
         if report.batches_requeued or report.claims_expired or report.scheduled_started:
             log.info(
                 "reconciled",
@@ -178,3 +186,26 @@ class Reconciler:
                 jobs_enqueued=report.jobs_enqueued,
             )
         return report
+
+    async def _purge_some(self) -> int:
+        """A bounded share of the retention purge (PURGE_BUDGET small transactions): hourly,
+        or on every pass while a backlog remains. Every worker may run it; the statements
+        are idempotent."""
+        days = self.settings.retention_days
+        if days <= 0 or time.monotonic() < self._purge_due:
+            return 0
+        purged = await retention.purge(
+            self.sessionmaker, retention.cutoff_for(days), max_transactions=PURGE_BUDGET
+        )
+        self._purge_due = time.monotonic() + (0 if not purged.finished else PURGE_INTERVAL_S)
+        if purged.total():
+            log.info(
+                "purged",
+                recipients=purged.recipients,
+                events=purged.events,
+                batches=purged.batches,
+                dead_letters=purged.dead_letters,
+                metrics=purged.metrics,
+                finished=purged.finished,
+            )
+        return purged.total()
