@@ -27,6 +27,14 @@ def purge(
         None, "--older-than", help="Age, e.g. 30d or 12h; default RETENTION_DAYS."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be deleted."),
+    duty: float = typer.Option(
+        service.DUTY,
+        "--duty",
+        min=0.01,
+        max=1.0,
+        help="Share of the time spent deleting (pauses in between keep sending fast); "
+        "1 = flat out, when nothing sends.",
+    ),
 ) -> None:
     """Delete finished batches' recipients and events, dead letters and metrics older than
     the retention period (batch rows and their counters stay)."""
@@ -45,7 +53,7 @@ def purge(
             cutoff = service.cutoff_for(days)
             if dry_run:
                 return await service.dry_run(sessionmaker, cutoff)
-            return await service.purge(sessionmaker, cutoff)
+            return await service.purge(sessionmaker, cutoff, duty=duty)
         finally:
             await engine.dispose()
 

@@ -5,10 +5,15 @@ their recipients and events; the batch row stays, with its counters, so an old b
 shows its totals (`purged_at` says its detail is gone). Dead letters, per-minute metrics and
 events of no batch older than the cutoff go too. Every transaction deletes at most
 `rows_per_transaction` rows through an index: short, few locks, never in a sender's way.
+Between transactions the purge pauses so that it works only `duty` of the time (DUTY by
+default): on a database that also serves the workers, deleting flat out takes the CPU and
+I/O the sends need (bench/purge).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,6 +26,7 @@ from mailer.models.base import utcnow
 from mailer.retention import repository
 
 ROWS_PER_TRANSACTION = 2000
+DUTY = 0.2
 
 
 @dataclass
@@ -54,9 +60,14 @@ Step = Callable[[AsyncSession], Awaitable[int]]
 
 
 class _Budget:
-    def __init__(self, report: PurgeReport, max_transactions: int | None) -> None:
+    def __init__(self, report: PurgeReport, max_transactions: int | None, duty: float) -> None:
         self.report = report
         self.max = max_transactions
+        self.rest = 1 / duty - 1  # pause per second of work
+
+    async def pause_after(self, worked: float) -> None:
+        if self.rest > 0:
+            await asyncio.sleep(worked * self.rest)
 
     def spent(self) -> bool:
         if self.max is not None and self.report.transactions >= self.max:
@@ -79,9 +90,11 @@ async def _drain(
     while True:
         if budget.spent():
             return False
+        started = time.perf_counter()
         async with session_scope(sessionmaker) as session:
             n = await step(session)
         report.transactions += 1
+        await budget.pause_after(time.perf_counter() - started)
         setattr(report, kind, getattr(report, kind) + n)
         if n == 0 or (full is not None and n < full):
             return True
@@ -93,11 +106,15 @@ async def purge(
     *,
     rows_per_transaction: int = ROWS_PER_TRANSACTION,
     max_transactions: int | None = None,
+    duty: float = DUTY,
 ) -> PurgeReport:
     """Delete everything older than `cutoff`, or stop after `max_transactions` (the
-    reconciler's budget per pass) with `finished=False`."""
+    reconciler's budget per pass) with `finished=False`. `duty` in (0, 1]: the share of
+    the time spent in transactions (1: no pauses)."""
+    if not 0 < duty <= 1:
+        raise ValueError("duty must be in (0, 1]")
     report = PurgeReport(cutoff=cutoff)
-    budget = _Budget(report, max_transactions)
+    budget = _Budget(report, max_transactions, duty)
     rows = rows_per_transaction
     while True:
         async with session_scope(sessionmaker) as session:
