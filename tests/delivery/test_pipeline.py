@@ -300,7 +300,7 @@ async def test_header_injection_in_variables_is_never_sent(settings_factory: Any
 
 
 async def test_two_workers_never_send_twice(settings_factory: Any) -> None:
-    from mailer.worker.runtime import Worker
+    from mailer.worker.runtime import create_worker
 
     with SmtpTestServer() as server:
         settings = settings_factory(
@@ -311,8 +311,8 @@ async def test_two_workers_never_send_twice(settings_factory: Any) -> None:
 
             # a second worker with its own queue connection (BullMQ) or the same queue (local)
             queue = build_queue(settings) if settings.redis_url else c.state.queue
-            second = Worker(settings=settings, sessionmaker=c.state.sessionmaker, queue=queue)
-            await second.start()
+            second = await create_worker(settings, c.state.sessionmaker, queue)
+            second.start()
             try:
                 key = await c.make_key()
                 out = await send(c, key, 600)

@@ -11,8 +11,8 @@ import pytest
 from aiobotocore.session import get_session
 
 from mailer.config import Settings, load_settings
-from mailer.domains import check_configured_domain
 from mailer.domains.dns_check import InvalidName, make_resolver
+from mailer.domains.service import check_configured_domain
 from mailer.domains.ses_identity import (
     SesIdentityError,
     get_identity,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.queue.limiters import LocalRateLimiter
+from mailer.delivery.send_rate import LocalRateLimiter
 from mailer.transports.outbox import OutboxTransport
 from mailer.transports.ses import SesTransport
 from mailer.transports.smtp import SmtpTransport

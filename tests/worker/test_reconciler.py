@@ -242,7 +242,7 @@ async def test_chunk_in_retry_backoff_is_not_enqueued_again(
         )
         async with api_client(settings, embedded_worker=True) as c:
             worker = c.state.extras["worker"]
-            assert isinstance(worker, Worker) and worker.reconciler is not None
+            assert isinstance(worker, Worker)
             reports, enqueued = _reconcile_inside_enqueue(
                 monkeypatch, c.state.queue, worker.reconciler
             )

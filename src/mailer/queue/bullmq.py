@@ -26,8 +26,8 @@ import redis.asyncio as aioredis
 import structlog
 from bullmq import DelayedError, Queue, Worker
 
-from mailer.queue import retry_delay_ms
 from mailer.queue.base import ChunkJob, DelayJob, JobContext, JobHandler
+from mailer.queue.retry import retry_delay_ms
 
 log = structlog.get_logger(__name__)
 
