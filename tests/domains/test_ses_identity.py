@@ -18,8 +18,8 @@ from mailer.domains.ses_identity import (
     get_identity,
     setup_domain,
 )
-from tests.domains import SesIdentityServer, zone_from_records
 from tests.fixtures.dns_server import DnsTestServer, closed_port, dns_server
+from tests.fixtures.ses_identity_server import SesIdentityServer, zone_from_records
 from tests.fixtures.ses_server import (
     SES_ACCESS_KEY,
     SES_REGION,

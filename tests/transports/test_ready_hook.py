@@ -14,7 +14,7 @@ from mailer.transports.ses import SesTransport
 from mailer.transports.smtp import SmtpTransport
 from tests.fixtures.ses_server import SES_ACCESS_KEY, SES_SECRET_KEY, SesTestServer
 from tests.fixtures.smtp_server import SmtpTestServer
-from tests.transports import make_message, make_settings
+from tests.transports.helpers import make_message, make_settings
 
 
 class Refused(Exception):

@@ -22,9 +22,8 @@ from mailer.webhooks.sns import (
     SnsTopicNotAllowed,
     SnsVerifier,
 )
-from tests.fixtures.sns_signing import TOPIC_ARN, CertFetcher, SnsTestSigner, body
+from tests.fixtures.sns_signing import BAD_CERT_URLS, TOPIC_ARN, CertFetcher, SnsTestSigner, body
 from tests.webhooks import factories as f
-from tests.webhooks.test_sns import BAD_CERT_URLS
 
 SIGNER = SnsTestSigner.shared()
 MID = "0100018e0a1b2c3d-aaaaaaaa-2222-3333-4444-555555555555-000000"

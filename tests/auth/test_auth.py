@@ -14,8 +14,8 @@ from fastapi import FastAPI, routing
 from sqlalchemy import event, select
 
 from mailer.models import ApiKey
-from tests.api import assert_error
 from tests.fixtures.client import auth
+from tests.fixtures.errors import assert_error
 
 PREFIX = "/api/v1"
 KEYS = f"{PREFIX}/admin/keys"

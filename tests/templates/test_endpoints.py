@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from mailer.models import TemplateVersion
-from tests.api import assert_error
 from tests.fixtures.client import auth
+from tests.fixtures.errors import assert_error
 
 TEMPLATES = "/api/v1/templates"
 

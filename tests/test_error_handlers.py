@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.api import assert_error
 from tests.fixtures.client import api_client, auth
+from tests.fixtures.errors import assert_error
 
 TEMPLATES = "/api/v1/templates"
 TEMPLATE = {"name": "T", "html": "<p>{{name}}</p>", "variables": {"name": {"type": "string"}}}
