@@ -1,4 +1,5 @@
-"""One error format for every failure (SPEC §2), and request ids."""
+"""One error format for every failure ({"error": {"code", "message", "details"}}), and
+request ids."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Authentication and scopes on every route, key storage, revocation, usage tracking, and
-the /admin/keys API (ORIGINAL-SPEC.md's examples)."""
+the /admin/keys API (the Node service's documented examples)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The /templates API: ORIGINAL-SPEC.md's examples, versions, rendering, errors."""
+"""The /templates API: the Node service's examples, versions, rendering, errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.fixtures.errors import assert_error
 
 TEMPLATES = "/api/v1/templates"
 
-# Copied verbatim from ORIGINAL-SPEC.md ("Create template").
+# The Node service's documented "Create template" request, byte for byte.
 ORIGINAL_CREATE = b"""{
   "name": "Welcome Email",
   "html": "<h1>Welcome {{name}}!</h1>",

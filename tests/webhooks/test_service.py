@@ -386,7 +386,7 @@ async def test_raw_messages_when_verification_is_off(
     hook: Hook, sessionmaker: Maker, settings_factory: Any
 ) -> None:
     dev = settings_factory(sns_verify=False, sns_topic_arns=[TOPIC_ARN])
-    example = (  # ORIGINAL-SPEC.md's example, as written there
+    example = (  # the Node service's documented example, as written
         b'{"bounce": {"bounceType": "Permanent", "bouncedRecipients": '
         b'[{"emailAddress": "invalid@example.com","status":"5.1.1"}]}}'
     )
