@@ -63,8 +63,6 @@ class ThrottledError(TransientError):
 class SendingPausedError(TransportError):
     """The account cannot send at all (SES AccountSuspended / SendingPaused): stop and alert."""
 
-    transient = True
-
 
 @runtime_checkable
 class Transport(Protocol):
