@@ -4,14 +4,14 @@ every tick in between."""
 from __future__ import annotations
 
 import structlog
-from structlog.testing import capture_logs
 
 from mailer.logging import OutageLog
+from tests.fixtures.logs import captured_logs
 
 
 def test_one_line_per_outage_and_one_per_recovery() -> None:
     outage = OutageLog(structlog.get_logger("test"), "probe")
-    with capture_logs() as logs:
+    with captured_logs() as logs:
         outage.succeeded()  # working from the start: nothing to say
         for _ in range(5):
             outage.failed(ConnectionRefusedError("database away"))

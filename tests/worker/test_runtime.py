@@ -7,11 +7,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 
 from mailer.delivery.send_rate import LocalRateLimiter, RedisRateLimiter
 from mailer.queue.factory import build_queue
 from mailer.worker import runtime
+from tests.fixtures.logs import captured_logs
 
 
 async def test_create_worker_builds_every_part(settings_factory: Any, sessionmaker: Any) -> None:
@@ -48,7 +48,7 @@ async def test_heartbeat_outage_is_logged_once_and_its_end_too(
     monkeypatch.setattr(runtime, "heartbeat", away_for_five_beats)
     queue = build_queue(settings)
     try:
-        with capture_logs() as logs:
+        with captured_logs() as logs:
             worker = await runtime.create_worker(settings, sessionmaker, queue)
             worker.start()
             try:

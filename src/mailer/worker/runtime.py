@@ -124,8 +124,12 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # it had died before: say so, then go on stopping
+                log.error("worker_task_failed", task=task.get_name(), error=repr(exc))
         # Each part is closed even when another one fails to; what failed is logged.
         closing: dict[str, Callable[[], Awaitable[None]]] = {
             "recorder": lambda: asyncio.wait_for(self.recorder.stop(), timeout=5),
