@@ -145,7 +145,7 @@ async def test_notices_reach_a_watcher_and_gaps_ask_the_database(
     whenever notices may have been missed, the verdict is to ask the database."""
     watcher = Withdrawals(engine)
     assert watcher.verdict("b", "a@example.com", watcher.mark()) is Verdict.ASK_DATABASE
-    await watcher.start()
+    watcher.start()
     try:
         async with asyncio.timeout(10):
             while watcher.verdict("b", "a@example.com", watcher.mark()) is not Verdict.SEND:

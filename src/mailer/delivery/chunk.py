@@ -26,13 +26,13 @@ from mailer.delivery.compose import BatchContext, InvalidContent, compose
 from mailer.delivery.contexts import BatchContexts, PauseCache
 from mailer.delivery.liveness import Liveness
 from mailer.delivery.recorder import Outcome, Recorder
+from mailer.delivery.send_rate import RateLimiter
 from mailer.delivery.withdrawals import Verdict, Withdrawals
 from mailer.events import bump_metrics, record_events
 from mailer.metrics import MetricsRegistry
 from mailer.models.base import utcnow
 from mailer.models.enums import BatchStatus, EventType, MetricKind, RecipientStatus
 from mailer.queue.base import ChunkJob, DelayJob, JobContext, JobQueue, RetryJob
-from mailer.queue.ratelimit import RateLimiter
 from mailer.transports.base import (
     PermanentError,
     SendingPausedError,

@@ -151,7 +151,7 @@ class Withdrawals:
 
     # -- the notice source --------------------------------------------------------------
 
-    async def start(self) -> None:
+    def start(self) -> None:
         if self._engine.dialect.name != "postgresql":
             _local.add(self)
             self._listening = True
