@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from mailer.logging import OutageLog
 from mailer.metrics.summary import WORKER_PREFIX, heartbeat
 from mailer.models.base import utcnow
 
@@ -59,7 +60,7 @@ class Liveness:
         self._loop = asyncio.get_running_loop
         self._since: float | None = None  # loop time of the first beat of the current run
         self._last: float | None = None
-        self._failing = False
+        self._outage = OutageLog(log, "worker_heartbeat")
 
     async def beat(self) -> None:
         """One heartbeat; raises if the database does not take it."""
@@ -73,22 +74,21 @@ class Liveness:
             self._since = started  # a gap: others may have missed beats too
         self._last = started
 
+    async def try_beat(self) -> bool:
+        """One heartbeat; a failure is logged once per outage (and its end), not raised."""
+        try:
+            await self.beat()
+        except Exception as exc:  # database away: claims wait, the next beat tries again
+            self._outage.failed(exc)
+            return False
+        self._outage.succeeded()
+        return True
+
     async def run(self) -> None:
         """Heartbeat forever (a task of the worker)."""
         while True:
-            try:
-                await self.beat()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not self._failing:
-                    log.warning("heartbeat_failed", error=type(exc).__name__)
-                self._failing = True
-            else:
-                if self._failing:
-                    log.info("heartbeat_resumed")
-                self._failing = False
             await asyncio.sleep(self.interval)
+            await self.try_beat()
 
     def has_beaten(self) -> bool:
         """A heartbeat row exists: claims made now name a worker others see alive."""

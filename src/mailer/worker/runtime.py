@@ -170,11 +170,9 @@ async def create_worker(
     liveness = Liveness(
         sessionmaker, new_worker_id(), settings.worker_dead_after, {"transport": transport.name}
     )
-    try:
-        # The first heartbeat before the first claim: claims name a worker seen alive.
-        await liveness.beat()
-    except Exception as exc:  # database away: chunks wait for the first beat
-        log.warning("heartbeat_failed", error=type(exc).__name__)
+    # The first heartbeat before the first claim: claims name a worker seen alive (if the
+    # database is away, chunks wait for the first beat that succeeds).
+    await liveness.try_beat()
     withdrawals = Withdrawals(_engine_of(sessionmaker))
     processor = ChunkProcessor(
         settings=settings,
