@@ -19,6 +19,7 @@ from mailer.domains.dns_check import (
     domain_exists,
     make_resolver,
     normalize_domain,
+    normalize_selector,
 )
 from mailer.domains.schemas import DomainReportOut
 from mailer.domains.ses_identity import DomainSetup, SesIdentityError, setup_domain
@@ -135,6 +136,8 @@ async def _check(
     resolver: dns.asyncresolver.Resolver,
 ) -> DomainReport:
     name = normalize_domain(domain)
+    for selector in selectors or ():
+        normalize_selector(selector)  # bad input is exit 2 before any lookup
     exists = await domain_exists(resolver, name)
     if exists.error:
         message = f"Could not ask DNS about {name}: {exists.error}."
