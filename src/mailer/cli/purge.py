@@ -22,7 +22,7 @@ def parse_age(text: str) -> float:
     return value * _UNITS[unit] / 86_400.0
 
 
-def purge(
+def purge_command(
     older_than: str | None = typer.Option(
         None, "--older-than", help="Age, e.g. 30d or 12h; default RETENTION_DAYS."
     ),
