@@ -24,12 +24,16 @@ def parse_age(text: str) -> float:
 
 def purge_command(
     older_than: str | None = typer.Option(
-        None, "--older-than", help="Age, e.g. 30d or 12h; default RETENTION_DAYS."
+        None,
+        "--older-than",
+        metavar="AGE",
+        help="Age, e.g. 30d or 12h; default RETENTION_DAYS.",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be deleted."),
     duty: float = typer.Option(
         service.DUTY,
         "--duty",
+        metavar="SHARE",
         min=0.01,
         max=1.0,
         help="Share of the time spent deleting (pauses in between keep sending fast); "
