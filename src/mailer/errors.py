@@ -133,10 +133,30 @@ def _field_path(loc: Sequence[Any]) -> str:
     return out or "body"
 
 
+def _duplicate_details(err: Any) -> list[dict[str, Any]]:
+    """One field sent in both spellings (template_id and templateId): name both."""
+    base = _field_path(err.get("loc", ()))
+    prefix = "" if base == "body" else base + "."
+    return [
+        {
+            "field": prefix + snake,
+            "fields": [prefix + snake, prefix + camel],
+            "message": f"sent as both {snake} and {camel}: send one",
+            "type": "duplicate_field",
+        }
+        for snake, camel in err.get("ctx", {}).get("fields", [])
+    ]
+
+
 def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Pydantic errors as the API reports them. A field's path is spelled as the client sent
+    it (Pydantic's `loc` holds the key it found, or the documented name when missing)."""
     details = []
     for err in errors:
         loc = err.get("loc", ())
+        if err.get("type") == "duplicate_field":
+            details.extend(_duplicate_details(err))
+            continue
         if loc and loc[0] in ("query", "path", "header"):
             where = f"{loc[0]}:{_field_path(loc[1:])}"
         else:
@@ -144,6 +164,16 @@ def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         details.append({"field": where, "message": message, "type": err.get("type")})
     return details
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of every route at this path (a 405 from Starlette names only the first
+    route's: DELETE /batches would answer `Allow: POST` though GET works too)."""
+    from mailer.routes import methods_at
+
+    methods = methods_at(request.app, request.url.path)
+    order = ("GET", "POST", "PUT", "PATCH", "DELETE")
+    return ", ".join(sorted(methods, key=lambda m: (order.index(m) if m in order else 99, m)))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -163,14 +193,16 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JsonResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JsonResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."
         if exc.status_code == 404 and message == "Not Found":
             message = "No such resource."
+        headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
             message = "Method not allowed on this resource."
-        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        return error_response(exc.status_code, code, message, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JsonResponse:

@@ -21,6 +21,13 @@ from mailer.templates.rendering import (
     derive_text,
     get_compiled,
 )
+from mailer.templates.usage import (
+    PROVIDED_VARIABLES,
+    UNSUBSCRIBE_URL,
+    VariableUse,
+    find_variables,
+    used_names,
+)
 from mailer.templates.variables import (
     VariableSpec,
     VariableSpecError,
@@ -64,7 +71,7 @@ async def _check_source(subject: str, html: str | None, text: str | None) -> Non
 
 def _specs(raw: Mapping[str, Any]) -> dict[str, VariableSpec]:
     try:
-        return parse_variable_specs(raw)
+        specs = parse_variable_specs(raw)
     except VariableSpecError as exc:
         raise ValidationFailed(
             f"Invalid variable declarations: {exc}",
@@ -72,6 +79,48 @@ def _specs(raw: Mapping[str, Any]) -> dict[str, VariableSpec]:
                 {"field": f"variables.{name}", "message": problem} for name, problem in exc.problems
             ],
         ) from None
+    if UNSUBSCRIBE_URL in specs:
+        raise ValidationFailed(
+            f"{UNSUBSCRIBE_URL} is provided by mailer; do not declare it.",
+            details=[
+                {
+                    "field": f"variables.{UNSUBSCRIBE_URL}",
+                    "message": "provided for every message (the one-click unsubscribe URL)",
+                }
+            ],
+        )
+    return specs
+
+
+async def _used_variables(
+    subject: str, html: str | None, text: str | None, specs: Mapping[str, VariableSpec]
+) -> list[str]:
+    """The variables the template reads. A template that declares variables must declare
+    every one it reads (422 naming each and where it is used); one that declares none gets
+    its recipients checked for them at batch creation instead."""
+    uses = await asyncio.to_thread(find_variables, subject, html, text)
+    if specs:
+        undeclared = [
+            use for use in uses if use.name not in specs and use.name not in PROVIDED_VARIABLES
+        ]
+        if undeclared:
+            names = ", ".join(dict.fromkeys(use.name for use in undeclared))
+            raise ValidationFailed(
+                f"The template uses variables it does not declare: {names}.",
+                details=[_undeclared_detail(use) for use in undeclared[:100]],
+                code="undeclared_variable",
+            )
+    return used_names(uses)
+
+
+def _undeclared_detail(use: VariableUse) -> dict[str, Any]:
+    return {
+        "field": use.part,
+        "variable": use.name,
+        "line": use.line,
+        "column": use.column,
+        "message": f"{use.name} is used ({use.where()}) but not declared in variables",
+    }
 
 
 def specs_dump(specs: Mapping[str, VariableSpec]) -> dict[str, Any]:
@@ -91,6 +140,7 @@ async def _new_version(
 ) -> TemplateVersion:
     await _check_source(subject, html, text)
     specs = _specs(variables)
+    used = await _used_variables(subject, html, text, specs)
     derived = text is None
     if derived:
         text = await asyncio.to_thread(_derived_text, html)
@@ -107,6 +157,7 @@ async def _new_version(
     )
     session.add(version)
     await session.flush()
+    _remember_used(version.id, used)
     return version
 
 
@@ -206,6 +257,36 @@ def version_specs(version: TemplateVersion) -> dict[str, VariableSpec]:
             _SPECS.clear()
         specs = _SPECS[version.id] = parse_variable_specs(version.variables)
     return specs
+
+
+_USED: dict[str, list[str]] = {}
+
+
+def _remember_used(version_id: str, used: list[str]) -> None:
+    if len(_USED) > 1024:
+        _USED.clear()
+    _USED[version_id] = used
+
+
+async def used_variables(version: TemplateVersion) -> list[str]:
+    """The variables a version reads (see templates.usage); cached, since versions are
+    immutable, and found off the event loop on a miss."""
+    used = _USED.get(version.id)
+    if used is None:
+        text = None if version.text_derived else version.text
+        uses = await asyncio.to_thread(find_variables, version.subject, version.html, text)
+        used = used_names(uses)
+        _remember_used(version.id, used)
+    return used
+
+
+def undeclared(version: TemplateVersion, used: Sequence[str]) -> list[str]:
+    """Variables every recipient must give: those a template that declares none reads
+    (mailer's own, such as unsubscribe_url, excepted). [] when it declares variables: its
+    declarations say what is required."""
+    if version_specs(version):
+        return []
+    return [name for name in used if name not in PROVIDED_VARIABLES]
 
 
 def render_version(version: TemplateVersion, variables: Mapping[str, Any]) -> RenderedMessage:
