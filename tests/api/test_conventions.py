@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from mailer.db import session_scope
+from mailer.deps import ApiRoute
 from mailer.events import record_events
 from mailer.models.enums import RecipientStatus
+from mailer.routes import api_routes
 from mailer.suppressions import service as suppressions
 from tests.fixtures.client import ApiClient, auth
 from tests.fixtures.pipeline import create_template, make_recipients, post_batch
@@ -170,6 +172,19 @@ async def test_unknown_query_parameters_are_refused_everywhere(
         assert fields == ["query:not_a_parameter"], path
         tried += 1
     assert tried >= 10
+
+
+async def test_every_api_route_applies_the_query_rules(client: ApiClient) -> None:
+    # A router created without route_class=ApiRoute would silently ignore unknown
+    # parameters (POST routes are not covered by the GET loop above).
+    routes = list(api_routes(client.app))
+    assert len(routes) > 30
+    unchecked = [
+        path
+        for path, route in routes
+        if not isinstance(route, ApiRoute) and not path.startswith(EXEMPT)
+    ]
+    assert unchecked == []
 
 
 async def test_query_parameters_snake_case_with_camel_case_accepted(

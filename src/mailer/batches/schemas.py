@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -62,6 +62,7 @@ COUNTS_DESCRIPTION = (
     "recipients per status, one key per recipient status (PENDING, SENDING, RETRYING, SENT, "
     "DELIVERED, BOUNCED, COMPLAINED, FAILED, SUPPRESSED, CANCELLED), every key always present"
 )
+BatchResult = Literal["all_sent", "partial", "all_failed", "none_sent"]
 RESULT_DESCRIPTION = (
     "how a finished batch went: all_sent (nothing failed), partial (some sent, some "
     "failed), all_failed (none sent, some failed), none_sent (every recipient suppressed or "
@@ -94,7 +95,7 @@ class BatchOut(ResponseModel):
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
-    result: str | None = Field(description=RESULT_DESCRIPTION)
+    result: BatchResult | None = Field(description=RESULT_DESCRIPTION)
     total: int = Field(description="recipients after removing duplicate addresses")
     duplicates: int = Field(description="duplicate addresses in the request, sent once")
     counts: dict[str, int] = Field(description=COUNTS_DESCRIPTION)
@@ -113,7 +114,7 @@ class EventOut(ResponseModel):
 class BatchSummary(ResponseModel):
     id: str
     status: str
-    result: str | None = Field(description=RESULT_DESCRIPTION)
+    result: BatchResult | None = Field(description=RESULT_DESCRIPTION)
     total: int
     duplicates: int
     counts: dict[str, int] = Field(description=COUNTS_DESCRIPTION)

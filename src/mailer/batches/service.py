@@ -16,6 +16,7 @@ from mailer.addresses import InvalidAddress, has_control_chars, normalize_email
 from mailer.auth.principal import Principal
 from mailer.batches import repository
 from mailer.batches.ingest import ParsedRequest, RecipientChecker
+from mailer.batches.schemas import BatchResult
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.events import bump_metrics, record_events
 from mailer.ids import new_id
@@ -340,12 +341,12 @@ def _has_unfinished(batch: Batch) -> bool:
 async def status_counts(session: AsyncSession, batches: Sequence[Batch]) -> dict[str, Any]:
     """Batch id -> recipients per status. Finished batches cost no query; the in-flight
     split of unfinished ones is one grouped query for them all."""
-    active = [b.id for b in batches if _has_unfinished(b)]
+    active = [b.id for b in batches if b.status != BatchStatus.SCHEDULED and _has_unfinished(b)]
     in_flight = await repository.in_flight_counts(session, active) if active else {}
     return {b.id: _counts_from_counters(b, in_flight.get(b.id, {})) for b in batches}
 
 
-def batch_result(status: str, counts: dict[str, int]) -> str | None:
+def batch_result(status: str, counts: dict[str, int]) -> BatchResult | None:
     """How a finished batch went, beside its status (COMPLETED says only that every
     recipient reached a final state): `all_sent` (nothing failed), `partial` (some sent,
     some failed), `all_failed` (none sent, some failed), `none_sent` (every recipient
