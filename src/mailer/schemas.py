@@ -38,7 +38,16 @@ def camel_spellings(model: type[BaseModel]) -> list[tuple[str, str]]:
     return pairs
 
 
+# Each request model's (snake_case, camelCase) pairs, filled as the models are defined.
+_SPELLINGS: dict[type[BaseModel], list[tuple[str, str]]] = {}
+
+
 class RequestModel(BaseModel):
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        _SPELLINGS[cls] = camel_spellings(cls)
+
     model_config = ConfigDict(
         alias_generator=AliasGenerator(validation_alias=_both_spellings),
         extra="forbid",
@@ -51,7 +60,7 @@ class RequestModel(BaseModel):
         if type(data) is dict and len(data) > 1:
             sent_twice = [
                 [snake, camel]
-                for snake, camel in _SPELLINGS.get(cls) or _spellings(cls)
+                for snake, camel in _SPELLINGS.get(cls) or ()
                 if snake in data and camel in data
             ]
             if sent_twice:
@@ -75,14 +84,6 @@ class RequestModel(BaseModel):
         if paths:
             raise ValueError(f"lone surrogates are not valid Unicode (in {', '.join(paths)})")
         return data
-
-
-_SPELLINGS: dict[type[BaseModel], list[tuple[str, str]]] = {}
-
-
-def _spellings(model: type[BaseModel]) -> list[tuple[str, str]]:
-    pairs = _SPELLINGS[model] = camel_spellings(model)
-    return pairs
 
 
 class ResponseModel(BaseModel):
