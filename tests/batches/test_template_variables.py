@@ -140,3 +140,17 @@ async def test_missing_variable_found_in_a_large_batch(client: ApiClient, send_k
     fields = [d["field"] for d in response.json()["error"]["details"]]
     assert fields == ["recipients[2100].variables.first_name"]
     assert await _batches(client) == 0
+
+
+async def test_render_preview_shows_an_example_unsubscribe_link(
+    client: ApiClient, send_key: str
+) -> None:
+    template = (await _save(client, send_key, html="<a href='{{unsubscribe_url}}'>x</a>")).json()
+    response = await client.http.post(
+        f"{TEMPLATES}/{template['id']}/render",
+        json={"variables": {"unsubscribe_url": "evil"}},
+        headers=auth(send_key),
+    )
+    assert response.status_code == 200, response.text
+    html = response.json()["html"]
+    assert "/api/v1/unsubscribe/example-token'" in html and "evil" not in html

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from mailer.auth.dependencies import SendKey
-from mailer.deps import ApiRoute, Paging, Session
+from mailer.deps import ApiRoute, Paging, Session, State
 from mailer.models import Template, TemplateVersion
 from mailer.schemas import PageOut
 from mailer.templates import service
@@ -78,8 +78,11 @@ async def delete_template(template_id: str, session: Session, _: SendKey) -> Res
 
 @router.post("/{template_id}/render", response_model=RenderedOut)
 async def render_template(
-    template_id: str, body: RenderRequest, session: Session, _: SendKey
+    template_id: str, body: RenderRequest, session: Session, state: State, _: SendKey
 ) -> RenderedOut:
+    """Render with the variables given. {{unsubscribe_url}} shows an example link (a real
+    message gets its recipient's own)."""
     version = (await service.get_template(session, template_id))[1]
-    rendered = service.preview(version, body.variables)
+    example = f"{state.settings.public_url}/api/v1/unsubscribe/example-token"
+    rendered = service.preview(version, body.variables, unsubscribe_url=example)
     return RenderedOut(subject=rendered.subject, html=rendered.html, text=rendered.text)

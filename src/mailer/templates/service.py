@@ -303,7 +303,9 @@ def render_version(version: TemplateVersion, variables: Mapping[str, Any]) -> Re
     return rendered
 
 
-def preview(version: TemplateVersion, variables: Mapping[str, Any]) -> RenderedMessage:
+def preview(
+    version: TemplateVersion, variables: Mapping[str, Any], *, unsubscribe_url: str
+) -> RenderedMessage:
     problems = check_variables(version_specs(version), variables)
     if problems:
         raise ValidationFailed(
@@ -311,7 +313,7 @@ def preview(version: TemplateVersion, variables: Mapping[str, Any]) -> RenderedM
             details=[{"field": f"variables.{name}", "message": msg} for name, msg in problems],
         )
     try:
-        rendered = render_version(version, variables)
+        rendered = render_version(version, {**variables, UNSUBSCRIBE_URL: unsubscribe_url})
     except TemplateRenderError as exc:
         raise ValidationFailed(
             f"Rendering failed: {exc}",
