@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Any
 
-from mailer.addresses import has_control_chars
 from mailer.config import Settings
+from mailer.control_chars import has_control_chars
 from mailer.models import Batch, TemplateVersion
 from mailer.templates.rendering import TemplateRenderError
 from mailer.templates.service import render_version
