@@ -18,8 +18,10 @@ from mailer.templates.rendering import (
     TemplateRenderError,
     TemplateSyntaxError,
     clear_compiled_cache,
+    compiled,
     derive_text,
     get_compiled,
+    scanner,
 )
 
 
@@ -417,7 +419,7 @@ def test_nesting_and_size_limits_are_syntax_errors_not_recursion_errors() -> Non
     ],
 )
 def test_whitespace_control_matches_pybars(source: str) -> None:
-    processed, _edits = rendering._whitespace_control(source)
+    processed, _edits = scanner.whitespace_control(source)
     assert processed == Compiler().whitespace_control(source)
 
 
@@ -560,8 +562,8 @@ def test_get_compiled_is_a_bounded_lru() -> None:
         get_compiled(f"v{index}", subject="s", html=None, text="t")
     assert get_compiled("v0", subject="s", html=None, text="t") is oldest  # now most recent
     get_compiled("new", subject="s", html=None, text="t")  # evicts v1, the least recent
-    assert len(rendering._cache) == rendering.CACHE_SIZE
-    assert "v1" not in rendering._cache
+    assert len(compiled._cache) == rendering.CACHE_SIZE
+    assert "v1" not in compiled._cache
     assert get_compiled("v0", subject="s", html=None, text="t") is oldest
 
 
@@ -570,7 +572,7 @@ def test_get_compiled_does_not_cache_failures() -> None:
     for _ in range(2):
         with pytest.raises(TemplateSyntaxError):
             get_compiled("bad", subject="{{#if}}", html=None, text="t")
-    assert "bad" not in rendering._cache
+    assert "bad" not in compiled._cache
 
 
 def test_compile_and_render_from_many_threads() -> None:
