@@ -645,3 +645,22 @@ def test_derive_text_of_rendered_html_keeps_variable_values() -> None:
     html = compiled.render({"name": "Ann & Bob", "url": "https://x.test/c?a=1"}).html
     assert html is not None
     assert derive_text(html) == "Hi Ann & Bob, [confirm](https://x.test/c?a=1)\n"
+
+
+def test_renders_quickly_only_small_templates_with_every_part() -> None:
+    small = CompiledTemplate.compile(subject="Hi {{n}}", html="<p>{{n}}</p>", text="{{n}}")
+    assert small.renders_quickly
+    assert CompiledTemplate.compile(subject="s", html=None, text="{{n}}").renders_quickly
+    many = "{{n}}" * (compiled.INLINE_MAX_TAGS + 1)
+    assert not CompiledTemplate.compile(subject="s", html=many, text="t").renders_quickly
+    big = "x" * (compiled.INLINE_MAX_SOURCE_CHARS + 1)
+    assert not CompiledTemplate.compile(subject="s", html=big, text="t").renders_quickly
+    # No text part: it is derived from each rendered html (html2text is slow).
+    assert not CompiledTemplate.compile(subject="s", html="<p>{{n}}</p>", text=None).renders_quickly
+
+
+def test_derive_text_is_bounded() -> None:
+    assert derive_text("<p>" + "x" * (rendering.MAX_DERIVE_INPUT_CHARS - 7) + "</p>")
+    with pytest.raises(TemplateRenderError) as caught:
+        derive_text("<p>" + "x" * rendering.MAX_DERIVE_INPUT_CHARS + "</p>")
+    assert caught.value.part == "text"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Response
 
 from mailer.auth.dependencies import SendKey
@@ -80,5 +82,6 @@ async def render_template(
     template_id: str, body: RenderRequest, session: Session, _: SendKey
 ) -> RenderedOut:
     version = (await service.get_template(session, template_id))[1]
-    rendered = service.preview(version, body.variables)
+    # Compiling and rendering a large template take a while: not on the event loop.
+    rendered = await asyncio.to_thread(service.preview, version, body.variables)
     return RenderedOut(subject=rendered.subject, html=rendered.html, text=rendered.text)

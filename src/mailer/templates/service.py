@@ -14,6 +14,7 @@ from mailer.models import Template, TemplateVersion
 from mailer.models.base import utcnow
 from mailer.templates import repository
 from mailer.templates.rendering import (
+    MAX_DERIVE_INPUT_CHARS,
     CompiledTemplate,
     RenderedMessage,
     TemplateRenderError,
@@ -92,6 +93,17 @@ async def _new_version(
     await _check_source(subject, html, text)
     specs = _specs(variables)
     derived = text is None
+    if derived and html and len(html) > MAX_DERIVE_INPUT_CHARS:
+        raise ValidationFailed(
+            "A template whose html is this long needs a text part.",
+            details=[
+                {
+                    "field": "text",
+                    "message": f"required when html is longer than {MAX_DERIVE_INPUT_CHARS:,} "
+                    "characters (the text part is derived only from shorter html)",
+                }
+            ],
+        )
     if derived:
         text = await asyncio.to_thread(_derived_text, html)
     version = TemplateVersion(

@@ -32,10 +32,11 @@ from mailer.templates.rendering.compiled import (
     TemplateSyntaxError,
     clear_compiled_cache,
     get_compiled,
+    peek_compiled,
 )
 from mailer.templates.rendering.evaluator import HELPERS, MAX_DATA_DEPTH
 from mailer.templates.rendering.scanner import MAX_NESTING, MAX_SOURCE_CHARS, MAX_TAGS
-from mailer.templates.rendering.text import derive_text
+from mailer.templates.rendering.text import MAX_DERIVE_INPUT_CHARS, derive_text
 
 __all__ = [
     "CACHE_SIZE",
@@ -43,6 +44,7 @@ __all__ = [
     "DEFAULT_MAX_OUTPUT_BYTES",
     "HELPERS",
     "MAX_DATA_DEPTH",
+    "MAX_DERIVE_INPUT_CHARS",
     "MAX_NESTING",
     "MAX_SOURCE_CHARS",
     "MAX_TAGS",
@@ -53,4 +55,5 @@ __all__ = [
     "clear_compiled_cache",
     "derive_text",
     "get_compiled",
+    "peek_compiled",
 ]

@@ -23,6 +23,10 @@ from mailer.templates.rendering.scanner import SyntaxProblem, line_col
 DEFAULT_MAX_OUTPUT_BYTES: Final = 2_000_000
 DEFAULT_MAX_ITERATIONS: Final = 100_000
 CACHE_SIZE: Final = 256
+# Rendered on the event loop when at most this many tags and source characters in all (a
+# render then costs at most about a millisecond); bigger templates render on a thread.
+INLINE_MAX_TAGS: Final = 100
+INLINE_MAX_SOURCE_CHARS: Final = 200_000
 
 
 class TemplateSyntaxError(ValueError):
@@ -53,11 +57,13 @@ class RenderedMessage:
 
 
 class _Part:
-    __slots__ = ("name", "ops")
+    __slots__ = ("name", "ops", "size", "tags")
 
-    def __init__(self, name: str, ops: list[Op]) -> None:
+    def __init__(self, name: str, ops: list[Op], tags: int, size: int) -> None:
         self.name = name
         self.ops = ops
+        self.tags = tags
+        self.size = size
 
     @classmethod
     def compile(cls, name: str, source: str) -> _Part:
@@ -67,7 +73,7 @@ class _Part:
         except SyntaxProblem as problem:
             line, column = line_col(source, problem.pos)
             raise TemplateSyntaxError(name, line, column, problem.message) from None
-        return cls(name, ops)
+        return cls(name, ops, len(scan.tags), len(source))
 
     def render(self, root: dict[Any, Any], max_bytes: int, max_iterations: int) -> str:
         state = State(max_bytes, max_iterations)
@@ -117,7 +123,7 @@ class CompiledTemplate:
         max_iterations: int = DEFAULT_MAX_ITERATIONS,
     ) -> CompiledTemplate:
         """Parse every part. Raises TemplateSyntaxError naming the part, line and column.
-        Large templates take a while (pybars parses ~2,000 tags/s): run it off the event loop."""
+        Large templates take a while (pybars parses ~1,000 tags/s): run it off the event loop."""
         return cls(
             _Part.compile("subject", subject),
             _Part.compile("html", html) if html is not None else None,
@@ -133,6 +139,17 @@ class CompiledTemplate:
     @property
     def has_text(self) -> bool:
         return self._text is not None
+
+    @property
+    def renders_quickly(self) -> bool:
+        """Small enough to render on the event loop (INLINE_MAX_TAGS, INLINE_MAX_SOURCE_CHARS)
+        and no text part left to derive from the rendered html (html2text is slow)."""
+        parts = [p for p in (self._subject, self._html, self._text) if p is not None]
+        return (
+            sum(p.tags for p in parts) <= INLINE_MAX_TAGS
+            and sum(p.size for p in parts) <= INLINE_MAX_SOURCE_CHARS
+            and (self._text is not None or self._html is None)
+        )
 
     def render(self, variables: Mapping[str, Any]) -> RenderedMessage:
         """Render every part. Each part's output is bounded by max_output_bytes and its
@@ -166,6 +183,12 @@ def get_compiled(
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
     return compiled
+
+
+def peek_compiled(version_id: str) -> CompiledTemplate | None:
+    """The cached compiled template of a version, or None (never compiles). Called per
+    message: a single dict read, atomic without the lock."""
+    return _cache.get(version_id)
 
 
 def clear_compiled_cache() -> None:
