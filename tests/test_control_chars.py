@@ -16,7 +16,7 @@ from mailer.templates.schemas import TemplateCreate
 from mailer.transports.base import PermanentError
 from mailer.transports.mime import build_mime, format_address
 from mailer.transports.ses import SesTransport
-from tests.transports import make_message, make_settings
+from tests.transports.helpers import make_message, make_settings
 
 CONTROLS = ["\x00", "\t", "\n", "\r", "\x1b", "\x1f", "\x7f", "\x80", "\x85", "\x9f"]
 CONTROLS += ["\u2028", "\u2029"]

@@ -10,9 +10,7 @@ import re
 
 from email_validator import EmailNotValidError, validate_email
 
-from mailer.control_chars import CONTROL_CHARS, has_control_chars
-
-__all__ = ["InvalidAddress", "has_control_chars", "normalize_email", "try_normalize_email"]
+from mailer.control_chars import CONTROL_CHARS
 
 # Plain ASCII addresses (dot-atom local part, LDH labels); lengths checked separately.
 _SIMPLE = re.compile(

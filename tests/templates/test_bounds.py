@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from mailer.templates.rendering import MAX_DERIVE_INPUT_CHARS, MAX_TAGS
-from tests.api import assert_error
 from tests.fixtures.client import auth
+from tests.fixtures.errors import assert_error
 
 TEMPLATES = "/api/v1/templates"
 LONG_HTML = "<p>" + "x" * MAX_DERIVE_INPUT_CHARS + "{{name}}</p>"

@@ -35,7 +35,7 @@ from mailer.transports.dkim import DkimSigner, _relaxed_body, load_private_key
 from mailer.transports.mime import PLAIN_ADDRESS, build_mime, format_address, split_address
 from mailer.transports.smtp import SmtpTransport
 from tests.fixtures.smtp_server import SmtpTestServer
-from tests.transports import DkimKey, make_message, make_settings
+from tests.transports.helpers import DkimKey, make_message, make_settings
 
 DATE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 BOUNDARY = "0123456789abcdef01234567"

@@ -14,7 +14,15 @@ import pytest
 from mailer.transports.base import PermanentError
 from mailer.transports.dkim import DkimSigner, load_private_key
 from mailer.transports.mime import build_mime
-from tests.transports import HTML, SUBJECT, TEXT, UNSUB_URL, DkimKey, crlf_to_lf, make_message
+from tests.transports.helpers import (
+    HTML,
+    SUBJECT,
+    TEXT,
+    UNSUB_URL,
+    DkimKey,
+    crlf_to_lf,
+    make_message,
+)
 
 
 def parse(raw: bytes) -> EmailMessage:

@@ -14,7 +14,7 @@ from mailer.config import Settings
 from mailer.control_chars import has_control_chars
 from mailer.models import Batch, TemplateVersion
 from mailer.templates.rendering import TemplateRenderError, peek_compiled
-from mailer.templates.service import render_version
+from mailer.templates.versions import render_version
 from mailer.transports.base import OutgoingMessage
 from mailer.unsubscribe.tokens import make_token
 

@@ -1,4 +1,4 @@
-"""/templates: thin routes over templates.service."""
+"""/templates: thin routes over templates.service (and templates.versions for previews)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from mailer.auth.dependencies import SendKey
 from mailer.deps import Paging, Session
 from mailer.models import Template, TemplateVersion
 from mailer.schemas import PageOut
-from mailer.templates import service
+from mailer.templates import service, versions
 from mailer.templates.schemas import (
     RenderedOut,
     RenderRequest,
@@ -83,5 +83,5 @@ async def render_template(
 ) -> RenderedOut:
     version = (await service.get_template(session, template_id))[1]
     # Compiling and rendering a large template take a while: not on the event loop.
-    rendered = await asyncio.to_thread(service.preview, version, body.variables)
+    rendered = await asyncio.to_thread(versions.preview, version, body.variables)
     return RenderedOut(subject=rendered.subject, html=rendered.html, text=rendered.text)
