@@ -12,11 +12,12 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailer.addresses import InvalidAddress, has_control_chars, normalize_email
+from mailer.addresses import InvalidAddress, normalize_email
 from mailer.auth.principal import Principal
 from mailer.batches import repository
 from mailer.batches.ingest import ParsedRequest, RecipientChecker
 from mailer.batches.schemas import BatchResult
+from mailer.control_chars import has_control_chars
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.events import bump_metrics, record_events
 from mailer.ids import new_id
