@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import BackgroundTasks, Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailer.db.after_commit import run_logged, take_committed
 from mailer.state import AppState
 
 
@@ -26,9 +27,10 @@ State = Annotated[AppState, Depends(get_state)]
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+async def get_session(request: Request, background: BackgroundTasks) -> AsyncIterator[AsyncSession]:
     """One session per request. Commits when the endpoint returns, before the response is
-    sent, so anything acknowledged is durable; rolls back on any error."""
+    sent, so anything acknowledged is durable; rolls back on any error. What the request
+    registered with `after_commit` runs after the response is sent."""
     state: AppState = request.app.state.mailer
     maker = state.read_sessionmaker if request.method in READ_METHODS else state.sessionmaker
     async with maker() as session:
@@ -38,6 +40,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         except BaseException:
             await session.rollback()
             raise
+        for callback in take_committed(session):
+            background.add_task(run_logged, callback)
 
 
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -16,12 +16,13 @@ from mailer.config import Settings, TransportName
 from mailer.db import session_scope
 from mailer.delivery.chunk import ChunkProcessor
 from mailer.delivery.recorder import Recorder
-from mailer.metrics import MetricsRegistry, default_worker_id, forget_worker, heartbeat
+from mailer.metrics import MetricsRegistry
 from mailer.queue.base import JobQueue
 from mailer.queue.factory import build_rate_limiter
 from mailer.queue.ratelimit import RateLimiter
 from mailer.transports.base import Transport
 from mailer.transports.factory import build_transport
+from mailer.worker.heartbeats import default_worker_id, forget_worker, heartbeat
 from mailer.worker.reconciler import Reconciler
 
 log = structlog.get_logger("mailer.worker")
