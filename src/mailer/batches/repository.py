@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.batches.ingest import RecipientChecker, gc_paused
 from mailer.db import pg
-from mailer.db.dialect import is_postgresql, postgresql_variant
+from mailer.db.dialect import postgresql_variant, supports_copy
 from mailer.db.pg import COPY_MIN_ROWS
 from mailer.events import record_events
 from mailer.models import Batch, Event, Recipient, Suppression
@@ -172,7 +172,7 @@ async def insert_batch(
 
 def can_stream_copy(session: AsyncSession) -> bool:
     """Whether copy_checked_recipients works here (PostgreSQL)."""
-    return is_postgresql(session)
+    return supports_copy(session)
 
 
 async def copy_checked_recipients(

@@ -3,7 +3,6 @@
 PostgreSQL statements (`pg`)."""
 
 from mailer.db.after_commit import after_commit
-from mailer.db.dialect import is_postgresql
 from mailer.db.engine import (
     create_engine,
     create_read_sessionmaker,
@@ -16,6 +15,5 @@ __all__ = [
     "create_engine",
     "create_read_sessionmaker",
     "create_sessionmaker",
-    "is_postgresql",
     "session_scope",
 ]

@@ -128,6 +128,11 @@ async def notify(session: AsyncSession, channel: str, payload: str) -> None:
         )
 
 
+def supports_copy(session: AsyncSession) -> bool:
+    """Whether rows can be streamed in with COPY (`mailer.db.pg.copy_records`): PostgreSQL."""
+    return is_postgresql(session)
+
+
 def can_listen(engine: AsyncEngine) -> bool:
     """Whether the database delivers NOTIFY to listening connections (PostgreSQL)."""
     return is_postgresql(engine)
