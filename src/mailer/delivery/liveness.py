@@ -22,8 +22,8 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailer.logging import OutageLog
-from mailer.metrics.summary import WORKER_PREFIX, heartbeat
 from mailer.models.base import utcnow
+from mailer.worker.heartbeats import WORKER_PREFIX, heartbeat
 
 log = structlog.get_logger("mailer.liveness")
 

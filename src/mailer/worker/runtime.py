@@ -22,10 +22,11 @@ from mailer.delivery.recorder import Recorder
 from mailer.delivery.send_rate import RateLimiter, build_rate_limiter
 from mailer.delivery.withdrawals import Withdrawals
 from mailer.logging import OutageLog
-from mailer.metrics import MetricsRegistry, forget_worker
+from mailer.metrics import MetricsRegistry
 from mailer.queue.base import JobQueue
 from mailer.transports.base import Transport
 from mailer.transports.factory import build_transport
+from mailer.worker.heartbeats import forget_worker
 from mailer.worker.reconciler import Reconciler
 
 log = structlog.get_logger("mailer.worker")
