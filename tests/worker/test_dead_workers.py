@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mailer.db import session_scope
 from mailer.delivery import repository
 from mailer.delivery.liveness import Liveness, new_worker_id, worker_key
-from mailer.metrics import worker_heartbeat
 from mailer.models import Recipient, SystemState
 from mailer.queue.factory import build_queue
+from mailer.worker.heartbeats import worker_heartbeat
 from mailer.worker.reconciler import Reconciler
 from tests.fixtures.client import ApiClient
 from tests.fixtures.pipeline import create_template, make_recipients, post_batch
