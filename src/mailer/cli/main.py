@@ -134,6 +134,10 @@ def dev(
         f"mailer (embedded: {settings.mail_transport.value} transport) on "
         f"http://{bind_host}:{bind_port}  docs: http://{bind_host}:{bind_port}/docs"
     )
+    typer.echo(
+        f"console: http://{bind_host}:{bind_port}/console/  (sign in with an admin API key"
+        + (": the one above)" if seeded is not None else ")")
+    )
     uvicorn.run(
         create_app(settings, embedded_worker=True),
         host=bind_host,
