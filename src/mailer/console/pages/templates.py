@@ -222,7 +222,9 @@ async def save_template(
     variables: Source = "{}",
     sample: Source = "{}",
 ) -> Response:
-    template, current = await templates.get_template(session, template_id)
+    _, current = await templates.get_template(session, template_id)
+    # Kept before a rollback below expires the loaded rows.
+    shown_version = current.version
     draft = Draft(name, subject, html, text, variables, sample)
     declared, problem = _json_object(variables, "Variables")
     try:
@@ -243,9 +245,9 @@ async def save_template(
         return _edit_page(
             request,
             draft,
-            template_id=template.id,
+            template_id=template_id,
             versions=versions,
-            shown_version=current.version,
+            shown_version=shown_version,
             status=422,
         )
     return RedirectResponse(
