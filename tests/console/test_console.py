@@ -99,7 +99,12 @@ async def test_batch_progresses_live_to_completed(server: Server, page: Any) -> 
     await expect(page.locator('[data-field="status"]')).to_have_text("COMPLETED", timeout=60_000)
     await expect(page.locator('[data-count="sent"]')).to_have_text("30")
     assert await page.evaluate("window.notReloaded") is True
+    await expect(page.locator("#cancel-form")).to_be_hidden()
     await screenshot(page, "batch")
+    await page.goto(f"{server.url}/console/")
+    await expect(page.locator(".legend .k-sent").first).to_contain_text("Sends: 30")
+    await screenshot(page, "overview-traffic")
+    await page.goto(f"{server.url}/console/batches/{batch_id}")
     await page.get_by_label("Type").select_option("SENT")
     await page.get_by_role("button", name="Filter").click()
     await expect(page.locator("tbody").last).to_contain_text("user0@example.com")

@@ -42,7 +42,11 @@
           if (data.final) {
             live.setAttribute("data-final", "true");
             var completed = document.querySelector('[data-field="completed"]');
-            if (completed && data.completedAt) completed.textContent = data.completedAt;
+            if (completed && data.completedAt) {
+              completed.textContent = data.completedAt.replace("T", " ").slice(0, 19) + " UTC";
+            }
+            var cancel = document.getElementById("cancel-form");
+            if (cancel) cancel.hidden = true;
           } else {
             window.setTimeout(poll, 1000);
           }
