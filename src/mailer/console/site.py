@@ -60,6 +60,7 @@ async def current_user(request: Request, session: Db) -> ConsoleUser:
     """The signed-in user; on a state-changing request, only with its CSRF token."""
     user = await sessions.load(session, request.cookies.get(sessions.COOKIE))
     if user is None:
+        await session.commit()  # keep the deletion of an expired session: raising rolls back
         raise SignInRequired
     if request.method not in SAFE_METHODS:
         presented = request.headers.get(CSRF_HEADER)

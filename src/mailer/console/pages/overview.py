@@ -7,8 +7,10 @@ from datetime import timedelta
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
+from mailer.config import TransportName
 from mailer.console.charts import KINDS, line_chart
 from mailer.console.rendering import render_page
+from mailer.console.ses_quota import SesQuotaCache
 from mailer.console.site import Db, User, host_state
 from mailer.metrics import worker_window
 from mailer.metrics.summary import metric_series, queue_depth, workers_alive
@@ -16,6 +18,7 @@ from mailer.models.base import utcnow
 from mailer.reputation import service as reputation
 
 router = APIRouter()
+ses_quota = SesQuotaCache()
 
 
 @router.get("/")
@@ -29,6 +32,7 @@ async def overview(request: Request, session: Db, user: User) -> Response:
     pause = await reputation.current(session)
     alive = await workers_alive(session, worker_window(settings))
     depth = await queue_depth(state.queue)
+    quota = await ses_quota.get(settings) if settings.mail_transport is TransportName.SES else None
     last_minute = minutes.buckets[-2].counts["sent"] if len(minutes.buckets) > 1 else 0
     return render_page(
         request,
@@ -49,6 +53,7 @@ async def overview(request: Request, session: Db, user: User) -> Response:
             "queue_depth": depth,
             "sent_last_minute": last_minute,
             "transport": settings.mail_transport.value,
+            "ses_quota": quota,
             "window_hours": int(reputation.WINDOW / timedelta(hours=1)),
         },
     )
