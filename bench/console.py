@@ -286,6 +286,8 @@ def pages(loaded: dict[str, Any]) -> list[tuple[str, str]]:
             "big batch, CLICK events deep",
             f"/console/batches/{big}?event_type=CLICK&events_after={loaded['middle_event']}",
         ),
+        ("big batch, COMPLAINT events (none)", f"/console/batches/{big}?event_type=COMPLAINT"),
+        ("big batch, failures page 2", f"/console/batches/{big}?failures_after=5000"),
         ("big batch, live counts", f"/console/batches/{big}/live.json"),
         ("small batch", f"/console/batches/{small}"),
         ("address search", f"/console/addresses?email={loaded['address']}"),
