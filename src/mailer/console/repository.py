@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.models import (
@@ -60,6 +60,16 @@ async def delete_sessions_of_key(session: AsyncSession, key_id: str) -> None:
 
 
 # -- batches ------------------------------------------------------------------------------
+
+
+async def messages_in_flight(session: AsyncSession) -> int:
+    """Recipients claimed by a worker right now (the partial index of SENDING rows)."""
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Recipient)
+        .where(Recipient.status == RecipientStatus.SENDING)
+    )
+    return int(count or 0)
 
 
 async def batches_page(

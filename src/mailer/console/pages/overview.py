@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.config import TransportName
+from mailer.console import repository
 from mailer.console.charts import KINDS, line_chart
 from mailer.console.rendering import render_page
 from mailer.console.ses_quota import SesQuotaCache
@@ -47,7 +48,7 @@ async def overview(request: Request, session: Db, user: User) -> Response:
     settings = state.settings
     now = utcnow()
     depth_task = asyncio.create_task(queue_depth(state.queue))
-    minutes, hours, rates, pause, alive = await _read_all(
+    minutes, hours, rates, pause, alive, in_flight = await _read_all(
         state,
         session,
         [
@@ -56,6 +57,7 @@ async def overview(request: Request, session: Db, user: User) -> Response:
             lambda s: reputation.window_rates(s, now - reputation.WINDOW),
             reputation.current,
             lambda s: workers_alive(s, worker_window(settings)),
+            repository.messages_in_flight,
         ],
     )
     depth = await depth_task
@@ -78,6 +80,7 @@ async def overview(request: Request, session: Db, user: User) -> Response:
             "pause": pause,
             "workers": alive,
             "queue_depth": depth,
+            "in_flight": in_flight,
             "sent_last_minute": last_minute,
             "transport": settings.mail_transport.value,
             "ses_quota": quota,
