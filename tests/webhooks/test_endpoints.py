@@ -124,7 +124,7 @@ async def test_forged_and_unsigned_messages_rejected(
         )
         assert (await _post(c, evil)).status_code == 403
         assert (await _post(c, b"{not json")).status_code == 400
-        # ORIGINAL-SPEC's raw example is refused while verification is on
+        # the Node service's raw example is refused while verification is on
         assert (await _post(c, ORIGINAL_EXAMPLE)).status_code == 403
         async with session_scope(c.state.sessionmaker) as session:
             assert (await session.scalars(select(Suppression))).all() == []
