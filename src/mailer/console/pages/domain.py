@@ -9,8 +9,8 @@ from fastapi.responses import Response
 
 from mailer.console.rendering import render_page
 from mailer.console.site import User, host_state
-from mailer.domains import check_configured_domain
 from mailer.domains.dns_check import InvalidName, ResolverUnavailable, make_resolver
+from mailer.domains.service import check_configured_domain
 
 router = APIRouter()
 

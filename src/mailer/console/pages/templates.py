@@ -21,6 +21,7 @@ from mailer.console.site import Db, User
 from mailer.errors import MailerError, validation_details
 from mailer.models import TemplateVersion
 from mailer.templates import service as templates
+from mailer.templates import versions as rendering
 from mailer.templates.rendering import TemplateSyntaxError, get_compiled
 from mailer.templates.schemas import MAX_TEMPLATE_CHARS, TemplateCreate, TemplateUpdate
 from mailer.templates.variables import VariableSpecError
@@ -296,7 +297,7 @@ async def preview(
         version = _preview_version(subject, html, text, declared)
         try:
             get_compiled(version.id, subject=version.subject, html=version.html, text=version.text)
-            context["rendered"] = templates.preview(version, values)
+            context["rendered"] = rendering.preview(version, values)
         except (TemplateSyntaxError, MailerError, VariableSpecError) as exc:
             context["problems"] = _problems(exc)
     document = environment.get_template("preview.html").render(context)
