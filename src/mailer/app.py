@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 
 from mailer import __version__
+from mailer.api_docs import install_api_docs
 from mailer.auth.cache import KeyCache
 from mailer.auth.endpoints import router as keys_router
 from mailer.auth.ratelimit import KeyRateLimiter
@@ -107,7 +108,7 @@ def create_app(
         "bounces, complaints and suppressions.",
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # served by install_api_docs, without a CDN
         redoc_url=None,
     )
     install_error_handlers(app)
@@ -128,6 +129,7 @@ def create_app(
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(prometheus_router)
+    install_api_docs(app, openapi_url="/openapi.json")
     app.mount(CONSOLE_PREFIX, create_console(app))
 
     @app.get("/", include_in_schema=False)

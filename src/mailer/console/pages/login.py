@@ -19,7 +19,7 @@ LOGIN_COOKIE = "mailer_console_login"
 
 
 def _cookie_options(request: Request) -> dict[str, object]:
-    secure = host_state(request).settings.public_url.startswith("https://")
+    secure = (host_state(request).settings.public_url or "").startswith("https://")
     return {
         "httponly": True,
         "samesite": "strict",
