@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse
 
 from mailer import __version__
@@ -132,9 +132,11 @@ def create_app(
     install_api_docs(app, openapi_url="/openapi.json")
     app.mount(CONSOLE_PREFIX, create_console(app))
 
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
+    # A plain route, not part of the API: `/` leads people to the console.
+    async def root(_: Request) -> RedirectResponse:
         return RedirectResponse(f"{CONSOLE_PREFIX}/", status_code=307)
+
+    app.add_route("/", root, methods=["GET", "HEAD"], include_in_schema=False)
 
     _document_raw_bodies(app)
     app.add_middleware(

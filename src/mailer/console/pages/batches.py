@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.batches import service as batches
 from mailer.console import repository
@@ -44,7 +45,7 @@ async def batch_list(
         "batches.html",
         {
             "title": "Batches",
-            "batches": [(b, batches.counts(b)) for b in rows[:PAGE]],
+            "batches": rows[:PAGE],
             "next_before": rows[PAGE - 1].id if len(rows) > PAGE else None,
             "statuses": [s.value for s in BatchStatus],
             "status": status or "",
@@ -55,12 +56,22 @@ async def batch_list(
     )
 
 
-def live_counts(batch: Batch) -> dict[str, Any]:
+async def live_counts(session: AsyncSession, batch: Batch) -> dict[str, Any]:
+    """What the batch page shows and polls: recipients per status (from the batch's
+    counters, as the API reports them), the total and how many are finished."""
+    by_status = (await batches.status_counts(session, [batch]))[batch.id]
+    counts = {str(status).lower(): int(n) for status, n in by_status.items()}
+    unfinished = counts["pending"] + counts["sending"] + counts["retrying"]
     return {
         "id": batch.id,
         "status": batch.status,
         "final": batch.status in batches.FINAL_BATCH_STATUSES,
-        "counts": batches.counts(batch),
+        "counts": {
+            "total": batch.total_recipients,
+            "finished": batch.total_recipients - unfinished,
+            **counts,
+            "duplicates": batch.duplicate_count,
+        },
         "completedAt": batch.completed_at.isoformat() if batch.completed_at else None,
     }
 
@@ -87,7 +98,7 @@ async def batch_page(
         {
             "title": f"Batch {batch.id}",
             "batch": batch,
-            "live": live_counts(batch),
+            "live": await live_counts(session, batch),
             "events": events[:PAGE],
             "events_next": events[PAGE - 1].id if len(events) > PAGE else None,
             "event_types": [t.value for t in EventType],
@@ -100,7 +111,7 @@ async def batch_page(
 
 @router.get("/batches/{batch_id}/live.json")
 async def batch_live(batch_id: str, session: Db, user: User) -> JSONResponse:
-    return JSONResponse(live_counts(await batches.get_batch(session, batch_id)))
+    return JSONResponse(await live_counts(session, await batches.get_batch(session, batch_id)))
 
 
 @router.post("/batches/{batch_id}/cancel")

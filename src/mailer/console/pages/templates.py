@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from mailer.console import repository
 from mailer.console.rendering import environment, render_page
 from mailer.console.security import PREVIEW_CSP
-from mailer.console.site import Db, User
+from mailer.console.site import Db, User, host_state
 from mailer.errors import MailerError, validation_details
 from mailer.models import TemplateVersion
 from mailer.templates import service as templates
@@ -297,7 +297,9 @@ async def preview(
         version = _preview_version(subject, html, text, declared)
         try:
             get_compiled(version.id, subject=version.subject, html=version.html, text=version.text)
-            context["rendered"] = rendering.preview(version, values)
+            # {{unsubscribe_url}} shows an example link, as the API's render endpoint does.
+            example = f"{host_state(request).settings.public_url}/api/v1/unsubscribe/example-token"
+            context["rendered"] = rendering.preview(version, values, unsubscribe_url=example)
         except (TemplateSyntaxError, MailerError, VariableSpecError) as exc:
             context["problems"] = _problems(exc)
     document = environment.get_template("preview.html").render(context)

@@ -36,7 +36,7 @@
           status.className = "status s-" + data.status.toLowerCase();
           var bar = live.querySelector('[data-field="progress"]');
           bar.max = data.counts.total || 1;
-          bar.value = data.counts.total - data.counts.pending;
+          bar.value = data.counts.finished;
           live.querySelector('[data-field="updated"]').textContent =
             "updated " + new Date().toLocaleTimeString();
           if (data.final) {
