@@ -30,6 +30,8 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from mailer.control_chars import has_control_chars
+
 _DEV_UNSUBSCRIBE_SECRET = "mailer-development-unsubscribe-secret-change-me"  # noqa: S105
 
 
@@ -237,7 +239,7 @@ class Settings(BaseSettings):
     def _check_mail_from(cls, value: str) -> str:
         from email.utils import parseaddr
 
-        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        if has_control_chars(value):
             raise ValueError("must not contain control characters")
         _, addr = parseaddr(value)
         if "@" not in addr:

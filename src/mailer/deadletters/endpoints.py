@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Query
+from fastapi import APIRouter, Query
 
 from mailer.auth.dependencies import AdminKey
-from mailer.batches.dispatch import enqueue_jobs
 from mailer.deadletters import service
 from mailer.deadletters.schemas import DeadLetterOut, PurgeOut, RetryOut, RetryRequest
 from mailer.deps import ApiRoute, Paging, Session, State
@@ -39,14 +38,11 @@ async def list_dead_letters(
 async def retry_dead_letters(
     session: Session,
     state: State,
-    background: BackgroundTasks,
     _: AdminKey,
     body: RetryRequest | None = None,
 ) -> RetryOut:
     """Send the dead letters' recipients again (all, or the ids given)."""
-    result = await service.retry_dead_letters(session, body.ids if body else None)
-    if result.jobs:
-        background.add_task(enqueue_jobs, state, result.jobs)
+    result = await service.retry_dead_letters(session, state.queue, body.ids if body else None)
     return RetryOut(
         dead_letters=result.dead_letters, recipients=result.recipients, jobs=len(result.jobs)
     )
