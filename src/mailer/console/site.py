@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import BackgroundTasks, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +18,7 @@ from mailer.console import sessions
 from mailer.console.rendering import render_page
 from mailer.console.security import SecurityHeadersMiddleware
 from mailer.console.sessions import ConsoleUser
+from mailer.db.after_commit import run_logged, take_committed
 from mailer.errors import MailerError
 from mailer.state import AppState
 
@@ -40,8 +41,9 @@ def host_state(request: Request) -> AppState:
     return state
 
 
-async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
-    """One database session per request, committed when the route returns."""
+async def get_db(request: Request, background: BackgroundTasks) -> AsyncIterator[AsyncSession]:
+    """One database session per request, committed when the route returns; what the request
+    registered with `after_commit` (queueing work) runs after the response is sent."""
     state = host_state(request)
     maker = state.read_sessionmaker if request.method in SAFE_METHODS else state.sessionmaker
     async with maker() as session:
@@ -51,6 +53,8 @@ async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
         except BaseException:
             await session.rollback()
             raise
+        for callback in take_committed(session):
+            background.add_task(run_logged, callback)
 
 
 Db = Annotated[AsyncSession, Depends(get_db, scope="function")]

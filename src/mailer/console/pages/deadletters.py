@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Form, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
-from mailer.batches.dispatch import enqueue_jobs
 from mailer.console import repository
 from mailer.console.rendering import render_page
 from mailer.console.site import Db, User, host_state
@@ -45,14 +44,11 @@ async def retry(
     request: Request,
     session: Db,
     user: User,
-    background: BackgroundTasks,
     dead_letter_id: Annotated[int | None, Form(ge=0)] = None,
 ) -> Response:
     ids = [dead_letter_id] if dead_letter_id is not None else None
-    result = await dead_letters.retry_dead_letters(session, ids)
-    await session.commit()  # durable before the jobs go to the queue
-    if result.jobs:
-        background.add_task(enqueue_jobs, host_state(request), result.jobs)
+    # The service queues the chunks once this request's transaction commits.
+    result = await dead_letters.retry_dead_letters(session, host_state(request).queue, ids)
     return RedirectResponse(
         f"{request.scope.get('root_path', '')}/dead-letters?retried={result.recipients}",
         status_code=303,

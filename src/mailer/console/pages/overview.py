@@ -18,10 +18,11 @@ from mailer.console.rendering import render_page
 from mailer.console.ses_quota import SesQuotaCache
 from mailer.console.site import Db, User, host_state
 from mailer.metrics import worker_window
-from mailer.metrics.summary import metric_series, queue_depth, workers_alive
+from mailer.metrics.summary import metric_series, queue_depth
 from mailer.models.base import utcnow
 from mailer.reputation import service as reputation
 from mailer.state import AppState
+from mailer.worker.heartbeats import workers_alive
 
 router = APIRouter()
 ses_quota = SesQuotaCache()
