@@ -182,6 +182,10 @@ def dev(
     typer.echo(f"Database: {settings.database_description}")
     if settings.mail_transport.value == "outbox":
         typer.echo(f"Outbox: {settings.outbox_dir}")
+    typer.echo(
+        f"console: {base}/console/  (sign in with an admin API key"
+        + (": the one above)" if seeded is not None else ")")
+    )
     typer.echo(NEW_ADMIN_KEY_HINT)
     uvicorn.run(
         create_app(settings, embedded_worker=True),

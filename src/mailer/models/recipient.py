@@ -29,6 +29,15 @@ class Recipient(Base):
             postgresql_where=text("status = 'SENDING'"),
             sqlite_where=text("status = 'SENDING'"),
         ),
+        # The console: one address across batches, and a batch's failures.
+        Index("ix_recipients_email", "email"),
+        Index(
+            "ix_recipients_failed_batch_id_seq",
+            "batch_id",
+            "seq",
+            postgresql_where=text("status = 'FAILED'"),
+            sqlite_where=text("status = 'FAILED'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
