@@ -6,7 +6,7 @@ marks the batches whose recipients and events it deleted (purged_at) and finds t
 by age through a partial index.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-06
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 import mailer.models.base
 
 revision: str = "0004"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
