@@ -50,5 +50,7 @@ class Recipient(Base):
     last_error: Mapped[str | None] = mapped_column(Text(), nullable=True)
     provider_message_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The heartbeat key (system_state) of the worker holding the SENDING claim.
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
