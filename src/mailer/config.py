@@ -260,6 +260,12 @@ class Settings(BaseSettings):
         return LogFormat.JSON if self.app_env is AppEnv.PRODUCTION else LogFormat.PRETTY
 
     @property
+    def sns_any_topic(self) -> bool:
+        """Whether SNS messages of every topic are accepted: only when SNS_TOPIC_ARNS is
+        unset outside production. In production, unset accepts none."""
+        return not self.sns_topic_arns and self.app_env is not AppEnv.PRODUCTION
+
+    @property
     def unsubscribe_key(self) -> bytes:
         if self.unsubscribe_secret is not None:
             return self.unsubscribe_secret.get_secret_value().encode()

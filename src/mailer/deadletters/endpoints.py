@@ -12,6 +12,7 @@ from mailer.batches.dispatch import enqueue_jobs
 from mailer.deadletters import service
 from mailer.deadletters.schemas import DeadLetterOut, PurgeOut, RetryOut, RetryRequest
 from mailer.deps import Paging, Session, State
+from mailer.jsonbody import json_body, request_body_doc
 from mailer.schemas import PageOut
 
 router = APIRouter(prefix="/admin/dead-letters", tags=["admin"])
@@ -35,13 +36,17 @@ async def list_dead_letters(
     )
 
 
-@router.post("/retry", response_model=RetryOut)
+@router.post(
+    "/retry",
+    response_model=RetryOut,
+    openapi_extra=request_body_doc(RetryRequest, required=False),
+)
 async def retry_dead_letters(
+    _: AdminKey,
+    body: Annotated[RetryRequest | None, json_body(RetryRequest, optional=True)],
     session: Session,
     state: State,
     background: BackgroundTasks,
-    _: AdminKey,
-    body: RetryRequest | None = None,
 ) -> RetryOut:
     """Send the dead letters' recipients again (all, or the ids given)."""
     result = await service.retry_dead_letters(session, body.ids if body else None)

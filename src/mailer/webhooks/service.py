@@ -75,7 +75,7 @@ class Outcome(StrEnum):
 
 async def handle_webhook(
     session: AsyncSession,
-    body: bytes,
+    body: bytes | Mapping[str, Any],
     *,
     settings: Settings,
     verifier: SnsVerifier | None,
@@ -86,15 +86,17 @@ async def handle_webhook(
     """Everything POST /webhooks/ses does. Raises SnsError subclasses (see their status_code)
     and SesMessageInvalid (400) for a raw dev-mode body that is not an SES message.
     `on_counts` receives what the notification changed (for Prometheus)."""
-    data = load_json_object(body)
+    data = load_json_object(body) if isinstance(body, bytes) else dict(body)
     if "Type" not in data and not settings.sns_verify:
         log.warning("ses_webhook_unverified_raw_message")
         return await handle_notification(
             session, None, parse_ses_message(data), settings=settings, on_counts=on_counts
         )
     env = parse_envelope(data, header_type=header_type)
-    if not is_topic_allowed(env.topic_arn, settings.sns_topic_arns):
-        raise SnsTopicNotAllowed(f"topic {env.topic_arn} is not in SNS_TOPIC_ARNS")
+    if not is_topic_allowed(
+        env.topic_arn, settings.sns_topic_arns, any_when_unset=settings.sns_any_topic
+    ):
+        raise SnsTopicNotAllowed(topic_refusal(settings, env.topic_arn))
     if settings.sns_verify:
         if verifier is None:
             raise RuntimeError("an SnsVerifier is required while SNS_VERIFY is on")
@@ -118,6 +120,15 @@ async def handle_webhook(
             detail={"message": env.message[:1000]},
         )
     return await handle_notification(session, env, ses, settings=settings, on_counts=on_counts)
+
+
+def topic_refusal(settings: Settings, topic_arn: str | None) -> str:
+    if not settings.sns_topic_arns:
+        return (
+            "SNS_TOPIC_ARNS is not set: with APP_ENV=production no SNS topic is accepted. "
+            "Set it to the ARNs of the topics your SES notifications are published to."
+        )
+    return f"topic {topic_arn} is not in SNS_TOPIC_ARNS"
 
 
 @dataclass(frozen=True, slots=True)
