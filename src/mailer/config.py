@@ -181,11 +181,12 @@ class Settings(BaseSettings):
     @field_validator("mail_from")
     @classmethod
     def _check_mail_from(cls, value: str) -> str:
-        from email.utils import parseaddr
+        from mailer.addresses import InvalidAddress, parse_mailbox
 
-        if any(ord(c) < 32 or ord(c) == 127 for c in value):
-            raise ValueError("must not contain control characters")
-        _, addr = parseaddr(value)
+        try:
+            _, addr = parse_mailbox(value)
+        except InvalidAddress as exc:
+            raise ValueError(str(exc)) from None
         if "@" not in addr:
             raise ValueError("must be an email address, optionally with a name: 'Name <a@b.c>'")
         return value

@@ -41,7 +41,7 @@ class BatchContext:
 def batch_context(batch: Batch, version: TemplateVersion, settings: Settings) -> BatchContext:
     from_addr = batch.from_address or settings.mail_from
     domain = parseaddr(from_addr)[1].rpartition("@")[2] or "localhost"
-    tags = {"mailer_batch": batch.id, **batch.tags}
+    tags = {**batch.tags, "mailer_batch": batch.id}
     return BatchContext(
         batch_id=batch.id,
         version=version,

@@ -58,7 +58,7 @@ _CONFIRMATION_SIGNED = (
 # us-east-1, us-gov-west-1) and sns.<region>.amazonaws.com.cn (China regions). Nothing
 # looser: `sns.s3.amazonaws.com` is S3's host for a bucket named "sns", where anyone can
 # publish a certificate.
-_REGION = r"[a-z]{2}(?:-gov)?-[a-z]+-[0-9]{1,2}"
+_REGION = r"(?!cn-)[a-z]{2}(?:-gov)?-[a-z]+-[0-9]{1,2}"
 _HOST = rf"sns\.(?:{_REGION}\.amazonaws\.com|cn-[a-z]+-[0-9]{{1,2}}\.amazonaws\.com\.cn)"
 # Whole-URL patterns: no userinfo, port, query or fragment can slip through.
 _CERT_URL = re.compile(rf"https://{_HOST}/SimpleNotificationService-[A-Za-z0-9]+\.pem")

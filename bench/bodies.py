@@ -1,0 +1,149 @@
+"""bench/bodies: the API's peak memory for hostile request bodies: one request each to a
+`mailer api` (PostgreSQL + Redis) started afresh for each, its answer, and the API
+process's peak RSS growth while it is handled (sampled every 20 ms), against an honest
+100k-recipient batch.
+
+    bench/bodies
+    bench/bodies --mb 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    Proc,
+    Sampler,
+    Stack,
+    batch_body,
+    busy_neighbours,
+    machine,
+    mb,
+    print_table,
+    recipients,
+    write_results,
+)
+
+
+def empty_objects(size: int, prefix: bytes = b"[", suffix: bytes = b"]") -> bytes:
+    count = (size - len(prefix) - len(suffix)) // 3
+    return prefix + b",".join([b"{}"] * count) + suffix
+
+
+async def measure(
+    api: Proc, url: str, path: str, body: bytes, headers: dict[str, str]
+) -> dict[str, Any]:
+    with Sampler({"api": api}, interval=0.02) as sampler:
+        started = time.perf_counter()
+        async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+            try:
+                response = await client.post(path, content=body, headers=headers)
+                status: int | str = response.status_code
+            except httpx.HTTPError as exc:  # the server may close while we still send
+                status = type(exc).__name__
+        elapsed = time.perf_counter() - started
+        await asyncio.sleep(1.0)  # the sampler sees what is freed after the answer
+    start = sampler.start_rss["api"]
+    peak = sampler.peak_rss["api"]
+    return {
+        "status": status,
+        "seconds": round(elapsed, 2),
+        "start_mb": mb(start),
+        "peak_mb": mb(peak),
+        "growth_mb": mb(max(0, peak - start)),
+        "growth_per_body_byte": round(max(0, peak - start) / len(body), 2),
+    }
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    size = args.mb * 2**20
+    stack = Stack("bodies")
+    neighbours = busy_neighbours()
+    try:
+        await stack.create()
+        env = {
+            "MAX_BODY_BYTES": str(size + 2**20),
+            "SNS_TOPIC_ARNS": "arn:aws:sns:us-east-1:123456789012:bench",
+        }
+        api = stack.start_api(**env)
+        template_id = await stack.create_template()
+        api.stop()
+        stack.procs.remove(api)
+        keyed = stack.headers()
+        anonymous = {"Content-Type": "application/json"}
+        sns = {"Content-Type": "text/plain; charset=UTF-8"}
+        cases = [
+            (
+                f"{args.mb} MB [{{}},…] POST /batches, valid key",
+                "/api/v1/batches",
+                empty_objects(size),
+                keyed,
+            ),
+            (
+                f"{args.mb} MB {{recipients:[{{}},…]}} POST /batches, valid key",
+                "/api/v1/batches",
+                empty_objects(
+                    size, b'{"template_id":"%s","recipients":[' % template_id.encode(), b"]}"
+                ),
+                keyed,
+            ),
+            (
+                f"{args.mb} MB [{{}},…] POST /templates, no key",
+                "/api/v1/templates",
+                empty_objects(size),
+                anonymous,
+            ),
+            (
+                "30 MB POST /webhooks/ses (no key there)",
+                "/api/v1/webhooks/ses",
+                empty_objects(30 * 2**20, b'{"Type":"Notification","x":[', b"]}"),
+                sns,
+            ),
+            (
+                "honest batch: 100k recipients",
+                "/api/v1/batches",
+                batch_body(template_id, recipients(100_000)),
+                keyed,
+            ),
+        ]
+        results = {}
+        for name, path, body, headers in cases:
+            # A fresh process each: memory freed by one request is not returned to the OS.
+            api = stack.start_api(**env)
+            result = await measure(api, stack.api_url, path, body, headers)
+            api.stop()
+            stack.procs.remove(api)
+            results[name] = {"body_mb": mb(len(body)), **result}
+            print(name, results[name], flush=True)
+        rows = []
+        for name, r in results.items():
+            rows.append((f"{name}: answer", str(r["status"]), "", None))
+            rows.append((f"{name}: RSS growth MB", r["growth_mb"], "", None))
+        print_table("API peak RSS growth per request", rows)
+        write_results(
+            "bodies",
+            {"machine": machine(), "busy_neighbours": neighbours, "results": results},
+        )
+    finally:
+        await stack.drop()
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mb", type=int, default=64, help="size of the hostile bodies")
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main_async(args)))
+
+
+if __name__ == "__main__":
+    main()
