@@ -40,6 +40,7 @@ async def ses_webhook(
     if not settings.sns_topic_arns and not settings.sns_any_topic:
         # Production without SNS_TOPIC_ARNS: refused before the body is even read.
         raise MailerError(topic_refusal(settings, None), code="forbidden").with_status(403)
+    metrics = get_metrics(state)
     try:
         data = load_json_object(await request.body())
         if settings.sns_verify and not ("Type" in data and "Signature" in data):
@@ -52,7 +53,8 @@ async def ses_webhook(
             settings=state.settings,
             verifier=state.sns_verifier,
             header_type=x_amz_sns_message_type,
-            on_counts=get_metrics(state).observe_webhook_counts,
+            on_counts=metrics.observe_webhook_counts,
+            on_event=metrics.observe_ses_event,
         )
     except SnsError as exc:
         status = getattr(exc, "status_code", 400)
