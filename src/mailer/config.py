@@ -191,6 +191,22 @@ class Settings(BaseSettings):
             raise ValueError("must be an email address, optionally with a name: 'Name <a@b.c>'")
         return value
 
+    @field_validator("unsubscribe_mailto")
+    @classmethod
+    def _check_unsubscribe_mailto(cls, value: str | None) -> str | None:
+        # Written into the List-Unsubscribe header as <mailto:VALUE?subject=…>.
+        if not value:
+            return None
+        from mailer.addresses import InvalidAddress, parse_mailbox
+
+        try:
+            name, addr = parse_mailbox(value)
+        except InvalidAddress:
+            name, addr = "", ""
+        if name or addr != value or "@" not in addr or any(c in addr for c in "?%&#"):
+            raise ValueError("must be one bare address, e.g. unsubscribe@example.com")
+        return value
+
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
         problems: list[str] = []
