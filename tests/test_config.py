@@ -138,7 +138,7 @@ def test_node_env_production_requires_the_unsubscribe_secret(
 
 
 def test_original_spec_environment_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ORIGINAL-SPEC.md's example .env, as written (plus the new production secret)."""
+    """The Node service's example .env, as written (plus the new production secret)."""
     settings = load_from_env(
         monkeypatch,
         NODE_ENV="production",

@@ -20,7 +20,7 @@ from mailer.config import Settings, TransportName, get_settings
 from mailer.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from mailer.deadletters.endpoints import router as dead_letters_router
 from mailer.domains.endpoints import router as domains_router
-from mailer.errors import install_error_handlers
+from mailer.error_handlers import install_error_handlers
 from mailer.health.endpoints import router as health_router
 from mailer.jsonbody import DOCUMENTED_MODELS
 from mailer.logging import configure_logging
@@ -93,12 +93,10 @@ def create_app(
         await key_cache.start()
         worker = None
         if embedded_worker:
-            from mailer.worker.runtime import Worker
+            from mailer.worker.runtime import create_worker
 
-            worker = Worker(
-                settings=settings, sessionmaker=sessionmaker, queue=queue, metrics=metrics
-            )
-            await worker.start()
+            worker = await create_worker(settings, sessionmaker, queue, metrics=metrics)
+            worker.start()
             state.extras["worker"] = worker
         log.info("api_started", version=__version__, transport=settings.mail_transport.value)
         try:

@@ -1,7 +1,7 @@
 """Settings: every environment variable mailer reads, validated once at start.
 
-Names follow ORIGINAL-SPEC.md (NODE_ENV is accepted for APP_ENV). A bad configuration
-raises ConfigError with one line per bad variable.
+Names are those of the Node service mailer replaces (NODE_ENV is accepted for APP_ENV). A
+bad configuration raises ConfigError with one line per bad variable.
 """
 
 from __future__ import annotations

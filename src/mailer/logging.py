@@ -79,3 +79,23 @@ def configure_logging(settings: Settings) -> None:
     # Standard-library loggers (uvicorn, alembic, bullmq) go to stderr at WARNING+.
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr, force=True)
     logging.getLogger("uvicorn.access").disabled = True
+
+
+class OutageLog:
+    """For a task that repeats (a heartbeat, a refresh): its failure is logged once when it
+    starts failing and once when it works again, not on every tick of the outage."""
+
+    def __init__(self, logger: Any, event: str) -> None:
+        self._log = logger
+        self._event = event
+        self.failing = False
+
+    def failed(self, exc: BaseException) -> None:
+        if not self.failing:
+            self.failing = True
+            self._log.warning(f"{self._event}_failed", error=type(exc).__name__, detail=str(exc))
+
+    def succeeded(self) -> None:
+        if self.failing:
+            self.failing = False
+            self._log.info(f"{self._event}_recovered")

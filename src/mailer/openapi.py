@@ -19,7 +19,7 @@ _METRICS = ("/metrics", f"{_API}/metrics")
 _HTML = (f"{_API}/unsubscribe/",)
 _METHODS = ("get", "post", "put", "patch", "delete")
 # Operations whose body names another resource (POST /batches: the template).
-_REFERENCES = {("post", f"{_API}/batches")}
+_NAMES_A_RESOURCE = {("post", f"{_API}/batches")}
 # Links (OpenAPI 3 `links`): the id a create answers with is the path parameter of these
 # operations. They document the API and let stateful testing chain calls.
 _LINKS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
@@ -80,7 +80,7 @@ _ERROR_BODY: dict[str, Any] = {
 def _statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
     statuses = {422, 503}
     has_body = "requestBody" in operation or method in ("post", "put", "patch")
-    if "{" in path or (method, path) in _REFERENCES:
+    if "{" in path or (method, path) in _NAMES_A_RESOURCE:
         statuses.add(404)
     if has_body:
         statuses |= {400, 413}

@@ -18,9 +18,9 @@ from mailer.db import session_scope
 from mailer.jsonbody import MAX_JSON_DEPTH
 from mailer.logging import configure_logging
 from mailer.models import Batch, Template
-from tests.api import assert_error
 from tests.conftest import TEST_UNSUBSCRIBE_SECRET
 from tests.fixtures.client import ApiClient, auth
+from tests.fixtures.errors import assert_error
 from tests.fixtures.pipeline import create_template, post_batch
 
 V1 = "/api/v1"

@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from mailer.db import session_scope
 from mailer.models import Recipient
-from tests.api import assert_error
 from tests.fixtures.client import ApiClient, api_client, auth
+from tests.fixtures.errors import assert_error
 from tests.fixtures.pipeline import create_template, far_send_at, post_batch, wait_batch
 from tests.fixtures.smtp_server import SmtpTestServer
 

@@ -13,8 +13,8 @@ from sqlalchemy import func, select
 from mailer.config import ConfigError, load_settings
 from mailer.db import session_scope
 from mailer.models import Batch
-from tests.api import assert_error
 from tests.fixtures.client import ApiClient
+from tests.fixtures.errors import assert_error
 from tests.fixtures.pipeline import create_template, make_recipients, post_batch
 
 

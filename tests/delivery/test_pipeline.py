@@ -13,6 +13,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from mailer.db import session_scope
@@ -248,17 +249,33 @@ async def test_throttling_does_not_use_attempts(
 
 
 async def test_account_suspended_pauses_without_failing(
-    settings_factory: Any, ses_server: SesTestServer
+    settings_factory: Any, ses_server: SesTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ses_server.fail_next(SesFailure.account_suspended(), times=1)
     settings = ses_settings(settings_factory, ses_server.url, job_attempts=1)
     async with api_client(settings, embedded_worker=True) as c:
+        # The worker pauses every worker once it has released the chunk's unsent claims.
+        paused = asyncio.Event()
+        pause_all = c.state.queue.pause_all
+
+        async def observed_pause_all(ms: int) -> None:
+            await pause_all(ms)
+            paused.set()
+
+        monkeypatch.setattr(c.state.queue, "pause_all", observed_pause_all)
         key = await c.make_key()
         out = await send(c, key, 2)
-        await asyncio.sleep(0.5)
+        await asyncio.wait_for(paused.wait(), 20)
         states = await statuses(c, out["id"])
-    # paused: nothing failed, nothing lost; the recipients wait for the pause to end
+        for _ in range(500):  # a send that went out meanwhile is recorded in the background
+            if "SENDING" not in states.values():
+                break
+            await asyncio.sleep(0.01)
+            states = await statuses(c, out["id"])
+    # paused: nothing failed, nothing lost; the refused recipient waits for the pause to end
+    assert ses_server.requests >= 1
     assert "FAILED" not in states.values()
+    assert "PENDING" in states.values()
     assert set(states.values()) <= {"PENDING", "SENT"}
 
 
@@ -300,7 +317,7 @@ async def test_header_injection_in_variables_is_never_sent(settings_factory: Any
 
 
 async def test_two_workers_never_send_twice(settings_factory: Any) -> None:
-    from mailer.worker.runtime import Worker
+    from mailer.worker.runtime import create_worker
 
     with SmtpTestServer() as server:
         settings = settings_factory(
@@ -311,8 +328,8 @@ async def test_two_workers_never_send_twice(settings_factory: Any) -> None:
 
             # a second worker with its own queue connection (BullMQ) or the same queue (local)
             queue = build_queue(settings) if settings.redis_url else c.state.queue
-            second = Worker(settings=settings, sessionmaker=c.state.sessionmaker, queue=queue)
-            await second.start()
+            second = await create_worker(settings, c.state.sessionmaker, queue)
+            second.start()
             try:
                 key = await c.make_key()
                 out = await send(c, key, 600)

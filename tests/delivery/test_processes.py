@@ -199,7 +199,7 @@ async def test_global_rate_limit_across_two_workers(
         # and holds in every one-second window, the first included (connections are opened
         # then; a send held up by that takes a fresh slot). Two messages of slack for
         # window edges and scheduling jitter on a shared 2-core machine; the limiter's own
-        # 1 % bound is checked in tests/queue/test_limiters.py and measured by bench/rate.
+        # 1 % bound is checked in tests/delivery/test_send_rate.py and measured by bench/rate.
         duration = arrivals[-1] - arrivals[0]
         assert (len(arrivals) - 1) / duration <= rate * 1.01
         assert max(per_second.values()) <= rate + 2

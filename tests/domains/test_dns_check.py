@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailer.domains.dns_check import (
     DomainReport,
@@ -26,41 +23,9 @@ from tests.fixtures.dns_server import (
     dns_server,
     silent_dns,
 )
+from tests.fixtures.dns_zones import DOMAIN, PUBLIC_KEY, REGION, TOKENS, full_zone
 
 __all__ = ["dns_server", "silent_dns"]  # fixtures
-
-DOMAIN = "example.test"
-REGION = "us-east-1"
-TOKENS = ["tokenaaaaaaaaaaaaaaaaaaaaaaaaaaa", "tokenbbbbbbbbbbbbbbbbbbbbbbbbbbb", "tokenccc"]
-
-
-def public_key_b64() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return base64.b64encode(der).decode()
-
-
-PUBLIC_KEY = public_key_b64()
-
-
-def full_zone(domain: str = DOMAIN) -> dict[str, dict[str, list[str]]]:
-    zone: dict[str, dict[str, list[str]]] = {
-        domain: {
-            "TXT": ["google-site-verification=abc", "v=spf1 include:amazonses.com ~all"],
-            "MX": [f"10 mx1.{domain}.", f"20 mx2.{domain}."],
-        },
-        f"_dmarc.{domain}": {"TXT": [f"v=DMARC1; p=quarantine; rua=mailto:dmarc@{domain}"]},
-        f"s1._domainkey.{domain}": {"TXT": [f"v=DKIM1; k=rsa; p={PUBLIC_KEY}"]},
-        f"mail.{domain}": {
-            "MX": [f"10 feedback-smtp.{REGION}.amazonses.com."],
-            "TXT": ["v=spf1 include:amazonses.com ~all"],
-        },
-    }
-    for token in TOKENS:
-        zone[f"{token}._domainkey.{domain}"] = {"CNAME": [f"{token}.dkim.amazonses.com."]}
-    return zone
 
 
 async def run_check(server: DnsTestServer, zone: Zone, **kwargs: Any) -> DomainReport:

@@ -11,15 +11,15 @@ import pytest
 from aiobotocore.session import get_session
 
 from mailer.config import Settings, load_settings
-from mailer.domains import check_configured_domain
 from mailer.domains.dns_check import InvalidName, make_resolver
+from mailer.domains.service import check_configured_domain
 from mailer.domains.ses_identity import (
     SesIdentityError,
     get_identity,
     setup_domain,
 )
-from tests.domains import SesIdentityServer, zone_from_records
 from tests.fixtures.dns_server import DnsTestServer, closed_port, dns_server
+from tests.fixtures.ses_identity_server import SesIdentityServer, zone_from_records
 from tests.fixtures.ses_server import (
     SES_ACCESS_KEY,
     SES_REGION,

@@ -17,9 +17,9 @@ from mailer.metrics import get_metrics, worker_heartbeat
 from mailer.models import SystemState
 from mailer.models.enums import BatchStatus
 from mailer.queue.base import ChunkJob
-from tests.api import assert_error
 from tests.fixtures.client import ApiClient, auth
-from tests.metrics import (
+from tests.fixtures.errors import assert_error
+from tests.metrics.helpers import (
     add_batches,
     add_dead_letter,
     family_names,
@@ -27,7 +27,7 @@ from tests.metrics import (
     parse_time,
     samples,
 )
-from tests.metrics import (
+from tests.metrics.helpers import (
     metrics_app as metrics_app,  # re-exported for readers looking for the app
 )
 

@@ -23,7 +23,7 @@ from mailer.metrics.prometheus import MULTIPROC_ENV
 from mailer.models.enums import RecipientStatus
 from tests.fixtures.client import auth
 from tests.fixtures.pipeline import create_template, make_recipients, post_batch, wait_batch
-from tests.metrics import (
+from tests.metrics.helpers import (
     HTTP_HOOK_WIRED,
     OUTCOMES_HOOK_WIRED,
     metrics_app,

@@ -33,7 +33,7 @@ from mailer.queue.base import ChunkJob
 from mailer.queue.factory import build_queue
 from mailer.reputation.service import PauseState
 from mailer.reputation.service import current as read_pause
-from tests.metrics import add_batches, add_dead_letter
+from tests.metrics.helpers import add_batches, add_dead_letter
 
 Maker = async_sessionmaker[AsyncSession]
 NOW = datetime(2024, 5, 1, 12, 34, 56, tzinfo=UTC)

@@ -9,7 +9,7 @@ import pytest
 
 from mailer.queue.bullmq import BullQueue
 from mailer.queue.local import LocalQueue
-from tests.queue import MakeBull, MakeQueue
+from tests.queue.helpers import MakeBull, MakeQueue
 
 
 @pytest.fixture(params=["local", "bullmq"])

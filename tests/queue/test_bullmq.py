@@ -14,7 +14,7 @@ import redis.exceptions
 
 from mailer.queue.base import ChunkJob, JobContext, JobHandler
 from mailer.queue.bullmq import BullQueue
-from tests.queue import MakeBull, running, wait_until, wait_until_async
+from tests.queue.helpers import MakeBull, running, wait_until, wait_until_async
 
 
 async def test_idle_worker_survives_the_socket_timeout(make_bull: MakeBull) -> None:

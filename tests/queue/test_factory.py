@@ -1,4 +1,4 @@
-"""build_queue / build_rate_limiter choose Redis when REDIS_URL is set."""
+"""build_queue chooses BullMQ on Redis when REDIS_URL is set."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from typing import Any
 
 from mailer.config import Settings, load_settings
 from mailer.queue.bullmq import BullQueue
-from mailer.queue.factory import build_queue, build_rate_limiter, completed_retention_s
-from mailer.queue.limiters import LocalRateLimiter, RedisRateLimiter
+from mailer.queue.factory import build_queue, completed_retention_s
 from mailer.queue.local import LocalQueue
 
 
@@ -15,29 +14,20 @@ def make_settings(**overrides: Any) -> Settings:
     return load_settings(_env_file=None, app_env="test", **overrides)
 
 
-async def test_without_redis_everything_is_in_process() -> None:
-    settings = make_settings(redis_url=None, job_attempts=4)
-    queue = build_queue(settings)
-    limiter = build_rate_limiter(settings, 10)
+async def test_without_redis_the_queue_is_in_process() -> None:
+    queue = build_queue(make_settings(redis_url=None, job_attempts=4))
     assert isinstance(queue, LocalQueue)
-    assert isinstance(limiter, LocalRateLimiter)
     await queue.close()
-    await limiter.close()
 
 
-async def test_with_redis_the_queue_and_limiter_are_shared(redis_url: str) -> None:
-    settings = make_settings(redis_url=redis_url, queue_name="fq")
-    queue = build_queue(settings)
-    limiter = build_rate_limiter(settings, None)
+async def test_with_redis_the_queue_is_shared(redis_url: str) -> None:
+    queue = build_queue(make_settings(redis_url=redis_url, queue_name="fq"))
     try:
         assert isinstance(queue, BullQueue)
         assert queue.name == "fq"
         assert await queue.ping()
-        assert isinstance(limiter, RedisRateLimiter)
-        assert await limiter.acquire() == 0.0
     finally:
         await queue.close()
-        await limiter.close()
 
 
 def test_completed_jobs_outlive_the_reconciler_windows() -> None:

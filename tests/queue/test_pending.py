@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from mailer.queue.base import ChunkJob, JobContext, RetryJob
-from tests.queue import MakeBull, MakeQueue, running, wait_until, wait_until_async
+from tests.queue.helpers import MakeBull, MakeQueue, running, wait_until, wait_until_async
 
 J0 = ChunkJob("b1", 0, 100)
 

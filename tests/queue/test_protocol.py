@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from mailer.queue.base import ChunkJob, DelayJob, JobContext, JobQueue, RetryJob
-from tests.queue import MakeQueue, running, wait_until, wait_until_async
+from tests.queue.helpers import MakeQueue, running, wait_until, wait_until_async
 
 J0 = ChunkJob("b1", 0, 100)
 J1 = ChunkJob("b1", 100, 200)

@@ -7,10 +7,12 @@ import json
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from mailer.db import session_scope
 from mailer.models import Recipient
+from mailer.worker.runtime import Worker
 from tests.fixtures.client import api_client, auth
 from tests.fixtures.pipeline import create_template, make_recipients, post_batch, wait_batch
 from tests.fixtures.ses_server import SES_ACCESS_KEY, SES_SECRET_KEY, SesTestServer
@@ -37,7 +39,7 @@ async def wait_until(predicate: Any, timeout: float = 20.0) -> None:
 
 
 async def test_complaints_pause_bulk_until_resumed(
-    settings_factory: Any, ses_server: SesTestServer
+    settings_factory: Any, ses_server: SesTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = settings_factory(
         mail_transport="ses",
@@ -80,7 +82,21 @@ async def test_complaints_pause_bulk_until_resumed(
             return bool(state["paused"])
 
         await wait_until(paused)
-        await asyncio.sleep(1.2)  # workers re-read the pause at most once a second
+        # The worker re-reads the pause at most once a second: wait until it sees it.
+        worker = c.state.extras["worker"]
+        assert isinstance(worker, Worker)
+        pause = worker.processor.pause
+        await wait_until(pause.is_paused)
+        # From now on, record what the worker finds when a bulk chunk asks.
+        held_back: list[bool] = []
+        is_paused = pause.is_paused
+
+        async def observed_is_paused() -> bool:
+            value = await is_paused()
+            held_back.append(value)
+            return value
+
+        monkeypatch.setattr(pause, "is_paused", observed_is_paused)
         state = (await c.http.get("/api/v1/admin/sending", headers=h)).json()
         assert "complaint rate" in state["reason"]
         ready = (await c.http.get("/api/v1/ready")).json()
@@ -96,7 +112,11 @@ async def test_complaints_pause_bulk_until_resumed(
             )
         ).json()
         await wait_batch(c.http, key, transactional["id"])
-        await asyncio.sleep(1.5)
+
+        async def bulk_chunk_held_back() -> bool:
+            return any(held_back)
+
+        await wait_until(bulk_chunk_held_back)
         held = (await c.http.get(f"/api/v1/batches/{bulk['id']}", headers=h)).json()
         assert held["status"] == "SENDING"
         assert held["counts"]["sent"] == 0

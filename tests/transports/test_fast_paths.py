@@ -41,7 +41,7 @@ from mailer.transports.mime import (
 )
 from mailer.transports.smtp import SmtpTransport
 from tests.fixtures.smtp_server import SmtpTestServer
-from tests.transports import DkimKey, make_message, make_settings
+from tests.transports.helpers import DkimKey, make_message, make_settings
 
 DATE = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 BOUNDARY = "0123456789abcdef01234567"

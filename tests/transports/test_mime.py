@@ -13,7 +13,15 @@ import pytest
 
 from mailer.transports.base import PermanentError
 from mailer.transports.mime import DkimSigner, build_mime, load_private_key
-from tests.transports import HTML, SUBJECT, TEXT, UNSUB_URL, DkimKey, crlf_to_lf, make_message
+from tests.transports.helpers import (
+    HTML,
+    SUBJECT,
+    TEXT,
+    UNSUB_URL,
+    DkimKey,
+    crlf_to_lf,
+    make_message,
+)
 
 
 def parse(raw: bytes) -> EmailMessage:

@@ -14,7 +14,7 @@ from mailer.transports.base import PermanentError
 from mailer.transports.outbox import OutboxTransport, outbox_filename
 from mailer.transports.ses import SesTransport
 from mailer.transports.smtp import SmtpTransport
-from tests.transports import (
+from tests.transports.helpers import (
     HTML,
     SUBJECT,
     TEXT,

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from mailer.queue.limiters import LocalRateLimiter
+from mailer.delivery.send_rate import LocalRateLimiter
 from mailer.transports.outbox import OutboxTransport
 from mailer.transports.ses import SesTransport
 from mailer.transports.smtp import SmtpTransport
 from tests.fixtures.ses_server import SES_ACCESS_KEY, SES_SECRET_KEY, SesTestServer
 from tests.fixtures.smtp_server import SmtpTestServer
-from tests.transports import make_message, make_settings
+from tests.transports.helpers import make_message, make_settings
 
 
 class Refused(Exception):

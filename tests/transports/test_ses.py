@@ -26,7 +26,7 @@ from tests.fixtures.ses_server import (
     start_moto,
     stop_moto,
 )
-from tests.transports import HTML, SUBJECT, TEXT, UNSUB_URL, make_message, make_settings
+from tests.transports.helpers import HTML, SUBJECT, TEXT, UNSUB_URL, make_message, make_settings
 
 GOOD = "good@example.com"
 

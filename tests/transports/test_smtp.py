@@ -17,8 +17,16 @@ from mailer.transports.base import (
 )
 from mailer.transports.smtp import SmtpConfig, SmtpTransport
 from tests.fixtures.smtp_server import SmtpTestServer, TlsFiles, make_tls_files
-from tests.transports import HTML, SUBJECT, TEXT, UNSUB_URL, DkimKey, crlf_to_lf, make_message
-from tests.transports import make_settings as _make_settings
+from tests.transports.helpers import (
+    HTML,
+    SUBJECT,
+    TEXT,
+    UNSUB_URL,
+    DkimKey,
+    crlf_to_lf,
+    make_message,
+)
+from tests.transports.helpers import make_settings as _make_settings
 
 GOOD = "good@example.com"
 TEMP = "temp@example.com"

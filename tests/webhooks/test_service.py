@@ -22,9 +22,8 @@ from mailer.webhooks.sns import (
     SnsTopicNotAllowed,
     SnsVerifier,
 )
-from tests.fixtures.sns_signing import TOPIC_ARN, CertFetcher, SnsTestSigner, body
+from tests.fixtures.sns_signing import BAD_CERT_URLS, TOPIC_ARN, CertFetcher, SnsTestSigner, body
 from tests.webhooks import factories as f
-from tests.webhooks.test_sns import BAD_CERT_URLS
 
 SIGNER = SnsTestSigner.shared()
 MID = "0100018e0a1b2c3d-aaaaaaaa-2222-3333-4444-555555555555-000000"
@@ -429,7 +428,7 @@ async def test_raw_messages_when_verification_is_off(
     hook: Hook, sessionmaker: Maker, settings_factory: Any
 ) -> None:
     dev = settings_factory(sns_verify=False, sns_topic_arns=[TOPIC_ARN])
-    example = (  # ORIGINAL-SPEC.md's example, as written there
+    example = (  # the Node service's documented example, as written
         b'{"bounce": {"bounceType": "Permanent", "bouncedRecipients": '
         b'[{"emailAddress": "invalid@example.com","status":"5.1.1"}]}}'
     )

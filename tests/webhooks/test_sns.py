@@ -28,35 +28,10 @@ from mailer.webhooks.sns import (
     is_topic_allowed,
     parse_envelope,
 )
-from tests.fixtures.sns_signing import CERT_URL, CertFetcher, SnsTestSigner, body
+from tests.fixtures.sns_signing import BAD_CERT_URLS, CERT_URL, CertFetcher, SnsTestSigner, body
 
 SIGNER = SnsTestSigner.shared()
 
-BAD_CERT_URLS = [
-    "http://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc123.pem",
-    "https://sns.us-east-1.amazonaws.com.evil.example/SimpleNotificationService-abc123.pem",
-    "https://s3.amazonaws.com/SimpleNotificationService-abc123.pem",
-    "https://evil.example/SimpleNotificationService-abc123.pem",
-    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc123.txt",
-    "https://sns.us-east-1.amazonaws.com/other/SimpleNotificationService-abc123.pem",
-    "https://sns.us-east-1.amazonaws.com/cert.pem",
-    "https://user@sns.us-east-1.amazonaws.com/SimpleNotificationService-abc123.pem",
-    "https://evil.example@sns.us-east-1.amazonaws.com/SimpleNotificationService-abc123.pem",
-    "https://sns.us-east-1.amazonaws.com:8443/SimpleNotificationService-abc123.pem",
-    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc123.pem?x=1",
-    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc123.pem#frag",
-    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc123.pem\n",
-    "https://SNS.us-east-1.amazonaws.com/SimpleNotificationService-abc123.pem",
-    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-../x.pem",
-    # S3's hosts for a bucket named "sns" (anyone can put a certificate there) and other
-    # amazonaws.com hosts that are not SNS.
-    "https://sns.s3.amazonaws.com/SimpleNotificationService-abc123.pem",
-    "https://sns.s3-website.amazonaws.com/SimpleNotificationService-abc123.pem",
-    "https://sns.execute-api.amazonaws.com/SimpleNotificationService-abc123.pem",
-    "https://sns.us-east-1.amazonaws.com.cn/SimpleNotificationService-abc123.pem",
-    "https://sns.cn-north-1.amazonaws.com/SimpleNotificationService-abc123.pem",
-    "https://sns.1.amazonaws.com/SimpleNotificationService-abc123.pem",
-]
 GOOD_CERT_URLS = [
     CERT_URL,
     "https://sns.eu-west-3.amazonaws.com/SimpleNotificationService-6aad65c2f9911b05cd53efda11f913f9.pem",

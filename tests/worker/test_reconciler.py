@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -242,7 +242,8 @@ async def test_chunk_in_retry_backoff_is_not_enqueued_again(
         )
         async with api_client(settings, embedded_worker=True) as c:
             worker = c.state.extras["worker"]
-            assert isinstance(worker, Worker) and worker.reconciler is not None
+            assert isinstance(worker, Worker)
+            passes = _count_passes(monkeypatch, worker.reconciler)
             reports, enqueued = _reconcile_inside_enqueue(
                 monkeypatch, c.state.queue, worker.reconciler
             )
@@ -252,7 +253,8 @@ async def test_chunk_in_retry_backoff_is_not_enqueued_again(
             await _wait_rcpt(server, "user1@example.com", 1)
             batch = await wait_batch(c.http, key, out["id"], timeout=30)
             letters = (await c.http.get("/api/v1/admin/dead-letters", headers=auth(key))).json()
-            await asyncio.sleep(0.6)  # a few more passes after the dead letter
+            after_dead_letter = len(passes)
+            await _wait_until(lambda: len(passes) >= after_dead_letter + 3)  # a few more passes
             depth = await c.state.queue.depth()
         assert server.rcpt_counts["user1@example.com"] == 2
         assert reports and all(r.jobs_enqueued == 0 for r in reports)
@@ -261,6 +263,28 @@ async def test_chunk_in_retry_backoff_is_not_enqueued_again(
         assert server.rcpt_counts["user0@example.com"] == 1
         assert batch["counts"]["sent"] == 2 and batch["counts"]["failed"] == 1
         assert letters["total"] == 1 and letters["data"][0]["attempts"] == 2
+
+
+def _count_passes(monkeypatch: pytest.MonkeyPatch, reconciler: Reconciler) -> list[float]:
+    """Record the end of every reconcile pass (its loop's or any other)."""
+    passes: list[float] = []
+    run_once = reconciler.run_once
+
+    async def counted() -> ReconcileReport:
+        report = await run_once()
+        passes.append(asyncio.get_running_loop().time())
+        return report
+
+    monkeypatch.setattr(reconciler, "run_once", counted)
+    return passes
+
+
+async def _wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in time")
 
 
 async def _wait_rcpt(server: SmtpTestServer, address: str, count: int) -> None:

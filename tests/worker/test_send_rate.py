@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from mailer.queue.factory import build_queue
-from mailer.worker.runtime import Worker
+from mailer.worker.runtime import create_worker
 from tests.fixtures.ses_server import SES_ACCESS_KEY, SES_SECRET_KEY, SesTestServer
 
 
@@ -24,12 +24,14 @@ async def _started_rate(
             **extra,
         )
         queue = build_queue(settings)
-        worker = Worker(settings=settings, sessionmaker=sessionmaker, queue=queue)
         try:
-            await worker.start()
-            return worker.send_rate
+            worker = await create_worker(settings, sessionmaker, queue)
+            worker.start()
+            try:
+                return worker.send_rate
+            finally:
+                await worker.stop()
         finally:
-            await worker.stop()
             await queue.close()
 
 

@@ -19,7 +19,3 @@ def hash_key(key: str) -> str:
 
 def keys_match(stored_hash: str, presented: str) -> bool:
     return hmac.compare_digest(stored_hash, hash_key(presented))
-
-
-def looks_like_key(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)

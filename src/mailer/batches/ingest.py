@@ -47,12 +47,6 @@ class ParsedRequest:
     may_contain_nul: bool = True
 
 
-@dataclass(slots=True)
-class CheckedRecipients:
-    rows: list[tuple[str, dict[str, Any]]]  # (normalized email, variables), deduplicated
-    duplicates: int
-
-
 @contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause the cyclic GC for an allocation-heavy, synchronous step."""
@@ -135,18 +129,8 @@ def _plainly_valid(plan: list[tuple[str, type, bool]] | None, variables: dict[st
     return True
 
 
-def check_recipients(
-    raw: list[Any], specs: Mapping[str, VariableSpec], *, has_nul: bool = True
-) -> CheckedRecipients:
-    """`has_nul=False` (the raw body had no \\u0000 escape) skips the NUL scan."""
-    checker = RecipientChecker(specs, has_nul=has_nul)
-    rows = checker.feed(raw)
-    checker.finish()
-    return CheckedRecipients(rows=rows, duplicates=checker.duplicates)
-
-
 class RecipientChecker:
-    """check_recipients in steps, for ingest that writes while it checks: feed() the raw
+    """Checks recipients in steps, for ingest that writes while it checks: feed() the raw
     recipients in order, slice by slice; each call returns the new unique (normalized email,
     variables) rows of its slice. finish() raises ValidationFailed if any recipient failed
     (the first 100 reported with their indices)."""

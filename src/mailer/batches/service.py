@@ -25,6 +25,7 @@ from mailer.models.enums import BatchStatus, EventType, MetricKind, RecipientSta
 from mailer.queue.base import ChunkJob
 from mailer.suppressions.service import suppressed_among
 from mailer.templates import service as templates
+from mailer.templates.versions import version_specs
 
 FINAL_BATCH_STATUSES = (BatchStatus.COMPLETED, BatchStatus.CANCELLED)
 STREAM_MIN_RECIPIENTS = 2000
@@ -104,7 +105,7 @@ async def create_batch(
 
     options = parsed.options
     template, version = await templates.get_template(session, options.template_id)
-    checker = RecipientChecker(templates.version_specs(version), has_nul=parsed.may_contain_nul)
+    checker = RecipientChecker(version_specs(version), has_nul=parsed.may_contain_nul)
     raw = parsed.raw_recipients
     # Large batches on PostgreSQL are checked while they are copied (see
     # copy_checked_recipients); a failure rolls the whole transaction back.
@@ -356,7 +357,3 @@ async def cancel_batch(session: AsyncSession, batch_id: str) -> Batch:
     batch.completed_at = now
     await session.flush()
     return batch
-
-
-def scheduled_for(batch: Batch) -> datetime | None:
-    return batch.send_at if batch.status == BatchStatus.SCHEDULED else None

@@ -1,4 +1,4 @@
-"""`mailer dlq list|retry|purge` and ORIGINAL-SPEC's `cleanup-dlq`."""
+"""`mailer dlq list|retry|purge` and `cleanup-dlq` (the Node service's name)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,6 @@ import typer
 
 from mailer.cli.common import run, settings_or_exit
 from mailer.config import TransportName
-from mailer.domains import check_configured_domain
 from mailer.domains.dns_check import (
     DomainReport,
     InvalidName,
@@ -16,6 +15,7 @@ from mailer.domains.dns_check import (
     make_resolver,
 )
 from mailer.domains.schemas import DomainReportOut
+from mailer.domains.service import check_configured_domain
 from mailer.domains.ses_identity import DomainSetup, SesIdentityError, setup_domain
 
 app = typer.Typer(

@@ -1,4 +1,4 @@
-"""`mailer keys create|list|revoke` (ORIGINAL-SPEC's `gen-key`)."""
+"""`mailer keys create|list|revoke` (and `gen-key`, the Node service's name)."""
 
 from __future__ import annotations
 

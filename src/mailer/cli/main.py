@@ -42,7 +42,7 @@ def _print_seed(result: object) -> None:
 
 @app.command()
 def migrate() -> None:
-    """Apply database migrations (ORIGINAL-SPEC's `prisma:migrate`)."""
+    """Apply database migrations (the Node service's `prisma:migrate`)."""
     from mailer import migrate as migrations
 
     settings = settings_or_exit()
@@ -79,7 +79,7 @@ def api(
     port: int | None = typer.Option(None, help="Port (default PORT or 3000)."),
     workers: int = typer.Option(1, min=1, help="API processes."),
 ) -> None:
-    """Run the HTTP API (ORIGINAL-SPEC's `start`)."""
+    """Run the HTTP API (the Node service's `start`)."""
     import uvicorn
 
     settings = settings_or_exit()
@@ -98,7 +98,7 @@ def api(
 
 @app.command()
 def worker() -> None:
-    """Run a sending worker (ORIGINAL-SPEC's `start:worker`). Stops gracefully on SIGTERM."""
+    """Run a sending worker (the Node service's `start:worker`). Stops gracefully on SIGTERM."""
     from mailer.worker.main import run_worker
 
     settings = settings_or_exit()

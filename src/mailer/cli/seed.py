@@ -1,4 +1,5 @@
-"""`mailer seed`: an admin key (printed once) and ORIGINAL-SPEC.md's sample template."""
+"""`mailer seed`: an admin key (printed once) and the sample template of the
+Node service's seed."""
 
 from __future__ import annotations
 

@@ -1,1 +1,2 @@
-"""The send path: claim → render → build → send → record (DESIGN.md §4)."""
+"""The send path: claim → render → build → send → record (docs/architecture.md,
+"One recipient's path")."""

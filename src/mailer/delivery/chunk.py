@@ -26,12 +26,13 @@ from mailer.delivery import repository
 from mailer.delivery.compose import BatchContext, InvalidContent, compose
 from mailer.delivery.contexts import BatchContexts, PauseCache
 from mailer.delivery.recorder import Outcome, Recorder
+from mailer.delivery.send_rate import RateLimiter
 from mailer.events import bump_metrics, record_events
+from mailer.logging import OutageLog
 from mailer.metrics import MetricsRegistry
 from mailer.models.base import utcnow
 from mailer.models.enums import BatchStatus, EventType, MetricKind, RecipientStatus
 from mailer.queue.base import ChunkJob, DelayJob, JobContext, JobQueue, RetryJob
-from mailer.queue.ratelimit import RateLimiter
 from mailer.transports.base import (
     PermanentError,
     SendingPausedError,
@@ -78,6 +79,7 @@ class ChunkProcessor:
         self.contexts = BatchContexts(settings)
         self.pause = PauseCache(sessionmaker)
         self.slots = asyncio.Semaphore(settings.worker_concurrency)
+        self.claim_heartbeats = OutageLog(log, "claim_heartbeat")
 
     async def __call__(self, job: ChunkJob, ctx: JobContext) -> None:
         structlog.contextvars.bind_contextvars(batch_id=job.batch_id, job_id=job.job_id)
@@ -172,9 +174,13 @@ class ChunkProcessor:
         interval = max(self.settings.claim_lease / 3, 0.5)
         while True:
             await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
+            try:
                 async with session_scope(self.sessionmaker) as session:
                     await repository.heartbeat(session, sorted(run.unsent))
+            except Exception as exc:  # the claims may lapse; the next tick tries again
+                self.claim_heartbeats.failed(exc)
+            else:
+                self.claim_heartbeats.succeeded()
 
     async def _drop_suppressed(
         self, bctx: BatchContext, run: _ChunkRun, claimed: list[repository.Claimed]

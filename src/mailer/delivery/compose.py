@@ -13,7 +13,7 @@ from mailer.addresses import has_control_chars
 from mailer.config import Settings
 from mailer.models import Batch, TemplateVersion
 from mailer.templates.rendering import TemplateRenderError
-from mailer.templates.service import render_version
+from mailer.templates.versions import render_version
 from mailer.transports.base import OutgoingMessage
 from mailer.unsubscribe.tokens import make_token
 

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query
 
 from mailer.auth.dependencies import AdminKey
 from mailer.deps import State
-from mailer.domains import check_configured_domain
 from mailer.domains.dns_check import (
     InvalidName,
     ResolverUnavailable,
@@ -18,6 +17,7 @@ from mailer.domains.dns_check import (
     normalize_selector,
 )
 from mailer.domains.schemas import DomainReportOut
+from mailer.domains.service import check_configured_domain
 from mailer.errors import ServiceUnavailable, ValidationFailed
 
 router = APIRouter(prefix="/admin/domains", tags=["admin"])

@@ -1,36 +1,7 @@
-"""Job queue (BullMQ on Redis, or in-process) and global send-rate limiters.
+"""Job queue: BullMQ on Redis, or in-process.
 
-Import implementations from their modules (`mailer.queue.bullmq`, `mailer.queue.local`,
-`mailer.queue.limiters`) or build them from settings with `mailer.queue.factory`.
+The job types and the JobQueue protocol are in `mailer.queue.base`; the implementations in
+`mailer.queue.bullmq` and `mailer.queue.local`; `mailer.queue.factory` builds one from the
+settings; `mailer.queue.retry` holds the retry backoff. (The global send-rate limiter is the
+worker's, in `mailer.delivery.send_rate`.)
 """
-
-from __future__ import annotations
-
-import random
-
-from mailer.queue.base import ChunkJob, DelayJob, JobContext, JobHandler, JobQueue, RetryJob
-from mailer.queue.ratelimit import RateLimiter
-
-__all__ = [
-    "MAX_RETRY_DELAY_MS",
-    "ChunkJob",
-    "DelayJob",
-    "JobContext",
-    "JobHandler",
-    "JobQueue",
-    "RateLimiter",
-    "RetryJob",
-    "retry_delay_ms",
-]
-
-MAX_RETRY_DELAY_MS = 3_600_000
-
-
-def retry_delay_ms(base_ms: int, attempts_made: int) -> int:
-    """Delay before the next attempt after `attempts_made` failed ones: base * 2^(n-1),
-    with "equal jitter" (uniform in [half, full]) so chunks that failed together (a provider
-    outage) do not all retry in the same instant. Capped at one hour."""
-    if base_ms <= 0 or attempts_made <= 0:
-        return 0
-    full = min(base_ms << min(attempts_made - 1, 40), MAX_RETRY_DELAY_MS)
-    return max(1, round(full / 2 + random.random() * full / 2))

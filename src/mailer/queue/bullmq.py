@@ -1,6 +1,7 @@
 """JobQueue on Redis through the `bullmq` PyPI package (BullMQ's data format).
 
-The four gaps of the Python worker (REFERENCE.md, DESIGN.md §5) and what we do about them:
+The four gaps of the Python worker (CONTRIBUTING.md, "Hand-written components") and what
+we do about them:
 (a) redis-py >= 8 puts a 5 s socket timeout on every connection, which breaks the idle
     worker's blocking pop: the worker's blocking connection gets `socket_timeout=None`.
 (b) the worker ignores the limiter's `limitUntil`: `_Worker` sleeps until it instead of
@@ -26,8 +27,8 @@ import redis.asyncio as aioredis
 import structlog
 from bullmq import DelayedError, Queue, Worker
 
-from mailer.queue import retry_delay_ms
 from mailer.queue.base import ChunkJob, DelayJob, JobContext, JobHandler
+from mailer.queue.retry import retry_delay_ms
 
 log = structlog.get_logger(__name__)
 

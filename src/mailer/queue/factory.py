@@ -1,4 +1,4 @@
-"""Build the queue and the rate limiter from settings: Redis when REDIS_URL is set."""
+"""Build the queue from settings: BullMQ on Redis when REDIS_URL is set, else in-process."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import math
 
 from mailer.config import Settings
 from mailer.queue.base import JobQueue
-from mailer.queue.limiters import LocalRateLimiter, RedisRateLimiter
 from mailer.queue.local import LocalQueue
-from mailer.queue.ratelimit import RateLimiter
 
 
 def completed_retention_s(settings: Settings) -> int:
@@ -39,9 +37,3 @@ def build_queue(settings: Settings) -> JobQueue:
         backoff_ms=settings.job_backoff_delay,
         keep_completed_s=keep,
     )
-
-
-def build_rate_limiter(settings: Settings, rate: float | None) -> RateLimiter:
-    if settings.redis_url:
-        return RedisRateLimiter(settings.redis_url, f"mailer:{settings.queue_name}:send-rate", rate)
-    return LocalRateLimiter(rate)

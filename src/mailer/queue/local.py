@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from mailer.queue import retry_delay_ms
 from mailer.queue.base import ChunkJob, DelayJob, JobContext, JobHandler
+from mailer.queue.retry import retry_delay_ms
 
 log = structlog.get_logger(__name__)
 

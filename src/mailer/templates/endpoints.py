@@ -1,4 +1,4 @@
-"""/templates: thin routes over templates.service."""
+"""/templates: thin routes over templates.service (and templates.versions for previews)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from mailer.deps import Paging, Session
 from mailer.jsonbody import json_body, request_body_doc
 from mailer.models import Template, TemplateVersion
 from mailer.schemas import PageOut
-from mailer.templates import service
+from mailer.templates import service, versions
 from mailer.templates.schemas import (
     RenderedOut,
     RenderRequest,
@@ -96,5 +96,5 @@ async def render_template(
     template_id: str, _: SendKey, body: RenderBody, session: Session
 ) -> RenderedOut:
     version = (await service.get_template(session, template_id))[1]
-    rendered = service.preview(version, body.variables)
+    rendered = versions.preview(version, body.variables)
     return RenderedOut(subject=rendered.subject, html=rendered.html, text=rendered.text)

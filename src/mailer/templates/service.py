@@ -1,4 +1,5 @@
-"""Templates: create, version, delete, render. Versions are immutable."""
+"""Templates: create, version, delete. Versions are immutable; rendering a stored version
+(for the worker and the preview endpoint) is in `mailer.templates.versions`."""
 
 from __future__ import annotations
 
@@ -8,26 +9,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailer.addresses import has_control_chars
 from mailer.errors import NotFound, ValidationFailed
 from mailer.models import Template, TemplateVersion
 from mailer.models.base import utcnow
 from mailer.templates import repository
-from mailer.templates.rendering import (
-    CompiledTemplate,
-    RenderedMessage,
-    TemplateRenderError,
-    TemplateSyntaxError,
-    derive_text,
-    get_compiled,
-)
-from mailer.templates.variables import (
-    VariableSpec,
-    VariableSpecError,
-    apply_defaults,
-    check_variables,
-    parse_variable_specs,
-)
+from mailer.templates.rendering import CompiledTemplate, TemplateSyntaxError, derive_text
+from mailer.templates.variables import VariableSpec, VariableSpecError, parse_variable_specs
 
 
 def _derived_text(html: str | None) -> str | None:
@@ -193,55 +180,3 @@ async def delete_template(session: AsyncSession, template_id: str) -> None:
     # Soft delete: batches keep rendering the exact version they were created with.
     template.deleted_at = utcnow()
     await session.flush()
-
-
-_SPECS: dict[str, dict[str, VariableSpec]] = {}
-
-
-def version_specs(version: TemplateVersion) -> dict[str, VariableSpec]:
-    """Parsed variable declarations of a version; cached, since versions are immutable."""
-    specs = _SPECS.get(version.id)
-    if specs is None:
-        if len(_SPECS) > 1024:
-            _SPECS.clear()
-        specs = _SPECS[version.id] = parse_variable_specs(version.variables)
-    return specs
-
-
-def render_version(version: TemplateVersion, variables: Mapping[str, Any]) -> RenderedMessage:
-    """Render one message from a version: defaults applied, text derived when missing."""
-    compiled = get_compiled(
-        version.id, subject=version.subject, html=version.html, text=version.text
-    )
-    values = apply_defaults(version_specs(version), variables)
-    rendered = compiled.render(values)
-    if rendered.text is None and rendered.html is not None:
-        rendered = RenderedMessage(
-            subject=rendered.subject, html=rendered.html, text=derive_text(rendered.html)
-        )
-    return rendered
-
-
-def preview(version: TemplateVersion, variables: Mapping[str, Any]) -> RenderedMessage:
-    problems = check_variables(version_specs(version), variables)
-    if problems:
-        raise ValidationFailed(
-            "Variables do not match the template's declarations.",
-            details=[{"field": f"variables.{name}", "message": msg} for name, msg in problems],
-        )
-    try:
-        rendered = render_version(version, variables)
-    except TemplateRenderError as exc:
-        raise ValidationFailed(
-            f"Rendering failed: {exc}",
-            details=[{"field": exc.part, "message": exc.message}],
-            code="render_error",
-        ) from None
-    if has_control_chars(rendered.subject):
-        # A send would refuse this message (delivery.compose): the preview says so too.
-        raise ValidationFailed(
-            "The rendered subject contains CR, LF or control characters.",
-            details=[{"field": "subject", "message": "control characters after rendering"}],
-            code="render_error",
-        )
-    return rendered

@@ -39,8 +39,6 @@ class SendResult:
 class TransportError(Exception):
     """Base of all send failures. `code` is a short machine code (e.g. SMTP status, SES error)."""
 
-    transient: bool = False
-
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.code = code
@@ -48,8 +46,6 @@ class TransportError(Exception):
 
 class TransientError(TransportError):
     """Retry later with backoff (timeouts, connection errors, 4xx SMTP, 5xx HTTP)."""
-
-    transient = True
 
 
 class PermanentError(TransportError):
@@ -66,8 +62,6 @@ class ThrottledError(TransientError):
 
 class SendingPausedError(TransportError):
     """The account cannot send at all (SES AccountSuspended / SendingPaused): stop and alert."""
-
-    transient = True
 
 
 @runtime_checkable

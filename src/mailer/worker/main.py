@@ -11,7 +11,7 @@ from mailer.config import Settings
 from mailer.db import create_engine, create_sessionmaker
 from mailer.logging import configure_logging
 from mailer.queue.factory import build_queue
-from mailer.worker.runtime import Worker
+from mailer.worker.runtime import create_worker
 
 log = structlog.get_logger("mailer.worker")
 
@@ -20,13 +20,13 @@ async def run_worker(settings: Settings) -> None:
     configure_logging(settings)
     engine = create_engine(settings)
     queue = build_queue(settings)
-    worker = Worker(settings=settings, sessionmaker=create_sessionmaker(engine), queue=queue)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await worker.start()
+        worker = await create_worker(settings, create_sessionmaker(engine), queue)
+        worker.start()
         await stop.wait()
         log.info("signal_received")
         try:

@@ -1,4 +1,5 @@
-"""The reconciler: the database is the truth, the queue only says "go look" (DESIGN §1, §4.7).
+"""The reconciler: the database is the truth, the queue only says "go look"
+(docs/architecture.md, "Guarantees").
 
 Every RECONCILE_INTERVAL seconds, in every worker (all steps are idempotent):
 1. scheduled batches that are due → SENDING, chunks enqueued;

@@ -1,12 +1,14 @@
 """A worker: chunk jobs from the queue, the reconciler loop, graceful shutdown.
 
 Used by `mailer worker` (its own process) and by `mailer dev` (inside the API process).
+`create_worker` builds one complete (transport started, send rate known); `start()` runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -16,10 +18,10 @@ from mailer.config import Settings, TransportName
 from mailer.db import session_scope
 from mailer.delivery.chunk import ChunkProcessor
 from mailer.delivery.recorder import Recorder
+from mailer.delivery.send_rate import RateLimiter, build_rate_limiter
+from mailer.logging import OutageLog
 from mailer.metrics import MetricsRegistry, default_worker_id, forget_worker, heartbeat
 from mailer.queue.base import JobQueue
-from mailer.queue.factory import build_rate_limiter
-from mailer.queue.ratelimit import RateLimiter
 from mailer.transports.base import Transport
 from mailer.transports.factory import build_transport
 from mailer.worker.reconciler import Reconciler
@@ -34,48 +36,43 @@ def job_concurrency(settings: Settings) -> int:
     return 2 + settings.worker_concurrency // settings.chunk_size
 
 
+async def initial_send_rate(settings: Settings, transport: Transport) -> float | None:
+    """SEND_RATE when set (0 = unlimited), else what the provider allows (SES MaxSendRate),
+    else unlimited."""
+    if settings.send_rate is not None:
+        return settings.send_rate or None
+    try:
+        return await transport.max_send_rate()
+    except Exception as exc:
+        log.warning("send_rate_unknown", error=type(exc).__name__)
+        return None
+
+
 @dataclass
 class Worker:
+    """Built by `create_worker`; every part is there before `start()`."""
+
     settings: Settings
     sessionmaker: async_sessionmaker[AsyncSession]
     queue: JobQueue
-    transport: Transport | None = None
-    limiter: RateLimiter | None = None
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    recorder: Recorder | None = None
-    reconciler: Reconciler | None = None
-    metrics: MetricsRegistry | None = None
+    transport: Transport
+    limiter: RateLimiter
+    recorder: Recorder
+    processor: ChunkProcessor
+    reconciler: Reconciler
+    stopping: asyncio.Event
+    send_rate: float | None  # messages/s in force; None = unlimited
     worker_id: str = field(default_factory=default_worker_id)
-    send_rate: float | None = None  # messages/s in force; None = unlimited
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _rate_refresh: OutageLog = field(default_factory=lambda: OutageLog(log, "send_rate_refresh"))
+    _heartbeats: OutageLog = field(default_factory=lambda: OutageLog(log, "worker_heartbeat"))
 
-    async def start(self) -> None:
+    def start(self) -> None:
         settings = self.settings
-        if self.transport is None:
-            self.transport = build_transport(settings)
-        await self.transport.start()
-        rate = self.send_rate = await self._initial_rate()
-        if self.limiter is None:
-            self.limiter = build_rate_limiter(settings, rate)
-        if self.metrics is None:
-            self.metrics = MetricsRegistry()
-        self.recorder = Recorder(self.sessionmaker)
-        self.recorder.observers.append(self.metrics.outcome_observer(self.transport.name))
         self.recorder.start()
-        processor = ChunkProcessor(
-            settings=settings,
-            sessionmaker=self.sessionmaker,
-            transport=self.transport,
-            limiter=self.limiter,
-            queue=self.queue,
-            recorder=self.recorder,
-            stopping=self.stopping,
-            metrics=self.metrics,
-        )
-        self.reconciler = Reconciler(settings, self.sessionmaker, self.queue)
         self._tasks.append(
             asyncio.create_task(
-                self.queue.run_worker(processor, concurrency=job_concurrency(settings)),
+                self.queue.run_worker(self.processor, concurrency=job_concurrency(settings)),
                 name="queue-worker",
             )
         )
@@ -86,40 +83,35 @@ class Worker:
             "worker_started",
             transport=self.transport.name,
             concurrency=settings.worker_concurrency,
-            send_rate=rate,
+            send_rate=self.send_rate,
         )
-
-    async def _initial_rate(self) -> float | None:
-        if self.settings.send_rate is not None:
-            return self.settings.send_rate or None
-        assert self.transport is not None
-        try:
-            return await self.transport.max_send_rate()
-        except Exception as exc:
-            log.warning("send_rate_unknown", error=type(exc).__name__)
-            return None
 
     async def _refresh_rate(self) -> None:
         while True:
             await asyncio.sleep(RATE_REFRESH_INTERVAL)
-            assert self.transport is not None
-            assert self.limiter is not None
-            with contextlib.suppress(Exception):
-                self.send_rate = await self.transport.max_send_rate()
-                await self.limiter.set_rate(self.send_rate)
+            try:
+                rate = await self.transport.max_send_rate()
+                await self.limiter.set_rate(rate)
+            except Exception as exc:  # keep the rate in force; try again next interval
+                self._rate_refresh.failed(exc)
+            else:
+                self.send_rate = rate
+                self._rate_refresh.succeeded()
 
     async def _reconcile_loop(self) -> None:
-        assert self.reconciler is not None
         while not self.stopping.is_set():
             try:
                 await self.reconciler.run_once()
             except Exception as exc:  # database or queue down: try again next round
                 log.warning("reconcile_failed", error=type(exc).__name__)
-            with contextlib.suppress(Exception):
-                assert self.transport is not None
+            try:
                 await heartbeat(
                     self.sessionmaker, self.worker_id, {"transport": self.transport.name}
                 )
+            except Exception as exc:  # database down: the next round beats again
+                self._heartbeats.failed(exc)
+            else:
+                self._heartbeats.succeeded()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.settings.reconcile_interval)
 
@@ -132,18 +124,67 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            try:
                 await task
-        if self.recorder is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.recorder.stop(), timeout=5)
-        if self.transport is not None:
-            with contextlib.suppress(Exception):
-                await self.transport.close()
-        if self.limiter is not None:
-            with contextlib.suppress(Exception):
-                await self.limiter.close()
-        with contextlib.suppress(Exception):
-            async with session_scope(self.sessionmaker) as session:
-                await forget_worker(session, self.worker_id)
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # it had died before: say so, then go on stopping
+                log.error("worker_task_failed", task=task.get_name(), error=repr(exc))
+        # Each part is closed even when another one fails to; what failed is logged.
+        closing: dict[str, Callable[[], Awaitable[None]]] = {
+            "recorder": lambda: asyncio.wait_for(self.recorder.stop(), timeout=5),
+            "transport": self.transport.close,
+            "limiter": self.limiter.close,
+            "heartbeat": self._forget,
+        }
+        for part, step in closing.items():
+            try:
+                await step()
+            except Exception as exc:
+                log.warning("worker_stop_step_failed", part=part, error=type(exc).__name__)
         log.info("worker_stopped")
+
+    async def _forget(self) -> None:
+        async with session_scope(self.sessionmaker) as session:
+            await forget_worker(session, self.worker_id)
+
+
+async def create_worker(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    queue: JobQueue,
+    *,
+    metrics: MetricsRegistry | None = None,
+) -> Worker:
+    """A worker with every part built: its transport started and its send rate known. The
+    caller runs it with `start()` and ends it with `stop()`."""
+    transport = build_transport(settings)
+    await transport.start()
+    rate = await initial_send_rate(settings, transport)
+    limiter = build_rate_limiter(settings, rate)
+    metrics = metrics or MetricsRegistry()
+    recorder = Recorder(sessionmaker)
+    recorder.observers.append(metrics.outcome_observer(transport.name))
+    stopping = asyncio.Event()
+    processor = ChunkProcessor(
+        settings=settings,
+        sessionmaker=sessionmaker,
+        transport=transport,
+        limiter=limiter,
+        queue=queue,
+        recorder=recorder,
+        stopping=stopping,
+        metrics=metrics,
+    )
+    return Worker(
+        settings=settings,
+        sessionmaker=sessionmaker,
+        queue=queue,
+        transport=transport,
+        limiter=limiter,
+        recorder=recorder,
+        processor=processor,
+        reconciler=Reconciler(settings, sessionmaker, queue),
+        stopping=stopping,
+        send_rate=rate,
+    )

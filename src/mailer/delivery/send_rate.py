@@ -1,4 +1,5 @@
-"""Global send-rate limiters (the RateLimiter protocol in ratelimit.py), per message.
+"""Global send-rate limiting, per message (not per job): the RateLimiter protocol, its two
+implementations and the builder that picks one from the settings.
 
 Both are GCRA with reservations: each acquire() takes the next free slot on a schedule spaced
 exactly 1/rate apart and sleeps until it. A slot is never handed out twice and slots never
@@ -15,8 +16,11 @@ bulk) and makes thousands of acquires per second cheap.
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
+
+from mailer.config import Settings
 
 # KEYS[1]: theoretical arrival time (TAT) of the next slot, in µs of Redis TIME.
 # ARGV[1]: emission interval in µs (may be fractional); ARGV[2]: slots to reserve;
@@ -36,6 +40,21 @@ redis.call('SET', KEYS[1], string.format('%.0f', new_tat),
 return math.floor(tat - tolerance - now)
 """
 _MAX_BATCH = 256
+
+
+@runtime_checkable
+class RateLimiter(Protocol):
+    async def acquire(self) -> float:
+        """Wait until one message may be sent; return seconds waited."""
+
+    def late(self, since: float) -> bool:
+        """Whether a send whose slot came at `since` (the loop's clock) is now too late to
+        go on that slot: it must take a new one rather than bunch up with later sends."""
+
+    async def set_rate(self, rate: float | None) -> None:
+        """Change the rate (messages/s); None or <= 0 means unlimited."""
+
+    async def close(self) -> None: ...
 
 
 def _lateness_limit(interval: float) -> float:
@@ -166,3 +185,10 @@ class RedisRateLimiter:
                 f.set_exception(RuntimeError("rate limiter closed"))
         self._waiting.clear()
         await self._client.aclose()
+
+
+def build_rate_limiter(settings: Settings, rate: float | None) -> RateLimiter:
+    """Redis-backed (shared by every worker process) when REDIS_URL is set, else in-process."""
+    if settings.redis_url:
+        return RedisRateLimiter(settings.redis_url, f"mailer:{settings.queue_name}:send-rate", rate)
+    return LocalRateLimiter(rate)

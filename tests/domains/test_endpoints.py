@@ -17,8 +17,8 @@ from mailer.config import Settings
 from mailer.db import session_scope
 from mailer.domains.dns_check import make_resolver
 from mailer.domains.endpoints import get_resolver, router
-from tests.domains.test_dns_check import DOMAIN, full_zone
 from tests.fixtures.dns_server import DnsTestServer, dns_server
+from tests.fixtures.dns_zones import DOMAIN, full_zone
 
 __all__ = ["dns_server"]  # fixture
 

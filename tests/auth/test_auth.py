@@ -1,5 +1,5 @@
 """Authentication and scopes on every route, key storage, revocation, usage tracking, and
-the /admin/keys API (ORIGINAL-SPEC.md's examples)."""
+the /admin/keys API (the Node service's documented examples)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from fastapi import FastAPI, routing
 from sqlalchemy import event, select
 
 from mailer.models import ApiKey
-from tests.api import assert_error
 from tests.fixtures.client import auth
+from tests.fixtures.errors import assert_error
 
 PREFIX = "/api/v1"
 KEYS = f"{PREFIX}/admin/keys"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailer.queue import MAX_RETRY_DELAY_MS, retry_delay_ms
+from mailer.queue.retry import MAX_RETRY_DELAY_MS, retry_delay_ms
 
 
 def test_exponential_with_jitter() -> None:

@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from mailer.db import session_scope
 from mailer.models import Recipient, Suppression
-from tests.api import assert_error
 from tests.fixtures.client import ApiClient, api_client, auth
+from tests.fixtures.errors import assert_error
 from tests.fixtures.pipeline import create_template, make_recipients, post_batch, wait_batch
 from tests.fixtures.ses_server import SES_ACCESS_KEY, SES_SECRET_KEY, SesTestServer
 from tests.fixtures.sns_signing import TOPIC_ARN, CertFetcher, SnsTestSigner
@@ -126,7 +126,7 @@ async def test_forged_and_unsigned_messages_rejected(
         )
         assert (await _post(c, evil)).status_code == 403
         assert (await _post(c, b"{not json")).status_code == 400
-        # ORIGINAL-SPEC's raw example is refused while verification is on
+        # the Node service's raw example is refused while verification is on
         assert (await _post(c, ORIGINAL_EXAMPLE)).status_code == 403
         async with session_scope(c.state.sessionmaker) as session:
             assert (await session.scalars(select(Suppression))).all() == []

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from mailer.cli.domain import app
 from mailer.config import get_settings
-from tests.domains import SES_ENV, SesIdentityServer, zone_from_records
-from tests.domains.test_dns_check import DOMAIN, full_zone
 from tests.fixtures.dns_server import DnsTestServer, closed_port, dns_server
+from tests.fixtures.dns_zones import DOMAIN, full_zone
+from tests.fixtures.ses_identity_server import SES_ENV, SesIdentityServer, zone_from_records
 
 __all__ = ["dns_server"]  # fixture
 

@@ -1,4 +1,4 @@
-"""The batches API: ORIGINAL-SPEC's example, validation, dedupe, suppression, idempotency,
+"""The batches API: the Node service's example, validation, dedupe, suppression, idempotency,
 scheduling, cancel, events and summary."""
 
 from __future__ import annotations

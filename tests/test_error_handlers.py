@@ -1,4 +1,5 @@
-"""One error format for every failure (SPEC §2), and request ids."""
+"""One error format for every failure ({"error": {"code", "message", "details"}}), and
+request ids."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.api import assert_error
 from tests.fixtures.client import api_client, auth
+from tests.fixtures.errors import assert_error
 
 TEMPLATES = "/api/v1/templates"
 TEMPLATE = {"name": "T", "html": "<p>{{name}}</p>", "variables": {"name": {"type": "string"}}}

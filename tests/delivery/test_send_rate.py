@@ -13,14 +13,19 @@ from bisect import bisect_left
 import pytest
 import redis.exceptions
 
-from mailer.queue.limiters import LocalRateLimiter, RedisRateLimiter
-from mailer.queue.ratelimit import RateLimiter
+from mailer.config import load_settings
+from mailer.delivery.send_rate import (
+    LocalRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+    build_rate_limiter,
+)
 
 UNREACHABLE = "redis://127.0.0.1:1/0"
 
 _CHILD = """
 import asyncio, json, sys, time
-from mailer.queue.limiters import RedisRateLimiter
+from mailer.delivery.send_rate import RedisRateLimiter
 
 async def main(url, key, rate, start_at, duration):
     limiter = RedisRateLimiter(url, key, rate)
@@ -148,3 +153,19 @@ async def test_local_limiter_set_rate_at_runtime() -> None:
     assert time.monotonic() - t0 >= 5 * 0.02 - 0.002
     await limiter.set_rate(None)
     assert await limiter.acquire() == 0.0
+
+
+async def test_the_builder_is_in_process_without_redis() -> None:
+    limiter = build_rate_limiter(load_settings(_env_file=None, app_env="test", redis_url=None), 10)
+    assert isinstance(limiter, LocalRateLimiter)
+    await limiter.close()
+
+
+async def test_the_builder_shares_the_limiter_through_redis(redis_url: str) -> None:
+    settings = load_settings(_env_file=None, app_env="test", redis_url=redis_url, queue_name="fq")
+    limiter = build_rate_limiter(settings, None)
+    try:
+        assert isinstance(limiter, RedisRateLimiter)
+        assert await limiter.acquire() == 0.0
+    finally:
+        await limiter.close()

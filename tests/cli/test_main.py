@@ -20,7 +20,7 @@ from mailer.cli import app as cli_app
 from mailer.config import Settings
 from mailer.migrate import head_revision
 from tests.fixtures.client import api_client, auth
-from tests.test_migrations import create_fresh_database, drop_fresh_database
+from tests.fixtures.database import create_fresh_database, drop_fresh_database
 
 HEX64 = re.compile(r"\b[0-9a-f]{64}\b")
 CONFIG_NAMES = {name.upper() for name in Settings.model_fields} | {"APP_ENV", "NODE_ENV"}

@@ -1,4 +1,4 @@
-"""The /templates API: ORIGINAL-SPEC.md's examples, versions, rendering, errors."""
+"""The /templates API: the Node service's examples, versions, rendering, errors."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import select
 
 from mailer.models import TemplateVersion
-from tests.api import assert_error
 from tests.fixtures.client import auth
+from tests.fixtures.errors import assert_error
 
 TEMPLATES = "/api/v1/templates"
 
-# Copied verbatim from ORIGINAL-SPEC.md ("Create template").
+# The Node service's documented "Create template" request, byte for byte.
 ORIGINAL_CREATE = b"""{
   "name": "Welcome Email",
   "html": "<h1>Welcome {{name}}!</h1>",

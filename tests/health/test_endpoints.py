@@ -11,8 +11,8 @@ import httpx
 
 from mailer.app import create_app
 from mailer.migrate import head_revision
-from tests.api import assert_error
 from tests.fixtures.client import api_client, auth
+from tests.fixtures.errors import assert_error
 
 CLOSED_PORT_DB = "postgresql://postgres@127.0.0.1:1/mailer"
 

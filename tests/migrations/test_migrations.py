@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,30 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from mailer import migrate, models
 from mailer.config import Settings, load_settings
-from tests.fixtures import database
-
-
-def create_fresh_database(tmp_path: Path) -> str:
-    """An empty database (never migrated) on the test backend; its DATABASE_URL."""
-    if database.BACKEND != "postgres":
-        return f"sqlite:///{tmp_path / 'fresh.db'}"
-    database.ensure_postgres_running()
-    name = f"mailer_fresh_{uuid.uuid4().hex[:12]}"
-    admin = database.PG_ADMIN_URL.replace("postgresql://", "postgresql+asyncpg://")
-
-    async def create() -> None:
-        engine = create_async_engine(admin, isolation_level="AUTOCOMMIT")
-        async with engine.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-        await engine.dispose()
-
-    asyncio.run(create())
-    return database.pg_url(name)
-
-
-def drop_fresh_database(url: str) -> None:
-    if url.startswith("postgresql://"):
-        database.drop_pg_database(url.rsplit("/", 1)[1])
+from tests.fixtures.database import create_fresh_database, drop_fresh_database
 
 
 @pytest.fixture

@@ -1,0 +1,77 @@
+"""Rendering a stored template version: what the worker sends and what a preview shows.
+
+Versions are immutable, so their compiled form and parsed variable declarations are cached
+by version id. No web framework here: the worker imports this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mailer.addresses import has_control_chars
+from mailer.errors import ValidationFailed
+from mailer.models import TemplateVersion
+from mailer.templates.rendering import (
+    RenderedMessage,
+    TemplateRenderError,
+    derive_text,
+    get_compiled,
+)
+from mailer.templates.variables import (
+    VariableSpec,
+    apply_defaults,
+    check_variables,
+    parse_variable_specs,
+)
+
+_SPECS: dict[str, dict[str, VariableSpec]] = {}
+
+
+def version_specs(version: TemplateVersion) -> dict[str, VariableSpec]:
+    """Parsed variable declarations of a version; cached, since versions are immutable."""
+    specs = _SPECS.get(version.id)
+    if specs is None:
+        if len(_SPECS) > 1024:
+            _SPECS.clear()
+        specs = _SPECS[version.id] = parse_variable_specs(version.variables)
+    return specs
+
+
+def render_version(version: TemplateVersion, variables: Mapping[str, Any]) -> RenderedMessage:
+    """Render one message from a version: defaults applied, text derived when missing."""
+    compiled = get_compiled(
+        version.id, subject=version.subject, html=version.html, text=version.text
+    )
+    values = apply_defaults(version_specs(version), variables)
+    rendered = compiled.render(values)
+    if rendered.text is None and rendered.html is not None:
+        rendered = RenderedMessage(
+            subject=rendered.subject, html=rendered.html, text=derive_text(rendered.html)
+        )
+    return rendered
+
+
+def preview(version: TemplateVersion, variables: Mapping[str, Any]) -> RenderedMessage:
+    problems = check_variables(version_specs(version), variables)
+    if problems:
+        raise ValidationFailed(
+            "Variables do not match the template's declarations.",
+            details=[{"field": f"variables.{name}", "message": msg} for name, msg in problems],
+        )
+    try:
+        rendered = render_version(version, variables)
+    except TemplateRenderError as exc:
+        raise ValidationFailed(
+            f"Rendering failed: {exc}",
+            details=[{"field": exc.part, "message": exc.message}],
+            code="render_error",
+        ) from None
+    if has_control_chars(rendered.subject):
+        # A send would refuse this message (delivery.compose): the preview says so too.
+        raise ValidationFailed(
+            "The rendered subject contains CR, LF or control characters.",
+            details=[{"field": "subject", "message": "control characters after rendering"}],
+            code="render_error",
+        )
+    return rendered
