@@ -28,7 +28,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOST=0.0.0.0 \
-    PORT=3000
+    PORT=3000 \
+    MAILER_DATA_DIR=/app/data
 # Numeric uid/gid so Kubernetes' runAsNonRoot can verify the user without a passwd lookup.
 RUN groupadd --system --gid 10001 mailer \
     && useradd --system --uid 10001 --gid mailer --home-dir /app --no-create-home \

@@ -60,7 +60,12 @@ def problem_lines(message: str) -> dict[str, str]:
         ({"MAIL_TRANSPORT": "smtp", "SMTP_URL": "ftp://h"}, "SMTP_URL", "smtp://"),
         ({"REDIS_URL": "http://x"}, "REDIS_URL", "redis://"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL", "debug"),
-        ({"APP_ENV": "production"}, "UNSUBSCRIBE_SECRET", "production"),
+        (
+            {"APP_ENV": "production", "PUBLIC_URL": "https://m.example"},
+            "UNSUBSCRIBE_SECRET",
+            "production",
+        ),
+        ({"APP_ENV": "production", "UNSUBSCRIBE_SECRET": GOOD_SECRET}, "PUBLIC_URL", "production"),
         ({"UNSUBSCRIBE_SECRET": "short"}, "UNSUBSCRIBE_SECRET", "16"),
         ({"PUBLIC_URL": "example.com"}, "PUBLIC_URL", "http"),
         ({"MAIL_FROM": "nobody"}, "MAIL_FROM", "email address"),
@@ -102,6 +107,7 @@ def test_every_problem_is_reported_in_one_error(monkeypatch: pytest.MonkeyPatch)
         "REDIS_URL",
         "LOG_LEVEL",
         "UNSUBSCRIBE_SECRET",
+        "PUBLIC_URL",
     }
 
 
@@ -116,15 +122,22 @@ def test_a_bad_field_does_not_invent_cross_field_problems(
             SMTP_URL="smtp://relay:25",
             APP_ENV="production",
             UNSUBSCRIBE_SECRET=GOOD_SECRET,
+            PUBLIC_URL="https://mail.example.com",
         )
     )
     assert list(problems) == ["PORT"]
 
 
 def test_node_env_is_accepted_for_app_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = load_from_env(monkeypatch, NODE_ENV="production", UNSUBSCRIBE_SECRET=GOOD_SECRET)
+    settings = load_from_env(
+        monkeypatch,
+        NODE_ENV="production",
+        UNSUBSCRIBE_SECRET=GOOD_SECRET,
+        PUBLIC_URL="https://mail.example.com",
+    )
     assert settings.app_env is AppEnv.PRODUCTION
     monkeypatch.delenv("UNSUBSCRIBE_SECRET")
+    monkeypatch.delenv("PUBLIC_URL")
     problems = problem_lines(config_error(monkeypatch, NODE_ENV="prod"))
     assert list(problems) == ["APP_ENV"]
     assert "production" in problems["APP_ENV"]
@@ -133,12 +146,15 @@ def test_node_env_is_accepted_for_app_env(monkeypatch: pytest.MonkeyPatch) -> No
 def test_node_env_production_requires_the_unsubscribe_secret(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    problems = problem_lines(config_error(monkeypatch, NODE_ENV="production"))
+    problems = problem_lines(
+        config_error(monkeypatch, NODE_ENV="production", PUBLIC_URL="https://mail.example.com")
+    )
     assert list(problems) == ["UNSUBSCRIBE_SECRET"]
 
 
 def test_original_spec_environment_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The Node service's example .env, as written (plus the new production secret)."""
+    """The original Node service's example .env, as written (plus the settings production
+    requires now: the unsubscribe secret and the public URL)."""
     settings = load_from_env(
         monkeypatch,
         NODE_ENV="production",
@@ -153,6 +169,7 @@ def test_original_spec_environment_loads(monkeypatch: pytest.MonkeyPatch) -> Non
         JOB_ATTEMPTS="3",
         JOB_BACKOFF_DELAY="5000",
         UNSUBSCRIBE_SECRET=GOOD_SECRET,
+        PUBLIC_URL="https://mail.yourdomain.com",
     )
     assert settings.port == 3000
     assert settings.sqlalchemy_url == "postgresql+asyncpg://user:password@host:5432/mailer"

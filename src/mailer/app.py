@@ -10,6 +10,7 @@ import structlog
 from fastapi import FastAPI
 
 from mailer import __version__
+from mailer.api_docs import install_api_docs
 from mailer.auth.cache import KeyCache
 from mailer.auth.endpoints import router as keys_router
 from mailer.auth.ratelimit import KeyRateLimiter
@@ -117,7 +118,7 @@ def create_app(
         "bounces, complaints and suppressions.",
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # served by install_api_docs, without a CDN
         redoc_url=None,
     )
     install_error_handlers(app)
@@ -138,6 +139,7 @@ def create_app(
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(prometheus_router)
+    install_api_docs(app, openapi_url="/openapi.json")
     _document_raw_bodies(app)
     app.add_middleware(
         BodyLimitMiddleware,

@@ -1,12 +1,17 @@
 """Settings: every environment variable mailer reads, validated once at start.
 
-Names are those of the Node service mailer replaces (NODE_ENV is accepted for APP_ENV). A
-bad configuration raises ConfigError with one line per bad variable.
+NODE_ENV is accepted for APP_ENV. A bad configuration raises ConfigError with one line per
+bad variable.
+
+Files of the embedded default (the SQLite database, the outbox) live in one data directory,
+MAILER_DATA_DIR, by default the user's data directory ($XDG_DATA_HOME/mailer, i.e.
+~/.local/share/mailer): every command finds them whatever directory it runs from.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +21,7 @@ from pydantic import (
     AliasChoices,
     Field,
     ModelWrapValidatorHandler,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -24,7 +30,6 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_DATABASE_URL = "sqlite:///./data/mailer.db"
 _DEV_UNSUBSCRIBE_SECRET = "mailer-development-unsubscribe-secret-change-me"  # noqa: S105
 
 
@@ -47,6 +52,28 @@ class LogFormat(StrEnum):
 
 class ConfigError(Exception):
     """The configuration is invalid; the message names every bad variable."""
+
+
+def default_data_dir() -> Path:
+    """Where the embedded default keeps its files when MAILER_DATA_DIR is not set."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "mailer"
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+# Bind addresses meaning "every interface": links point at the loopback address instead.
+_ANY_ADDRESS = {"0.0.0.0", "::", "[::]", ""}
+
+
+def url_for_bind(host: str, port: int) -> str:
+    """http://HOST:PORT as a browser on this machine reaches a server bound to HOST:PORT."""
+    host = "127.0.0.1" if host in _ANY_ADDRESS else host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 def normalize_database_url(url: str) -> str:
@@ -80,13 +107,17 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
-    public_url: str = "http://127.0.0.1:3000"
+    # Unset: derived from HOST/PORT in development; required with APP_ENV=production.
+    public_url: str | None = None
     log_level: str = "info"
     log_format: LogFormat | None = None
 
     # Storage and queue
+    # The directory holding the embedded default's files (SQLite database, outbox).
+    mailer_data_dir: Path = Field(default_factory=default_data_dir)
     # URLs may carry passwords: kept out of repr (and so out of logs and tracebacks).
-    database_url: str = Field(DEFAULT_DATABASE_URL, repr=False)
+    # Unset: the SQLite file mailer.db in MAILER_DATA_DIR (filled in by _default_paths).
+    database_url: str = Field("", repr=False)
     db_pool_size: int = Field(10, ge=1, le=500)
     redis_url: str | None = Field(None, repr=False)
     queue_name: str = "mailer-send"
@@ -94,7 +125,7 @@ class Settings(BaseSettings):
     # Delivery
     mail_transport: TransportName = TransportName.OUTBOX
     mail_from: str = "no-reply@localhost"
-    outbox_dir: Path = Path("./data/outbox")
+    outbox_dir: Path = Path()  # unset: MAILER_DATA_DIR/outbox (filled in by _default_paths)
     smtp_url: SecretStr | None = None
     # Connections per worker process to the relay (fewer when WORKER_CONCURRENCY is lower).
     # postfix accepts 50 per client by default and answers more with 421.
@@ -138,12 +169,35 @@ class Settings(BaseSettings):
     dkim_selector: str | None = None
     dkim_domain: str | None = None
 
+    _public_url_derived: bool = PrivateAttr(False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_paths(cls, data: Any) -> Any:
+        """DATABASE_URL and OUTBOX_DIR default to files in MAILER_DATA_DIR."""
+        if not isinstance(data, dict):
+            return data
+        given = {str(key).lower(): value for key, value in data.items()}
+        raw_dir = given.get("mailer_data_dir")
+        base = Path(str(raw_dir)).expanduser() if raw_dir else default_data_dir()
+        data = dict(data)
+        if not given.get("database_url"):
+            data["database_url"] = sqlite_url(base / "mailer.db")
+        if not given.get("outbox_dir"):
+            data["outbox_dir"] = base / "outbox"
+        return data
+
     @field_validator("sns_topic_arns", mode="before")
     @classmethod
     def _split_arns(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("mailer_data_dir", "outbox_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
 
     @field_validator("database_url")
     @classmethod
@@ -222,6 +276,20 @@ class Settings(BaseSettings):
             problems.append("UNSUBSCRIBE_SECRET: must be at least 16 characters")
         if self.dkim_private_key is not None and not self.dkim_selector:
             problems.append("DKIM_SELECTOR: required when DKIM_PRIVATE_KEY is set")
+        if self.public_url is None:
+            if self.app_env is AppEnv.PRODUCTION:
+                problems.append(
+                    "PUBLIC_URL: required when APP_ENV=production (the address recipients "
+                    "reach this API at, e.g. https://mail.example.com: unsubscribe links "
+                    "in every message start with it)"
+                )
+            else:
+                self.public_url = url_for_bind(self.host, self.port)
+                self._public_url_derived = True
+        if self.mail_transport is TransportName.OUTBOX:
+            problem = _directory_problem(self.outbox_dir)
+            if problem:
+                problems.append(f"OUTBOX_DIR: {self.outbox_dir} {problem}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -262,6 +330,34 @@ class Settings(BaseSettings):
 
     # Derived values
 
+    def with_bind(self, host: str | None, port: int | None) -> Settings:
+        """These settings serving on HOST/PORT given on the command line; a PUBLIC_URL that
+        was derived from HOST/PORT follows them."""
+        update: dict[str, Any] = {"host": host or self.host, "port": port or self.port}
+        if self._public_url_derived:
+            update["public_url"] = url_for_bind(update["host"], update["port"])
+        copy = self.model_copy(update=update)
+        copy._public_url_derived = self._public_url_derived
+        return copy
+
+    @property
+    def database_description(self) -> str:
+        """The database for messages: the SQLite file's absolute path, or the server's URL
+        without its password."""
+        url = self.sqlalchemy_url
+        if self.is_sqlite:
+            path = url.split(":///", 1)[1] if ":///" in url else ""
+            if not path or path.startswith(":memory:"):
+                return "SQLite in memory"
+            return f"SQLite file {Path(path).expanduser().resolve()}"
+        parts = urlsplit(url)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        if parts.username:
+            netloc = f"{parts.username}@{netloc}"
+        return f"PostgreSQL {netloc}{parts.path}"
+
     @property
     def sqlalchemy_url(self) -> str:
         return normalize_database_url(self.database_url)
@@ -287,6 +383,24 @@ class Settings(BaseSettings):
         if self.unsubscribe_secret is not None:
             return self.unsubscribe_secret.get_secret_value().encode()
         return _DEV_UNSUBSCRIBE_SECRET.encode()
+
+
+def _directory_problem(directory: Path) -> str | None:
+    """Why files cannot be written in `directory` (created when missing), or None."""
+    if directory.exists():
+        if not directory.is_dir():
+            return "is not a directory"
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return "is not writable"
+        return None
+    parent = directory.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot be created: {parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be created: {parent} is not writable"
+    return None
 
 
 def _format_errors(error: ValidationError) -> str:

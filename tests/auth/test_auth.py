@@ -22,7 +22,13 @@ KEYS = f"{PREFIX}/admin/keys"
 TEMPLATES = f"{PREFIX}/templates"
 # Routes without API key auth: probes, docs, public metrics, SNS and unsubscribe links.
 PUBLIC = (f"{PREFIX}/health", f"{PREFIX}/ready", f"{PREFIX}/metrics", "/metrics")
-PUBLIC_PREFIXES = ("/openapi.json", "/docs", f"{PREFIX}/webhooks", f"{PREFIX}/unsubscribe")
+PUBLIC_PREFIXES = (
+    "/openapi.json",
+    "/docs",
+    "/redoc",
+    f"{PREFIX}/webhooks",
+    f"{PREFIX}/unsubscribe",
+)
 # Fills every path parameter. No dot and no "@": a {domain} or {email} is rejected before
 # any lookup, so the matrix never reaches DNS or another network service.
 FAKE_ID = "01J0000000000000000000FAKE"

@@ -93,11 +93,12 @@ def test_check_json_output(env: pytest.MonkeyPatch, dns_server: DnsTestServer) -
     assert dmarc["fix"].startswith(f'_dmarc.{DOMAIN} TXT "v=DMARC1; p=quarantine')
 
 
-def test_check_timeout_is_a_failure_not_a_crash(env: pytest.MonkeyPatch) -> None:
+def test_check_timeout_is_exit_3_not_a_crash(env: pytest.MonkeyPatch) -> None:
+    """DNS not answering says nothing about the domain: exit 3, not a check failure (1)."""
     result = runner.invoke(
         app, ["check", DOMAIN, "--nameserver", f"127.0.0.1:{closed_port()}", "--timeout", "0.3"]
     )
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 3, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "timed out" in result.output
 
@@ -122,7 +123,8 @@ def test_check_uses_the_ses_identity_tokens(
     setup = runner.invoke(app, ["setup", DOMAIN])
     assert setup.exit_code == 0, setup.output
     tokens = identity_server.identities[DOMAIN].tokens
-    # Nothing published yet: the SES CNAMEs are named in the fix.
+    # The domain exists but nothing is published yet: the SES CNAMEs are named in the fix.
+    dns_server.zone = {DOMAIN: {"A": ["192.0.2.1"]}}
     result = runner.invoke(app, ["check", DOMAIN, "--nameserver", dns_server.address])
     assert result.exit_code == 1
     assert "FAIL  DKIM (SES)" in result.output

@@ -483,9 +483,11 @@ def test_compose_mailer_services_run_real_commands_with_valid_settings(
         assert service["command"] == [name], name
         assert {"path": ".env", "required": False} in service["env_file"]
         env = service_env(service)
-        # UNSUBSCRIBE_SECRET comes from .env in production (validation demands it).
+        # UNSUBSCRIBE_SECRET and PUBLIC_URL come from .env in production (validation
+        # demands them).
         if env.get("APP_ENV") == AppEnv.PRODUCTION:
             env.setdefault("UNSUBSCRIBE_SECRET", PLACEHOLDER_SECRET)
+            env.setdefault("PUBLIC_URL", "https://mail.example.com")
         settings = settings_from_env(env)
         assert settings.port == 3000
         assert settings.redis_url is not None
@@ -537,6 +539,7 @@ def test_compose_stop_grace_period_outlasts_graceful_shutdown(name: str) -> None
     service = load_compose(COMPOSE_FILE)["services"][name]
     env = service_env(service)
     env.setdefault("UNSUBSCRIBE_SECRET", PLACEHOLDER_SECRET)
+    env.setdefault("PUBLIC_URL", "https://mail.example.com")
     budget = stop_budget(settings_from_env(env))
     assert duration_seconds(service["stop_grace_period"]) > budget
 

@@ -143,6 +143,7 @@ ROWS = [
     Row("GET", "/openapi.json", fixed("/openapi.json"), 200, 200, public=True),
     Row("GET", "/docs", fixed("/docs"), 200, 200, public=True),
     Row("GET", "/docs/oauth2-redirect", fixed("/docs/oauth2-redirect"), 200, 200, public=True),
+    Row("GET", "/redoc", fixed("/redoc"), 200, 200, public=True),
     Row("GET", f"{V1}/health", fixed(f"{V1}/health"), 200, 200, public=True),
     Row("GET", f"{V1}/ready", fixed(f"{V1}/ready"), 200, 200, public=True),
     Row("POST", f"{V1}/webhooks/ses", fixed(f"{V1}/webhooks/ses", **UNSIGNED_SNS), 403, 403, True),

@@ -1,4 +1,4 @@
-"""`mailer dlq list|retry|purge` and `cleanup-dlq` (the Node service's name)."""
+"""`mailer dlq list|retry|purge` and `mailer cleanup-dlq`."""
 
 from __future__ import annotations
 
@@ -8,18 +8,19 @@ from datetime import timedelta
 import typer
 
 from mailer.cli.common import cli_session, run, settings_or_exit
+from mailer.cli.help import Command, new_app
 from mailer.deadletters import service
 from mailer.models.base import utcnow
 from mailer.queue.factory import build_queue
 
-app = typer.Typer(help="Inspect, retry and purge the dead letter queue.", no_args_is_help=True)
+app = new_app("Inspect, retry and purge the dead letter queue.")
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 def list_command(
-    limit: int = typer.Option(100, min=1, max=1000),
-    offset: int = typer.Option(0, min=0),
-    batch: str | None = typer.Option(None, help="Only this batch id."),
+    limit: int = typer.Option(100, min=1, max=1000, metavar="N", help="At most N rows."),
+    offset: int = typer.Option(0, min=0, metavar="N", help="Skip the first N rows."),
+    batch: str | None = typer.Option(None, metavar="BATCH_ID", help="Only this batch."),
 ) -> None:
     """List dead letters with their last error."""
     settings = settings_or_exit()
@@ -41,9 +42,9 @@ def list_command(
     run(go)
 
 
-@app.command("retry")
+@app.command("retry", cls=Command)
 def retry_command(
-    ids: list[int] = typer.Argument(None, help="Dead letter ids; none = all."),
+    ids: list[int] = typer.Argument(None, metavar="ID", help="Dead letter ids; none = all."),
 ) -> None:
     """Send the dead letters' recipients again."""
     settings = settings_or_exit()
@@ -71,10 +72,13 @@ def retry_command(
     )
 
 
-@app.command("purge")
+@app.command("purge", cls=Command)
 def purge_command(
     older_than_days: float | None = typer.Option(
-        None, "--older-than-days", help="Only dead letters older than this; default all."
+        None,
+        "--older-than-days",
+        metavar="DAYS",
+        help="Only dead letters older than this; default all.",
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
@@ -92,7 +96,7 @@ def purge_command(
 
 
 def cleanup_dlq(days: float, purge: bool) -> None:
-    """Review failure reasons, then purge entries older than `days` (ORIGINAL's cleanup-dlq)."""
+    """Review failure reasons, then purge entries older than `days`."""
     settings = settings_or_exit()
 
     async def go() -> tuple[Counter[str], int, int]:
@@ -108,6 +112,8 @@ def cleanup_dlq(days: float, purge: bool) -> None:
 
     reasons, total, deleted = run(go)
     typer.echo(f"{total} dead letter(s). Reasons:")
+    if reasons:
+        typer.echo(f"  {'COUNT':>6}  REASON")
     for reason, count in reasons.most_common(20):
         typer.echo(f"  {count:>6}  {reason}")
     if purge:

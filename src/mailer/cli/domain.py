@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import json
 
+import dns.asyncresolver
 import typer
 
 from mailer.cli.common import run, settings_or_exit
-from mailer.config import TransportName
+from mailer.cli.help import Command, new_app
+from mailer.config import Settings, TransportName
 from mailer.domains.dns_check import (
+    CheckResult,
     DomainReport,
     InvalidName,
     ResolverUnavailable,
+    domain_exists,
     make_resolver,
+    normalize_domain,
+    normalize_selector,
 )
 from mailer.domains.schemas import DomainReportOut
 from mailer.domains.service import check_configured_domain
 from mailer.domains.ses_identity import DomainSetup, SesIdentityError, setup_domain
 
-app = typer.Typer(
-    help="Set up and check a sending domain (SES identity, SPF, DKIM, DMARC, MX).",
-    no_args_is_help=True,
-)
+app = new_app("Set up and check a sending domain (SES identity, SPF, DKIM, DMARC, MX).")
 
 _FOUND_WIDTH = 110
 
@@ -65,11 +68,16 @@ def print_setup(setup: DomainSetup) -> None:
     )
 
 
-@app.command("setup")
+@app.command("setup", cls=Command)
 def setup(
-    domain: str = typer.Argument(..., help="The domain mail is sent from, e.g. example.com."),
+    domain: str = typer.Argument(
+        ..., metavar="DOMAIN", help="The domain mail is sent from, e.g. example.com."
+    ),
     mail_from: str = typer.Option(
-        "mail", "--mail-from", help="Custom MAIL FROM subdomain (where bounces go)."
+        "mail",
+        "--mail-from",
+        metavar="SUBDOMAIN",
+        help="Custom MAIL FROM subdomain (where bounces go).",
     ),
     no_mail_from: bool = typer.Option(
         False, "--no-mail-from", help="Keep SES's default MAIL FROM (amazonses.com)."
@@ -116,37 +124,75 @@ def print_report(report: DomainReport) -> None:
     typer.echo(f"{counts['pass']} passed, {counts['warn']} warning(s), {counts['fail']} failed.")
 
 
-@app.command("check")
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_DNS_UNAVAILABLE = 3
+
+
+async def _check(
+    settings: Settings,
+    domain: str,
+    selectors: list[str] | None,
+    resolver: dns.asyncresolver.Resolver,
+) -> DomainReport:
+    name = normalize_domain(domain)
+    for selector in selectors or ():
+        normalize_selector(selector)  # bad input is exit 2 before any lookup
+    exists = await domain_exists(resolver, name)
+    if exists.error:
+        message = f"Could not ask DNS about {name}: {exists.error}."
+        return DomainReport(name, [CheckResult("DNS", "fail", [], message, lookup_failed=True)])
+    if not exists.records:
+        message = (
+            f"{name} does not resolve: DNS has no such domain (NXDOMAIN). Check the "
+            "spelling, or that the domain is registered and its zone published."
+        )
+        return DomainReport(name, [CheckResult("DNS", "fail", [], message)])
+    return await check_configured_domain(settings, name, selectors=selectors, resolver=resolver)
+
+
+@app.command("check", cls=Command)
 def check(
-    domain: str = typer.Argument(..., help="The domain mail is sent from."),
+    domain: str = typer.Argument(..., metavar="DOMAIN", help="The domain mail is sent from."),
     selector: list[str] | None = typer.Option(
-        None, "--selector", "-s", help="DKIM selector to check (repeatable)."
+        None, "--selector", "-s", metavar="SELECTOR", help="DKIM selector to check (repeatable)."
     ),
     nameserver: list[str] | None = typer.Option(
-        None, "--nameserver", help="Ask this DNS server, IP[:PORT] (repeatable)."
+        None,
+        "--nameserver",
+        metavar="IP[:PORT]",
+        help="Ask this DNS server (repeatable); default: the system's resolver.",
     ),
-    timeout: float = typer.Option(5.0, min=0.1, help="Seconds per DNS lookup."),
+    timeout: float = typer.Option(
+        5.0, min=0.1, metavar="SECONDS", help="Time allowed for each DNS lookup."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Check SPF, DKIM, DMARC and MX; exit code 1 when any check fails."""
+    """Check SPF, DKIM, DMARC and MX records of a sending domain.
+
+    \b
+    Exit codes:
+      0  every check passed (warnings allowed)
+      1  a check failed, or the domain does not resolve
+      2  bad input (domain, selector or nameserver)
+      3  DNS did not answer (timeouts, SERVFAIL): nothing is known about the domain
+    """
     settings = settings_or_exit()
     try:
         resolver = make_resolver(nameserver or None, timeout=timeout)
     except (ValueError, ResolverUnavailable) as exc:
         typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     try:
-        report = run(
-            lambda: check_configured_domain(
-                settings, domain, selectors=selector or None, resolver=resolver
-            )
-        )
+        report = run(lambda: _check(settings, domain, selector or None, resolver))
     except InvalidName as exc:
         typer.echo(f"Invalid input: {exc}.", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     if as_json:
         out = DomainReportOut.model_validate(report).model_dump(mode="json", by_alias=True)
         typer.echo(json.dumps(out, indent=2))
     else:
         print_report(report)
-    raise typer.Exit(0 if report.ok else 1)
+    if report.ok:
+        raise typer.Exit(0)
+    raise typer.Exit(EXIT_DNS_UNAVAILABLE if report.only_lookups_failed else EXIT_CHECK_FAILED)

@@ -1,4 +1,4 @@
-"""`mailer keys create|list|revoke` (and `gen-key`, the Node service's name)."""
+"""`mailer keys create|list|revoke` (`mailer gen-key` is `keys create`)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import typer
 
 from mailer.auth import service
 from mailer.cli.common import cli_session, run, settings_or_exit
+from mailer.cli.help import Command, new_app
 from mailer.errors import NotFound
 
-app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app = new_app("Manage API keys.")
 
 
 def create_key_command(name: str, admin: bool) -> None:
@@ -25,18 +26,19 @@ def create_key_command(name: str, admin: bool) -> None:
     typer.echo(created.secret)
 
 
-@app.command("create")
+@app.command("create", cls=Command)
 def create(
-    name: str = typer.Argument(..., help="A name to recognise the key by."),
+    name: str = typer.Argument(..., metavar="NAME", help="A name to recognise the key by."),
     admin: bool = typer.Option(False, "--admin", help="Grant the admin scope (includes send)."),
 ) -> None:
     """Create an API key and print it once."""
     create_key_command(name, admin)
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 def list_keys(
-    limit: int = typer.Option(100, min=1, max=1000), offset: int = typer.Option(0, min=0)
+    limit: int = typer.Option(100, min=1, max=1000, metavar="N", help="At most N keys."),
+    offset: int = typer.Option(0, min=0, metavar="N", help="Skip the first N keys."),
 ) -> None:
     """List API keys (never the keys themselves)."""
     settings = settings_or_exit()
@@ -56,9 +58,9 @@ def list_keys(
     run(go)
 
 
-@app.command("revoke")
+@app.command("revoke", cls=Command)
 def revoke(
-    key_id: str = typer.Argument(..., help="The key's id (from `mailer keys list`)."),
+    key_id: str = typer.Argument(..., metavar="ID", help="The key's id (from `mailer keys list`)."),
 ) -> None:
     """Revoke a key: it stops working on the next request."""
     settings = settings_or_exit()

@@ -4,45 +4,72 @@ from __future__ import annotations
 
 import typer
 
+from mailer import __version__
 from mailer.cli import dlq, domain, keys, sending, suppressions
-from mailer.cli.common import run, settings_or_exit
+from mailer.cli.common import exit_quietly_on_broken_pipe, run, settings_or_exit
+from mailer.cli.help import Command, new_app
+from mailer.cli.seed import SeedResult
+from mailer.config import url_for_bind
 
-app = typer.Typer(
-    help="mailer: self-hosted bulk email service.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = new_app("mailer: self-hosted bulk email service.", add_completion=False)
 app.add_typer(keys.app, name="keys")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(domain.app, name="domain")
 app.add_typer(sending.app, name="sending")
 
+NEW_ADMIN_KEY_HINT = "Lost the admin key? Make a new one: mailer keys create NAME --admin"
 
-@app.command("cleanup-dlq")
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"mailer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_show_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    """mailer: self-hosted bulk email service."""
+
+
+@app.command("cleanup-dlq", cls=Command)
 def cleanup_dlq(
-    days: float = typer.Option(7.0, help="Purge dead letters older than this many days."),
+    days: float = typer.Option(
+        7.0, metavar="DAYS", help="Purge dead letters older than this many days."
+    ),
     purge: bool = typer.Option(True, "--purge/--no-purge", help="Only review with --no-purge."),
 ) -> None:
-    """Review dead-letter failure reasons and purge old entries (ORIGINAL's cleanup-dlq)."""
+    """Review dead-letter failure reasons and purge old entries."""
     dlq.cleanup_dlq(days, purge)
 
 
-def _print_seed(result: object) -> None:
-    from mailer.cli.seed import SeedResult
+def _print_seed(result: SeedResult) -> None:
+    if result.template_created:
+        typer.echo(f"Created the sample template 'Welcome Email' (id {result.template_id}).")
+    else:
+        typer.echo(f"The sample template 'Welcome Email' exists already (id {result.template_id}).")
+    if result.key is not None:
+        typer.echo(f"Created an admin API key (id {result.key_id}).")
+        typer.echo("  admin key (shown only once, store it now):")
+        typer.echo(f"  {result.key}")
+    else:
+        typer.echo(
+            f"{result.admin_keys} active admin key(s) exist already: no key created "
+            "(`mailer seed --force` makes another; `mailer keys list` shows them)."
+        )
 
-    assert isinstance(result, SeedResult)
-    typer.echo("Seeded an admin API key and the sample template 'Welcome Email'.")
-    typer.echo(f"  template id: {result.template_id}")
-    typer.echo(f"  admin key id: {result.key_id}")
-    typer.echo("  admin key (shown only once, store it now):")
-    typer.echo(f"  {result.key}")
 
-
-@app.command()
+@app.command(cls=Command)
 def migrate() -> None:
-    """Apply database migrations (the Node service's `prisma:migrate`)."""
+    """Apply database migrations (what `npm run prisma:migrate` did)."""
     from mailer import migrate as migrations
 
     settings = settings_or_exit()
@@ -50,36 +77,46 @@ def migrate() -> None:
         migrations.upgrade(settings)
     except Exception as exc:  # unreachable database, bad credentials
         typer.echo(f"Could not migrate the database ({type(exc).__name__}: {exc}).", err=True)
+        typer.echo(f"Database: {settings.database_description}", err=True)
         typer.echo("Check DATABASE_URL and that the database server is running.", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"Database at revision {migrations.head_revision()}.")
 
 
-@app.command()
-def seed() -> None:
-    """Create an admin API key (printed once) and the sample template."""
+@app.command(cls=Command)
+def seed(
+    force: bool = typer.Option(
+        False, "--force", help="Create a new admin key even when one exists."
+    ),
+) -> None:
+    """Create an admin API key (printed once) and the sample template 'Welcome Email'.
+    Run again, it creates nothing and says what exists."""
     from mailer.cli.seed import seed_with
 
     settings = settings_or_exit()
-    _print_seed(run(lambda: seed_with(settings, only_if_empty=False)))
+    result = run(lambda: seed_with(settings, only_if_empty=False, force=force))
+    assert result is not None
+    _print_seed(result)
 
 
-@app.command("gen-key")
+@app.command("gen-key", cls=Command)
 def gen_key(
-    name: str = typer.Argument(..., help="A name for the key."),
+    name: str = typer.Argument(..., metavar="NAME", help="A name for the key."),
     admin: bool = typer.Option(False, "--admin", help="Grant the admin scope."),
 ) -> None:
     """Generate an API key (same as `mailer keys create`)."""
     keys.create_key_command(name, admin)
 
 
-@app.command()
+@app.command(cls=Command)
 def api(
-    host: str | None = typer.Option(None, help="Bind address (default HOST or 127.0.0.1)."),
-    port: int | None = typer.Option(None, help="Port (default PORT or 3000)."),
-    workers: int = typer.Option(1, min=1, help="API processes."),
+    host: str | None = typer.Option(
+        None, metavar="HOST", help="Bind address (default HOST or 127.0.0.1)."
+    ),
+    port: int | None = typer.Option(None, metavar="PORT", help="Port (default PORT or 3000)."),
+    workers: int = typer.Option(1, min=1, metavar="N", help="API processes."),
 ) -> None:
-    """Run the HTTP API (the Node service's `start`)."""
+    """Run the HTTP API."""
     import uvicorn
 
     settings = settings_or_exit()
@@ -96,9 +133,9 @@ def api(
     )
 
 
-@app.command()
+@app.command(cls=Command)
 def worker() -> None:
-    """Run a sending worker (the Node service's `start:worker`). Stops gracefully on SIGTERM."""
+    """Run a sending worker. Stops gracefully on SIGTERM."""
     from mailer.worker.main import run_worker
 
     settings = settings_or_exit()
@@ -112,10 +149,12 @@ def worker() -> None:
         uvloop.run(run_worker(settings))
 
 
-@app.command()
+@app.command(cls=Command)
 def dev(
-    host: str | None = typer.Option(None, help="Bind address (default HOST or 127.0.0.1)."),
-    port: int | None = typer.Option(None, help="Port (default PORT or 3000)."),
+    host: str | None = typer.Option(
+        None, metavar="HOST", help="Bind address (default HOST or 127.0.0.1)."
+    ),
+    port: int | None = typer.Option(None, metavar="PORT", help="Port (default PORT or 3000)."),
 ) -> None:
     """Everything in one process: migrate, seed on first run, API + worker."""
     import uvicorn
@@ -124,20 +163,28 @@ def dev(
     from mailer.app import create_app
     from mailer.cli.seed import seed_with
 
-    settings = settings_or_exit()
-    migrations.upgrade(settings)
+    settings = settings_or_exit().with_bind(host, port)
+    try:
+        migrations.upgrade(settings)
+    except Exception as exc:  # the database file or server cannot be used
+        typer.echo(f"Could not migrate the database ({type(exc).__name__}: {exc}).", err=True)
+        typer.echo(f"Database: {settings.database_description}", err=True)
+        raise typer.Exit(1) from None
     seeded = run(lambda: seed_with(settings, only_if_empty=True))
     if seeded is not None:
         _print_seed(seeded)
-    bind_host, bind_port = host or settings.host, port or settings.port
+    base = url_for_bind(settings.host, settings.port)
     typer.echo(
-        f"mailer (embedded: {settings.mail_transport.value} transport) on "
-        f"http://{bind_host}:{bind_port}  docs: http://{bind_host}:{bind_port}/docs"
+        f"mailer (embedded: {settings.mail_transport.value} transport) on {base}  docs: {base}/docs"
     )
+    typer.echo(f"Database: {settings.database_description}")
+    if settings.mail_transport.value == "outbox":
+        typer.echo(f"Outbox: {settings.outbox_dir}")
+    typer.echo(NEW_ADMIN_KEY_HINT)
     uvicorn.run(
         create_app(settings, embedded_worker=True),
-        host=bind_host,
-        port=bind_port,
+        host=settings.host,
+        port=settings.port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_timeout),
@@ -145,4 +192,7 @@ def dev(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except BrokenPipeError:
+        exit_quietly_on_broken_pipe()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import typer
 
 from mailer.cli.common import cli_session, run, settings_or_exit
+from mailer.cli.help import Command, new_app
 from mailer.reputation import service
 
-app = typer.Typer(help="See, pause and resume bulk sending.", no_args_is_help=True)
+app = new_app("See, pause and resume bulk sending.")
 
 
 def _print(state: service.PauseState) -> None:
@@ -19,7 +20,7 @@ def _print(state: service.PauseState) -> None:
         typer.echo("Bulk sending is running.")
 
 
-@app.command("status")
+@app.command("status", cls=Command)
 def status() -> None:
     """Show whether bulk sending is paused, and why."""
     settings = settings_or_exit()
@@ -31,8 +32,10 @@ def status() -> None:
     _print(run(go))
 
 
-@app.command("pause")
-def pause(reason: str = typer.Option("paused by an operator", help="Why.")) -> None:
+@app.command("pause", cls=Command)
+def pause(
+    reason: str = typer.Option("paused by an operator", metavar="TEXT", help="Why."),
+) -> None:
     """Pause bulk sending now (transactional batches keep going)."""
     settings = settings_or_exit()
 
@@ -43,7 +46,7 @@ def pause(reason: str = typer.Option("paused by an operator", help="Why.")) -> N
     _print(run(go))
 
 
-@app.command("resume")
+@app.command("resume", cls=Command)
 def resume() -> None:
     """Resume bulk sending after a pause. Only sends after now are judged."""
     settings = settings_or_exit()

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import typer
 
-from mailer.addresses import InvalidAddress
-from mailer.cli.common import cli_session, run, settings_or_exit
+from mailer.addresses import InvalidAddress, normalize_email
+from mailer.cli.common import cli_session, file_error, run, settings_or_exit
+from mailer.cli.help import Command, new_app
 from mailer.models.enums import SuppressionReason
 from mailer.suppressions import service
 
-app = typer.Typer(help="Manage the suppression list.", no_args_is_help=True)
+app = new_app("Manage the suppression list.")
+REASONS_HELP = "One of: " + ", ".join(r.value.lower() for r in SuppressionReason) + "."
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 def list_command(
-    limit: int = typer.Option(100, min=1, max=1000),
-    offset: int = typer.Option(0, min=0),
-    reason: SuppressionReason | None = typer.Option(None, case_sensitive=False),
-    search: str | None = typer.Option(None, help="Address contains this text."),
+    limit: int = typer.Option(100, min=1, max=1000, metavar="N", help="At most N rows."),
+    offset: int = typer.Option(0, min=0, metavar="N", help="Skip the first N rows."),
+    reason: SuppressionReason | None = typer.Option(
+        None, case_sensitive=False, metavar="REASON", help=REASONS_HELP
+    ),
+    search: str | None = typer.Option(None, metavar="TEXT", help="Address contains this text."),
 ) -> None:
     """List suppressed addresses, newest first."""
     settings = settings_or_exit()
@@ -30,6 +37,7 @@ def list_command(
             rows, total = await service.list(
                 session, limit=limit, offset=offset, reason=reason, search=search
             )
+        typer.echo(f"{'SUPPRESSED AT':16}  {'REASON':11}  EMAIL")
         for row in rows:
             typer.echo(f"{row.created_at:%Y-%m-%d %H:%M}  {row.reason:11}  {row.email}")
         typer.echo(f"{total} suppressed address(es)")
@@ -37,28 +45,42 @@ def list_command(
     run(go)
 
 
-@app.command("add")
+@app.command("add", cls=Command)
 def add_command(
-    emails: list[str] = typer.Argument(..., help="Addresses to suppress."),
-    reason: SuppressionReason = typer.Option(SuppressionReason.MANUAL, case_sensitive=False),
+    emails: list[str] = typer.Argument(..., metavar="EMAIL", help="Addresses to suppress."),
+    reason: SuppressionReason = typer.Option(
+        SuppressionReason.MANUAL, case_sensitive=False, metavar="REASON", help=REASONS_HELP
+    ),
 ) -> None:
-    """Suppress addresses (never sent to again until removed)."""
+    """Suppress addresses (never sent to again until removed). Like `import`, the valid
+    addresses are added and each invalid one is named; the exit code is then 1."""
     settings = settings_or_exit()
+    valid: list[str] = []
+    invalid: list[tuple[str, str]] = []
+    for email in emails:
+        try:
+            normalize_email(email)
+        except InvalidAddress as exc:
+            invalid.append((email, str(exc)))
+        else:
+            valid.append(email)
 
     async def go() -> int:
         async with cli_session(settings) as session:
-            return await service.add(session, emails, reason, {"type": "cli"})
+            return await service.add(session, valid, reason, {"type": "cli"})
 
-    try:
-        added = run(go)
-    except InvalidAddress as exc:
-        typer.echo(f"Invalid address: {exc}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"Suppressed {added} new address(es) of {len(emails)}.")
+    added = run(go) if valid else 0
+    typer.echo(f"Suppressed {added} new address(es) of {len(valid)} valid.")
+    for email, problem in invalid:
+        typer.echo(f"Invalid address {email!r}: {problem.rstrip('.')}; not added.", err=True)
+    if invalid:
+        raise typer.Exit(1)
 
 
-@app.command("remove")
-def remove_command(email: str = typer.Argument(..., help="Address to remove.")) -> None:
+@app.command("remove", cls=Command)
+def remove_command(
+    email: str = typer.Argument(..., metavar="EMAIL", help="Address to remove."),
+) -> None:
     """Remove an address from the suppression list."""
     settings = settings_or_exit()
 
@@ -72,34 +94,59 @@ def remove_command(email: str = typer.Argument(..., help="Address to remove.")) 
     typer.echo(f"Removed {email}.")
 
 
-@app.command("import")
+def _counted_lines(handle: IO[str], on_line: Callable[[int], None]) -> Iterator[str]:
+    """The file's lines, reporting each one's size in bytes: the csv reader iterates the
+    file, which forbids tell() on it."""
+    for line in handle:
+        on_line(len(line.encode("utf-8")))
+        yield line
+
+
+def _open(path: Path, mode: str) -> IO[str]:
+    try:
+        return path.open(mode, newline="", encoding="utf-8")
+    except OSError as exc:
+        file_error(exc)
+
+
+@app.command("import", cls=Command)
 def import_command(
     path: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, help="CSV file (email[,reason])."
+        ..., dir_okay=False, metavar="FILE", help="CSV file (email[,reason])."
     ),
-    reason: SuppressionReason = typer.Option(SuppressionReason.MANUAL, case_sensitive=False),
+    reason: SuppressionReason = typer.Option(
+        SuppressionReason.MANUAL,
+        case_sensitive=False,
+        metavar="REASON",
+        help=f"For rows without a reason. {REASONS_HELP}",
+    ),
 ) -> None:
     """Import addresses from CSV (header optional; the export format reads back)."""
     settings = settings_or_exit()
-    size = path.stat().st_size
+    handle = _open(path, "r")
+    size = os.fstat(handle.fileno()).st_size
+    read = 0
+
+    def count(n: int) -> None:
+        nonlocal read
+        read += n
 
     async def go() -> service.ImportResult:
         with (
-            path.open(newline="", encoding="utf-8") as handle,
+            handle,
             typer.progressbar(length=size, label="Importing", file=sys.stderr) as bar,
         ):
-            last = 0
+            shown = 0
 
             def progress(_: int) -> None:
-                nonlocal last
-                position = handle.tell() if not handle.closed else size
-                bar.update(max(0, position - last))
-                last = position
+                nonlocal shown
+                bar.update(read - shown)
+                shown = read
 
             async with cli_session(settings) as session:
                 return await service.import_csv(
                     session,
-                    handle,
+                    _counted_lines(handle, count),
                     reason=reason,
                     source={"type": "csv", "file": path.name},
                     progress=progress,
@@ -114,20 +161,29 @@ def import_command(
         typer.echo(f"  line {line}: {value!r}: {problem}", err=True)
 
 
-@app.command("export")
+@app.command("export", cls=Command)
 def export_command(
-    path: Path = typer.Argument(..., dir_okay=False, help="CSV file to write ('-' = stdout)."),
-    reason: SuppressionReason | None = typer.Option(None, case_sensitive=False),
+    path: Path = typer.Argument(
+        ..., dir_okay=False, metavar="FILE", help="CSV file to write ('-' = stdout)."
+    ),
+    reason: SuppressionReason | None = typer.Option(
+        None, case_sensitive=False, metavar="REASON", help=f"Only this reason. {REASONS_HELP}"
+    ),
 ) -> None:
     """Export the suppression list as CSV (email, reason, created_at, source)."""
     settings = settings_or_exit()
+    to_stdout = str(path) == "-"
+    handle = sys.stdout if to_stdout else _open(path, "w")
 
     async def go() -> int:
         async with cli_session(settings) as session:
-            if str(path) == "-":
-                return await service.export_csv(session, sys.stdout, reason=reason)
-            with path.open("w", newline="", encoding="utf-8") as handle:
-                return await service.export_csv(session, handle, reason=reason)
+            count = await service.export_csv(session, handle, reason=reason)
+        handle.flush()  # a full disk or a closed pipe shows here, inside run()
+        return count
 
-    count = run(go)
+    try:
+        count = run(go)
+    finally:
+        if not to_stdout:
+            handle.close()
     typer.echo(f"Exported {count} address(es).", err=True)

@@ -64,6 +64,8 @@ class CheckResult:
     found: list[str]
     message: str
     fix: str | None = None
+    # Failed because DNS did not answer (timeout, SERVFAIL), not because of the records.
+    lookup_failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,13 @@ class DomainReport:
     def ok(self) -> bool:
         """No check failed (warnings allowed)."""
         return self.status != "fail"
+
+    @property
+    def only_lookups_failed(self) -> bool:
+        """Every failed check failed because DNS did not answer: nothing is known to be
+        wrong with the domain itself."""
+        failed = [c for c in self.checks if c.status == "fail"]
+        return bool(failed) and all(c.lookup_failed for c in failed)
 
 
 # Names
@@ -214,7 +223,27 @@ def _txt(name: str, value: str) -> str:
 
 
 def _fail_lookup(check: str, what: str, error: str) -> CheckResult:
-    return CheckResult(check, "fail", [], f"Could not read the {what}: {error}.", None)
+    return CheckResult(
+        check, "fail", [], f"Could not read the {what}: {error}.", None, lookup_failed=True
+    )
+
+
+async def domain_exists(resolver: dns.asyncresolver.Resolver, domain: str) -> Lookup:
+    """Whether DNS knows `domain` at all: records ["yes"] when it exists, [] when it does not
+    (NXDOMAIN), error set when DNS did not answer."""
+    try:
+        await resolver.resolve(dns.name.from_text(domain), "SOA", search=False)
+    except dns.resolver.NXDOMAIN:
+        return Lookup(domain, "SOA", [])
+    except dns.resolver.NoAnswer:
+        return Lookup(domain, "SOA", ["yes"])
+    except dns.exception.Timeout:
+        return Lookup(domain, "SOA", [], f"DNS lookup of {domain} timed out")
+    except dns.resolver.NoNameservers:
+        return Lookup(domain, "SOA", [], f"no nameserver answered for {domain}")
+    except (dns.exception.DNSException, OSError) as exc:
+        return Lookup(domain, "SOA", [], f"DNS lookup of {domain} failed: {exc}")
+    return Lookup(domain, "SOA", ["yes"])
 
 
 # SPF
@@ -359,7 +388,9 @@ async def check_ses_dkim(
         if expected not in result.records:
             fixes.append(f"{result.name} CNAME {expected}")
     if errors:
-        return CheckResult(check, "fail", found, f"Could not read: {'; '.join(errors)}.")
+        return CheckResult(
+            check, "fail", found, f"Could not read: {'; '.join(errors)}.", lookup_failed=True
+        )
     if fixes:
         return CheckResult(
             check,

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import builtins
 import csv
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +20,9 @@ from mailer.models import Suppression
 from mailer.models.base import utcnow
 from mailer.models.enums import SuppressionReason
 from mailer.suppressions import repository
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 Progress = Callable[[int], None]
 CSV_FIELDS = ("email", "reason", "created_at", "source")
@@ -175,7 +178,7 @@ def _parse_row(
 
 async def import_csv(
     session: AsyncSession,
-    file: TextIO,
+    file: Iterable[str],
     *,
     reason: SuppressionReason | str = SuppressionReason.MANUAL,
     source: Mapping[str, Any] | None = None,
@@ -223,7 +226,7 @@ async def import_csv(
 
 async def export_csv(
     session: AsyncSession,
-    file: TextIO,
+    file: SupportsWrite[str],
     *,
     reason: SuppressionReason | str | None = None,
     progress: Progress | None = None,
