@@ -142,6 +142,12 @@ async def main_async(args: argparse.Namespace) -> int:
                 anonymous,
             ),
             (
+                "15 MB [{},…] POST /templates (under its limit), no key",
+                "/api/v1/templates",
+                empty_objects(15 * 2**20),
+                anonymous,
+            ),
+            (
                 "30 MB POST /webhooks/ses (no key there)",
                 "/api/v1/webhooks/ses",
                 empty_objects(30 * 2**20, b'{"Type":"Notification","x":[', b"]}"),
