@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import (
     get_redoc_html,
     get_swagger_ui_html,
@@ -17,6 +17,8 @@ from fastapi.openapi.docs import (
 )
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+
+from mailer.deps import ApiRoute
 
 ASSETS_PATH = "/docs-assets"
 OAUTH2_REDIRECT_PATH = "/docs/oauth2-redirect"
@@ -28,8 +30,10 @@ _SWAGGER_PARAMETERS = {"validatorUrl": None}
 def install_api_docs(app: FastAPI, *, openapi_url: str) -> None:
     """Serve /docs, /redoc and their assets (under /docs-assets) on `app`."""
     app.mount(ASSETS_PATH, StaticFiles(directory=_ASSETS_DIR), name="docs-assets")
+    # The API's query rules (unknown parameters refused) hold for these pages too.
+    pages = APIRouter(route_class=ApiRoute)
 
-    @app.get("/docs", include_in_schema=False)
+    @pages.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return get_swagger_ui_html(
@@ -42,11 +46,11 @@ def install_api_docs(app: FastAPI, *, openapi_url: str) -> None:
             oauth2_redirect_url=f"{root}{OAUTH2_REDIRECT_PATH}",
         )
 
-    @app.get(OAUTH2_REDIRECT_PATH, include_in_schema=False)
+    @pages.get(OAUTH2_REDIRECT_PATH, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
 
-    @app.get("/redoc", include_in_schema=False)
+    @pages.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return get_redoc_html(
@@ -56,3 +60,5 @@ def install_api_docs(app: FastAPI, *, openapi_url: str) -> None:
             redoc_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
             with_google_fonts=False,
         )
+
+    app.include_router(pages)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import Depends, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from pydantic.alias_generators import to_camel
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+from starlette.types import Scope
 
+from mailer.error_handlers import error_response
+from mailer.responses import JsonResponse
 from mailer.state import AppState
 
 
@@ -61,3 +69,90 @@ async def get_page(
 
 
 Paging = Annotated[Page, Depends(get_page)]
+
+
+# --------------------------------------------------------------------------- query parameters
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {field.alias for field in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+class _QueryRules:
+    """Query parameters of one route: snake_case is the documented spelling, camelCase is
+    accepted (and rewritten to snake_case before the route reads it); a name the route does
+    not take, or both spellings of one name, is refused with 422."""
+
+    __slots__ = ("accepted", "camel")
+
+    def __init__(self, names: set[str]) -> None:
+        self.accepted = frozenset(names)
+        self.camel = {to_camel(n): n for n in names if to_camel(n) != n}
+
+    def apply(self, scope: Scope) -> JsonResponse | None:
+        """Rewrite the query string in `scope` if needed; a 422 response if refused."""
+        pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        unknown: list[str] = []
+        renamed = False
+        for i, (name, value) in enumerate(pairs):
+            if name in self.accepted:
+                continue
+            snake = self.camel.get(name)
+            if snake is None:
+                unknown.append(name)
+            else:
+                pairs[i], renamed = (snake, value), True
+        takes = (
+            f" (this endpoint takes {', '.join(sorted(self.accepted))})" if self.accepted else ""
+        )
+        details: list[dict[str, Any]] = [
+            {
+                "field": f"query:{name}",
+                "message": "unknown query parameter" + takes,
+                "type": "unknown_parameter",
+            }
+            for name in dict.fromkeys(unknown)
+        ]
+        if renamed:
+            sent = {name for name, _ in parse_qsl(scope["query_string"].decode("latin-1"))}
+            details.extend(
+                {
+                    "field": f"query:{snake}",
+                    "fields": [f"query:{snake}", f"query:{camel}"],
+                    "message": f"sent as both {snake} and {camel}: send one",
+                    "type": "duplicate_field",
+                }
+                for camel, snake in self.camel.items()
+                if camel in sent and snake in sent
+            )
+        if details:
+            fields = ", ".join(d["field"] for d in details[:5])
+            return error_response(
+                422, "validation_error", f"The request is not valid ({fields}).", details
+            )
+        if renamed:
+            scope["query_string"] = urlencode(pairs).encode("latin-1")
+        return None
+
+
+class ApiRoute(APIRoute):
+    """Every API route (`APIRouter(route_class=ApiRoute)`) but those others call by a URL
+    they were given (the SES webhook, the unsubscribe link: a mail client may append
+    parameters): applies the query parameter rules above. A request without a query string
+    costs one test."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        rules = _QueryRules(_query_names(self.dependant))
+
+        async def checked(request: Request) -> Response:
+            if request.scope["query_string"]:
+                refused = rules.apply(request.scope)
+                if refused is not None:
+                    return refused
+            return await handler(request)
+
+        return checked

@@ -43,6 +43,16 @@ _STATUS_CODES = {
 }
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method of every route at this path (a 405 from Starlette names only the first
+    route's: DELETE /batches would answer `Allow: POST` though GET works too)."""
+    from mailer.routes import methods_at
+
+    methods = methods_at(request.app, request.url.path)
+    order = ("GET", "POST", "PUT", "PATCH", "DELETE")
+    return ", ".join(sorted(methods, key=lambda m: (order.index(m) if m in order else 99, m)))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MailerError)
     async def _mailer_error(_: Request, exc: MailerError) -> JsonResponse:
@@ -60,14 +70,16 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JsonResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JsonResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."
         if exc.status_code == 404 and message == "Not Found":
             message = "No such resource."
+        headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
             message = "Method not allowed on this resource."
-        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        return error_response(exc.status_code, code, message, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JsonResponse:

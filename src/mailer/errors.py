@@ -95,10 +95,30 @@ def _field_path(loc: Sequence[Any]) -> str:
     return out or "body"
 
 
+def _duplicate_details(err: Any) -> list[dict[str, Any]]:
+    """One field sent in both spellings (template_id and templateId): name both."""
+    base = _field_path(err.get("loc", ()))
+    prefix = "" if base == "body" else base + "."
+    return [
+        {
+            "field": prefix + snake,
+            "fields": [prefix + snake, prefix + camel],
+            "message": f"sent as both {snake} and {camel}: send one",
+            "type": "duplicate_field",
+        }
+        for snake, camel in err.get("ctx", {}).get("fields", [])
+    ]
+
+
 def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Pydantic errors as the API reports them. A field's path is spelled as the client sent
+    it (Pydantic's `loc` holds the key it found, or the documented name when missing)."""
     details = []
     for err in errors:
         loc = err.get("loc", ())
+        if err.get("type") == "duplicate_field":
+            details.extend(_duplicate_details(err))
+            continue
         if loc and loc[0] in ("query", "path", "header"):
             where = f"{loc[0]}:{_field_path(loc[1:])}"
         else:

@@ -65,7 +65,7 @@ async def test_control_characters_never_reach_a_header(settings_factory: Any) ->
     received = [a for m in server.messages for a in m.rcpt_tos]
     assert received == ["clean@example.com"]
     assert all(b"victim" not in m.data and b"X-Injected" not in m.data for m in server.messages)
-    assert batch["counts"]["failed"] == len(INJECTIONS) and batch["counts"]["sent"] == 1
+    assert batch["counts"]["FAILED"] == len(INJECTIONS) and batch["counts"]["SENT"] == 1
     assert {s for e, s in states.items() if e.startswith("bad")} == {"FAILED"}
     # A preview shows what a send would do: this subject cannot be sent.
     assert preview.status_code == 422, preview.text

@@ -51,7 +51,7 @@ async def test_original_spec_batch_example(client: ApiClient, send_key: str) -> 
 
     got = await client.http.get(f"/api/v1/batches/{out['id']}", headers=auth(send_key))
     assert got.status_code == 200
-    assert got.json()["counts"]["total"] == 2
+    assert got.json()["total"] == 2
     assert got.json()["metadata"] == {"campaign": "welcome_2024"}
 
 
@@ -104,10 +104,18 @@ async def test_error_list_is_capped_at_100(client: ApiClient, send_key: str) -> 
     assert "250" in body["message"]
 
 
-async def test_unknown_template_is_404(client: ApiClient, send_key: str) -> None:
+async def test_unknown_template_is_422_naming_the_field(client: ApiClient, send_key: str) -> None:
+    # A 404 would read like a missing route: the body named something that does not exist.
     response = await post_batch(client.http, send_key, "nope", make_recipients(1))
-    assert response.status_code == 404
-    assert response.json()["error"]["code"] == "not_found"
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "template_id"
+    camel = await client.http.post(
+        "/api/v1/batches",
+        json={"templateId": "nope", "recipients": make_recipients(1)},
+        headers=auth(send_key),
+    )
+    assert camel.status_code == 422
+    assert camel.json()["error"]["details"][0]["field"] == "templateId"
 
 
 async def test_wrong_types_and_limits(
@@ -238,7 +246,7 @@ async def test_cancel(client: ApiClient, send_key: str) -> None:
     assert cancelled.status_code == 200
     body = cancelled.json()
     assert body["status"] == "CANCELLED"
-    assert body["counts"]["cancelled"] == 3
+    assert body["counts"]["CANCELLED"] == 3
     again = await client.http.post(f"/api/v1/batches/{out['id']}/cancel", headers=auth(send_key))
     assert again.status_code == 409
     events = (

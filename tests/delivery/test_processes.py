@@ -104,7 +104,7 @@ async def test_sigkill_mid_batch_then_new_worker(
         received = server.received()
         duplicates = sum(n - 1 for n in received.values())
         print(f"\nSIGKILL: recipients=5000 received={len(received)} duplicates={duplicates}")
-        assert batch["counts"]["sent"] == 5000
+        assert batch["counts"]["SENT"] == 5000
         assert len(received) == 5000  # nothing lost
         assert duplicates <= settings.worker_concurrency
     finally:
@@ -140,7 +140,7 @@ async def test_sigterm_finishes_in_flight_and_exits(settings_factory: Any, tmp_p
                 assert set(slow.received().values()) == {1}
                 second = start_worker(env, tmp_path / "w2.log")
                 batch = await wait_batch(c.http, key, out["id"], timeout=60)
-            assert batch["counts"]["sent"] == 300
+            assert batch["counts"]["SENT"] == 300
             received = slow.received()
             assert len(received) == 300 and set(received.values()) == {1}
         finally:
@@ -166,7 +166,7 @@ async def test_redis_emptied_mid_batch(
             batch = await wait_batch(c.http, key, out["id"], timeout=90)
             assert await unfinished(c, out["id"]) == 0
         received = server.received()
-        assert batch["counts"]["sent"] == 2000 and len(received) == 2000
+        assert batch["counts"]["SENT"] == 2000 and len(received) == 2000
         assert sum(n - 1 for n in received.values()) <= settings.worker_concurrency
     finally:
         worker.stop()

@@ -78,14 +78,14 @@ async def test_thirty_percent_transient_errors(
             settings.database_url,
             notes={
                 "answers": dict(ses.answers),
-                "failed_after_3_attempts": first["counts"]["failed"],
+                "failed_after_3_attempts": first["counts"]["FAILED"],
                 "dead_letters": dead["total"],
-                "sent_after_dlq_retry": final["counts"]["sent"],
+                "sent_after_dlq_retry": final["counts"]["SENT"],
             },
         )
     figures.check()
     assert ses.answers["InternalFailure"] > 0
-    assert first["counts"]["failed"] == retried.json()["recipients"]
+    assert first["counts"]["FAILED"] == retried.json()["recipients"]
     assert figures.states == {"SENT": total}
 
 

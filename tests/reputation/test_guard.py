@@ -119,13 +119,13 @@ async def test_complaints_pause_bulk_until_resumed(
         await wait_until(bulk_chunk_held_back)
         held = (await c.http.get(f"/api/v1/batches/{bulk['id']}", headers=h)).json()
         assert held["status"] == "SENDING"
-        assert held["counts"]["sent"] == 0
+        assert held["counts"]["SENT"] == 0
         assert len(ses_server.messages) == sent_before + 2
 
         resumed = await c.http.post("/api/v1/admin/sending/resume", headers=h)
         assert resumed.json()["paused"] is False
         done = await wait_batch(c.http, key, bulk["id"], timeout=30)
-        assert done["counts"]["sent"] == 10
+        assert done["counts"]["SENT"] == 10
         # still not paused: only sends after the resume are judged
         assert not await paused()
     bulk_received = [a for m in ses_server.messages for a in m.to if a.startswith("bulk")]

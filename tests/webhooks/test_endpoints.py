@@ -86,9 +86,9 @@ async def test_signed_bounce_complaint_delivery_through_http(
         await _post(c, signer.notification(delivery(ids[a], [a])))
 
         batch = (await c.http.get(f"/api/v1/batches/{batch_id}", headers=auth(key))).json()
-        assert batch["counts"]["bounced"] == 1
-        assert batch["counts"]["complained"] == 1
-        assert batch["counts"]["delivered"] == 1
+        assert batch["counts"]["BOUNCED"] == 1
+        assert batch["counts"]["COMPLAINED"] == 1
+        assert batch["counts"]["DELIVERED"] == 1
         async with session_scope(c.state.sessionmaker) as session:
             statuses = dict(
                 (await session.execute(select(Recipient.email, Recipient.status))).tuples().all()

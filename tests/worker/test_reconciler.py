@@ -261,7 +261,7 @@ async def test_chunk_in_retry_backoff_is_not_enqueued_again(
         assert enqueued == [f"{out['id']}-0"]
         assert depth == 0
         assert server.rcpt_counts["user0@example.com"] == 1
-        assert batch["counts"]["sent"] == 2 and batch["counts"]["failed"] == 1
+        assert batch["counts"]["SENT"] == 2 and batch["counts"]["FAILED"] == 1
         assert letters["total"] == 1 and letters["data"][0]["attempts"] == 2
 
 

@@ -9,11 +9,11 @@ from fastapi import APIRouter
 from mailer.auth import service
 from mailer.auth.dependencies import AdminKey
 from mailer.auth.schemas import KeyCreate, KeyCreated, KeyOut
-from mailer.deps import Paging, Session, State
+from mailer.deps import ApiRoute, Paging, Session, State
 from mailer.jsonbody import json_body, request_body_doc
 from mailer.schemas import PageOut
 
-router = APIRouter(prefix="/admin/keys", tags=["admin"])
+router = APIRouter(prefix="/admin/keys", tags=["admin"], route_class=ApiRoute)
 
 
 @router.post(

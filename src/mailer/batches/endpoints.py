@@ -12,20 +12,22 @@ from mailer.batches import service
 from mailer.batches.dispatch import enqueue_batch
 from mailer.batches.ingest import parse_request
 from mailer.batches.schemas import (
-    BatchCounts,
+    EVENT_TYPE_FILTERS,
     BatchCreate,
     BatchCreated,
     BatchOut,
     BatchSummary,
     EventOut,
+    event_type_filter,
 )
-from mailer.deps import Paging, Session, State
+from mailer.deps import ApiRoute, Paging, Session, State
+from mailer.errors import ValidationFailed
 from mailer.models import Batch
-from mailer.models.enums import BatchStatus, EventType
+from mailer.models.enums import BatchStatus
 from mailer.responses import JsonResponse
 from mailer.schemas import PageOut
 
-router = APIRouter(prefix="/batches", tags=["batches"])
+router = APIRouter(prefix="/batches", tags=["batches"], route_class=ApiRoute)
 
 _BATCH_BODY: dict[str, Any] = {
     "requestBody": {
@@ -36,7 +38,7 @@ _BATCH_BODY: dict[str, Any] = {
 OPENAPI_MODELS: list[type[BaseModel]] = [BatchCreate]
 
 
-def batch_out(batch: Batch) -> BatchOut:
+def batch_out(batch: Batch, counts: dict[str, int]) -> BatchOut:
     return BatchOut(
         id=batch.id,
         status=batch.status,
@@ -51,8 +53,16 @@ def batch_out(batch: Batch) -> BatchOut:
         created_at=batch.created_at,
         started_at=batch.started_at,
         completed_at=batch.completed_at,
-        counts=BatchCounts(**service.counts(batch)),
+        result=service.batch_result(batch.status, counts),
+        total=batch.total_recipients,
+        duplicates=batch.duplicate_count,
+        counts=counts,
     )
+
+
+async def batches_out(session: Session, batches: list[Batch]) -> list[BatchOut]:
+    counts = await service.status_counts(session, batches)
+    return [batch_out(b, counts[b.id]) for b in batches]
 
 
 @router.post(
@@ -100,13 +110,16 @@ async def list_batches(
         session, limit=page.limit, offset=page.offset, status=status
     )
     return PageOut[BatchOut](
-        data=[batch_out(b) for b in rows], total=total, limit=page.limit, offset=page.offset
+        data=await batches_out(session, list(rows)),
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
     )
 
 
 @router.get("/{batch_id}", response_model=BatchOut)
 async def get_batch(batch_id: str, session: Session, _: SendKey) -> BatchOut:
-    return batch_out(await service.get_batch(session, batch_id))
+    return (await batches_out(session, [await service.get_batch(session, batch_id)]))[0]
 
 
 @router.get("/{batch_id}/events", response_model=PageOut[EventOut])
@@ -115,10 +128,33 @@ async def list_events(
     session: Session,
     page: Paging,
     _: SendKey,
-    type: Annotated[EventType | None, Query(description="only events of this type")] = None,
+    type: Annotated[
+        str | None,
+        Query(
+            max_length=32,
+            description="only events of this type; a recipient status names the event "
+            "that leads to it (BOUNCED: BOUNCE, DELIVERED: DELIVERY, COMPLAINED: COMPLAINT, "
+            "RETRYING: RETRY, PENDING: QUEUED, UNSUBSCRIBED: UNSUBSCRIBE)",
+            json_schema_extra={"enum": list(EVENT_TYPE_FILTERS)},
+        ),
+    ] = None,
 ) -> PageOut[EventOut]:
+    event_type = None
+    if type is not None:
+        event_type = event_type_filter(type)
+        if event_type is None:
+            raise ValidationFailed(
+                f"Unknown event type {type!r}.",
+                details=[
+                    {
+                        "field": "query:type",
+                        "message": "one of " + ", ".join(EVENT_TYPE_FILTERS),
+                        "type": "enum",
+                    }
+                ],
+            )
     rows, total = await service.list_events(
-        session, batch_id, limit=page.limit, offset=page.offset, type_=type
+        session, batch_id, limit=page.limit, offset=page.offset, type_=event_type
     )
     return PageOut[EventOut](
         data=[EventOut.model_validate(e) for e in rows],
@@ -129,11 +165,12 @@ async def list_events(
 
 
 @router.get("/{batch_id}/summary", response_model=BatchSummary)
-async def get_summary(batch_id: str, session: Session, _: SendKey) -> BatchSummary:
-    return BatchSummary(**await service.summary(session, batch_id))
+async def get_summary(batch_id: str, session: Session, state: State, _: SendKey) -> BatchSummary:
+    transport = state.settings.mail_transport.value
+    return BatchSummary(**await service.summary(session, batch_id, transport=transport))
 
 
 @router.post("/{batch_id}/cancel", response_model=BatchOut)
 async def cancel_batch(batch_id: str, session: Session, _: SendKey) -> BatchOut:
     """Cancel everything not yet sent. Messages already being sent finish."""
-    return batch_out(await service.cancel_batch(session, batch_id))
+    return (await batches_out(session, [await service.cancel_batch(session, batch_id)]))[0]

@@ -15,17 +15,19 @@ event loop meanwhile, and JSON data holds no reference cycles to collect.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 
 from mailer.addresses import InvalidAddress, normalize_email
 from mailer.batches.schemas import BatchOptions
 from mailer.errors import ValidationFailed, validation_details
 from mailer.jsonbody import MAX_JSON_DEPTH, TOO_DEEP, check_depth, deep_path, exceeds_depth, loads
+from mailer.schemas import camel_spellings
 from mailer.templates.variables import VariableSpec, check_variables
 from mailer.validation import nul_paths
 
@@ -38,6 +40,7 @@ _EXACT_TYPES: dict[str, type] = {"string": str, "integer": int, "boolean": bool,
 _CONTAINERS = frozenset({dict, list})
 # A recipient's variables sit at level 4 of the body (body, recipients, recipient).
 _VARIABLES_DEPTH = MAX_JSON_DEPTH - 3
+_OPTION_SPELLINGS = camel_spellings(BatchOptions)
 
 
 @dataclass(slots=True)
@@ -45,6 +48,11 @@ class ParsedRequest:
     options: BatchOptions
     raw_recipients: list[Any]
     may_contain_nul: bool = True
+    camel_fields: frozenset[str] = frozenset()  # fields the client spelled in camelCase
+
+    def sent_as(self, field: str) -> str:
+        """A field's name as the client spelled it (errors name it so)."""
+        return to_camel(field) if field in self.camel_fields else field
 
 
 @contextmanager
@@ -99,7 +107,10 @@ def _parse_request(body: bytes, max_recipients: int) -> ParsedRequest:
         raise ValidationFailed(f"The batch is not valid ({fields}).", details=problems)
     assert isinstance(recipients, list)
     return ParsedRequest(
-        options=options, raw_recipients=recipients, may_contain_nul=b"\\u0000" in body
+        options=options,
+        raw_recipients=recipients,
+        may_contain_nul=b"\\u0000" in body,
+        camel_fields=frozenset(snake for snake, camel in _OPTION_SPELLINGS if camel in data),
     )
 
 
@@ -133,10 +144,21 @@ class RecipientChecker:
     """Checks recipients in steps, for ingest that writes while it checks: feed() the raw
     recipients in order, slice by slice; each call returns the new unique (normalized email,
     variables) rows of its slice. finish() raises ValidationFailed if any recipient failed
-    (the first 100 reported with their indices)."""
+    (the first 100 reported with their indices).
 
-    def __init__(self, specs: Mapping[str, VariableSpec], *, has_nul: bool = True) -> None:
+    `expected`: variables the template uses without declaring them (a template that
+    declares none); a recipient without one of them (absent or null) fails with "is
+    missing", since it would render empty."""
+
+    def __init__(
+        self,
+        specs: Mapping[str, VariableSpec],
+        *,
+        has_nul: bool = True,
+        expected: Collection[str] = (),
+    ) -> None:
         self.specs = specs
+        self.expected = tuple(expected)
         self.has_nul = has_nul
         self.plan = _variables_plan(specs)
         self.errors: list[dict[str, Any]] = []
@@ -158,6 +180,7 @@ class RecipientChecker:
 
     def _feed(self, items: list[Any]) -> list[tuple[str, dict[str, Any]]]:
         specs, plan, has_nul, seen, fail = self.specs, self.plan, self.has_nul, self.seen, self.fail
+        expected = self.expected
         rows: list[tuple[str, dict[str, Any]]] = []
         for index, item in enumerate(items, self.next_index):
             if not isinstance(item, dict):
@@ -191,6 +214,9 @@ class RecipientChecker:
             if specs and not _plainly_valid(plan, variables):
                 for name, problem in check_variables(specs, variables):
                     fail(index, f"variables.{name}", problem)
+            for name in expected:
+                if variables.get(name) is None:
+                    fail(index, f"variables.{name}", "is missing")
             if has_nul:
                 for where in nul_paths(variables, "variables"):
                     fail(index, where, "NUL characters (\\u0000) are not allowed")

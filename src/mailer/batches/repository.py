@@ -282,6 +282,25 @@ async def status_counts(session: AsyncSession, batch_id: str) -> dict[str, int]:
     return {status: int(n) for status, n in rows.tuples()}
 
 
+async def in_flight_counts(
+    session: AsyncSession, batch_ids: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """Batch id -> {SENDING: n, RETRYING: n} for unfinished batches (the counters cannot
+    tell those from PENDING)."""
+    rows = await session.execute(
+        select(Recipient.batch_id, Recipient.status, func.count())
+        .where(
+            Recipient.batch_id.in_(batch_ids),
+            Recipient.status.in_([RecipientStatus.SENDING.value, RecipientStatus.RETRYING.value]),
+        )
+        .group_by(Recipient.batch_id, Recipient.status)
+    )
+    out: dict[str, dict[str, int]] = {}
+    for batch_id, status, n in rows.tuples():
+        out.setdefault(batch_id, {})[status] = int(n)
+    return out
+
+
 async def sent_window(
     session: AsyncSession, batch_id: str
 ) -> tuple[datetime | None, datetime | None]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from mailer.models.enums import EventType, RecipientStatus
 from mailer.schemas import RequestModel, ResponseModel
 
 _TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -34,7 +35,16 @@ class BatchOptions(RequestModel):
     from_: str | None = Field(None, alias="from", max_length=400)
     reply_to: list[str] | str | None = None
     tags: dict[str, str] = Field(default_factory=dict, max_length=50)
-    unsubscribe: bool = Field(True, description="add List-Unsubscribe headers (RFC 8058)")
+    unsubscribe: bool = Field(
+        True,
+        description="add List-Unsubscribe headers (RFC 8058); {{unsubscribe_url}} in the "
+        "template needs it",
+    )
+    allow_missing_variables: bool = Field(
+        False,
+        description="for a template that declares no variables: send recipients that lack "
+        "a variable the template uses (it renders empty) instead of refusing the batch",
+    )
 
     @field_validator("tags")
     @classmethod
@@ -89,17 +99,16 @@ class BatchCreate(BatchOptions):
     recipients: list[RecipientIn] = Field(min_length=1)
 
 
-class BatchCounts(ResponseModel):
-    total: int
-    pending: int
-    sent: int
-    delivered: int
-    bounced: int
-    complained: int
-    failed: int
-    suppressed: int
-    cancelled: int
-    duplicates: int
+COUNTS_DESCRIPTION = (
+    "recipients per status, one key per recipient status (PENDING, SENDING, RETRYING, SENT, "
+    "DELIVERED, BOUNCED, COMPLAINED, FAILED, SUPPRESSED, CANCELLED), every key always present"
+)
+BatchResult = Literal["all_sent", "partial", "all_failed", "none_sent"]
+RESULT_DESCRIPTION = (
+    "how a finished batch went: all_sent (nothing failed), partial (some sent, some "
+    "failed), all_failed (none sent, some failed), none_sent (every recipient suppressed or "
+    "cancelled); null while scheduled or sending"
+)
 
 
 class BatchCreated(ResponseModel):
@@ -127,7 +136,10 @@ class BatchOut(ResponseModel):
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
-    counts: BatchCounts
+    result: BatchResult | None = Field(description=RESULT_DESCRIPTION)
+    total: int = Field(description="recipients after removing duplicate addresses")
+    duplicates: int = Field(description="duplicate addresses in the request, sent once")
+    counts: dict[str, int] = Field(description=COUNTS_DESCRIPTION)
 
 
 class EventOut(ResponseModel):
@@ -143,12 +155,42 @@ class EventOut(ResponseModel):
 class BatchSummary(ResponseModel):
     id: str
     status: str
+    result: BatchResult | None = Field(description=RESULT_DESCRIPTION)
     total: int
-    by_status: dict[str, int]
-    delivery_rate: float | None
+    duplicates: int
+    counts: dict[str, int] = Field(description=COUNTS_DESCRIPTION)
+    delivery_rate: float | None = Field(
+        description="delivered / sent; null when the transport reports no deliveries "
+        "(smtp, outbox: see deliveryRateNote) or nothing was sent"
+    )
+    delivery_rate_note: str | None = None
     bounce_rate: float | None
     complaint_rate: float | None
     first_sent_at: datetime | None
     last_sent_at: datetime | None
     created_at: datetime
     completed_at: datetime | None
+
+
+# Event type filter: the event types, and the recipient status names users see, each for
+# the event that moves a recipient into that status (?type=BOUNCED gives BOUNCE events).
+STATUS_EVENT_TYPES: dict[str, EventType] = {
+    RecipientStatus.PENDING: EventType.QUEUED,
+    RecipientStatus.RETRYING: EventType.RETRY,
+    RecipientStatus.DELIVERED: EventType.DELIVERY,
+    RecipientStatus.BOUNCED: EventType.BOUNCE,
+    RecipientStatus.COMPLAINED: EventType.COMPLAINT,
+    "UNSUBSCRIBED": EventType.UNSUBSCRIBE,
+}
+EVENT_TYPE_FILTERS: tuple[str, ...] = (*EventType, *STATUS_EVENT_TYPES)
+
+
+def event_type_filter(value: str) -> EventType | None:
+    """The event type a `?type=` value names; None if none."""
+    found = STATUS_EVENT_TYPES.get(value)
+    if found is not None:
+        return found
+    try:
+        return EventType(value)
+    except ValueError:
+        return None

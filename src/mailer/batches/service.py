@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import formataddr
 from typing import Any
 
@@ -16,6 +16,7 @@ from mailer.addresses import InvalidAddress, has_control_chars, normalize_email,
 from mailer.auth.principal import Principal
 from mailer.batches import repository
 from mailer.batches.ingest import ParsedRequest, RecipientChecker
+from mailer.batches.schemas import BatchResult
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.events import bump_metrics, record_events
 from mailer.ids import new_id
@@ -25,7 +26,8 @@ from mailer.models.enums import BatchStatus, EventType, MetricKind, RecipientSta
 from mailer.queue.base import ChunkJob
 from mailer.suppressions.service import suppressed_among
 from mailer.templates import service as templates
-from mailer.templates.versions import version_specs
+from mailer.templates.usage import UNSUBSCRIBE_URL
+from mailer.templates.versions import undeclared, used_variables, version_specs
 
 FINAL_BATCH_STATUSES = (BatchStatus.COMPLETED, BatchStatus.CANCELLED)
 STREAM_MIN_RECIPIENTS = 2000
@@ -37,6 +39,12 @@ class CreateResult:
     response: dict[str, Any]
     replayed: bool
     jobs: list[ChunkJob]
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a Z, as every timestamp in a response (orjson and Pydantic
+    write them so); for the stored response of a new batch."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def request_hash(body: bytes) -> str:
@@ -104,8 +112,31 @@ async def create_batch(
             return CreateResult(existing, existing.response or {}, replayed=True, jobs=[])
 
     options = parsed.options
-    template, version = await templates.get_template(session, options.template_id)
-    checker = RecipientChecker(version_specs(version), has_nul=parsed.may_contain_nul)
+    try:
+        template, version = await templates.get_template(session, options.template_id)
+    except NotFound:
+        field = parsed.sent_as("template_id")
+        raise ValidationFailed(
+            f"Template {options.template_id!r} does not exist ({field}).",
+            details=[{"field": field, "message": "no template with this id", "type": "not_found"}],
+        ) from None
+    used = await used_variables(version)
+    if UNSUBSCRIBE_URL in used and not options.unsubscribe:
+        raise ValidationFailed(
+            "The template uses {{unsubscribe_url}} but the batch has no unsubscribe link.",
+            details=[
+                {
+                    "field": parsed.sent_as("unsubscribe"),
+                    "message": "the template places {{unsubscribe_url}}: unsubscribe must be true",
+                    "type": "unsubscribe_required",
+                }
+            ],
+        )
+    checker = RecipientChecker(
+        version_specs(version),
+        has_nul=parsed.may_contain_nul,
+        expected=() if options.allow_missing_variables else undeclared(version, used),
+    )
     raw = parsed.raw_recipients
     # Large batches on PostgreSQL are checked while they are copied (see
     # copy_checked_recipients); a failure rolls the whole transaction back.
@@ -120,7 +151,8 @@ async def create_batch(
         reply_to_raw = (
             [options.reply_to] if isinstance(options.reply_to, str) else options.reply_to or []
         )
-        reply_to = [_check_sender(r, f"reply_to[{i}]") for i, r in enumerate(reply_to_raw)]
+        reply_to_field = parsed.sent_as("reply_to")
+        reply_to = [_check_sender(r, f"{reply_to_field}[{i}]") for i, r in enumerate(reply_to_raw)]
     except ValidationFailed as exc:
         if not stream:
             raise
@@ -258,8 +290,8 @@ def _finish(
     batch.response = {
         "id": batch.id,
         "status": batch.status,
-        "createdAt": now.isoformat().replace("+00:00", "Z"),
-        "sendAt": send_at.isoformat() if send_at else None,
+        "createdAt": iso_utc(now),
+        "sendAt": iso_utc(send_at) if send_at else None,
         "recipients": total,
         "queued": queued,
         "suppressed": suppressed,
@@ -274,22 +306,64 @@ async def get_batch(session: AsyncSession, batch_id: str) -> Batch:
     return batch
 
 
-def counts(batch: Batch) -> dict[str, int]:
-    finished = (
+_REACHED = (
+    RecipientStatus.SENT,
+    RecipientStatus.DELIVERED,
+    RecipientStatus.BOUNCED,
+    RecipientStatus.COMPLAINED,
+)
+
+
+def _counts_from_counters(batch: Batch, in_flight: dict[str, int]) -> dict[str, int]:
+    """Recipients per status (every status, UPPERCASE as `status` shows them) from the
+    batch's counters. `in_flight` holds the SENDING and RETRYING counts; PENDING is what
+    remains unfinished. The counters of DELIVERED/BOUNCED/COMPLAINED hold current states,
+    `sent_count` every recipient ever sent."""
+    unfinished = batch.total_recipients - (
         batch.sent_count + batch.failed_count + batch.suppressed_count + batch.cancelled_count
     )
+    sending = in_flight.get(RecipientStatus.SENDING, 0)
+    retrying = in_flight.get(RecipientStatus.RETRYING, 0)
+    after_send = batch.delivered_count + batch.bounced_count + batch.complained_count
     return {
-        "total": batch.total_recipients,
-        "pending": max(0, batch.total_recipients - finished),
-        "sent": batch.sent_count,
-        "delivered": batch.delivered_count,
-        "bounced": batch.bounced_count,
-        "complained": batch.complained_count,
-        "failed": batch.failed_count,
-        "suppressed": batch.suppressed_count,
-        "cancelled": batch.cancelled_count,
-        "duplicates": batch.duplicate_count,
+        RecipientStatus.PENDING: max(0, unfinished - sending - retrying),
+        RecipientStatus.SENDING: sending,
+        RecipientStatus.RETRYING: retrying,
+        RecipientStatus.SENT: max(0, batch.sent_count - after_send),
+        RecipientStatus.DELIVERED: batch.delivered_count,
+        RecipientStatus.BOUNCED: batch.bounced_count,
+        RecipientStatus.COMPLAINED: batch.complained_count,
+        RecipientStatus.FAILED: batch.failed_count,
+        RecipientStatus.SUPPRESSED: batch.suppressed_count,
+        RecipientStatus.CANCELLED: batch.cancelled_count,
     }
+
+
+def _has_unfinished(batch: Batch) -> bool:
+    done = batch.sent_count + batch.failed_count + batch.suppressed_count + batch.cancelled_count
+    return batch.total_recipients > done
+
+
+async def status_counts(session: AsyncSession, batches: Sequence[Batch]) -> dict[str, Any]:
+    """Batch id -> recipients per status. Finished batches cost no query; the in-flight
+    split of unfinished ones is one grouped query for them all."""
+    active = [b.id for b in batches if b.status != BatchStatus.SCHEDULED and _has_unfinished(b)]
+    in_flight = await repository.in_flight_counts(session, active) if active else {}
+    return {b.id: _counts_from_counters(b, in_flight.get(b.id, {})) for b in batches}
+
+
+def batch_result(status: str, counts: dict[str, int]) -> BatchResult | None:
+    """How a finished batch went, beside its status (COMPLETED says only that every
+    recipient reached a final state): `all_sent` (nothing failed), `partial` (some sent,
+    some failed), `all_failed` (none sent, some failed), `none_sent` (every recipient
+    suppressed or cancelled). None while the batch is scheduled or sending."""
+    if status not in FINAL_BATCH_STATUSES:
+        return None
+    reached = sum(counts[s] for s in _REACHED)
+    failed = counts[RecipientStatus.FAILED]
+    if failed:
+        return "partial" if reached else "all_failed"
+    return "all_sent" if reached else "none_sent"
 
 
 async def list_batches(
@@ -309,20 +383,35 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 6) if whole else None
 
 
-async def summary(session: AsyncSession, batch_id: str) -> dict[str, Any]:
+# Transports that report deliveries (SES Delivery notifications); SMTP relays and the
+# outbox do not, so a delivery rate there would read 0 for mail that most likely arrived.
+DELIVERY_REPORTING_TRANSPORTS = frozenset({"ses"})
+
+
+async def summary(session: AsyncSession, batch_id: str, *, transport: str) -> dict[str, Any]:
     batch = await get_batch(session, batch_id)
-    by_status = {s.value: 0 for s in RecipientStatus}
-    by_status.update(await repository.status_counts(session, batch_id))
-    reached = sum(by_status[s] for s in ("SENT", "DELIVERED", "BOUNCED", "COMPLAINED"))
+    # Counted from the recipients themselves here (GET /batches/:id reads the counters).
+    counts = {s.value: 0 for s in RecipientStatus}
+    counts.update(await repository.status_counts(session, batch_id))
+    reached = sum(counts[s] for s in _REACHED)
     first, last = await repository.sent_window(session, batch_id)
+    delivered = counts[RecipientStatus.DELIVERED]
+    delivery_rate = _rate(delivered, reached)
+    note = None
+    if not delivered and transport not in DELIVERY_REPORTING_TRANSPORTS:
+        delivery_rate = None
+        note = f"the {transport} transport reports no deliveries (only ses does)"
     return {
         "id": batch.id,
         "status": batch.status,
+        "result": batch_result(batch.status, counts),
         "total": batch.total_recipients,
-        "by_status": by_status,
-        "delivery_rate": _rate(by_status["DELIVERED"], reached),
-        "bounce_rate": _rate(by_status["BOUNCED"], reached),
-        "complaint_rate": _rate(by_status["COMPLAINED"], reached),
+        "duplicates": batch.duplicate_count,
+        "counts": counts,
+        "delivery_rate": delivery_rate,
+        "delivery_rate_note": note,
+        "bounce_rate": _rate(counts[RecipientStatus.BOUNCED], reached),
+        "complaint_rate": _rate(counts[RecipientStatus.COMPLAINED], reached),
         "first_sent_at": first,
         "last_sent_at": last,
         "created_at": batch.created_at,

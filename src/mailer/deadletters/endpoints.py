@@ -11,11 +11,11 @@ from mailer.auth.dependencies import AdminKey
 from mailer.batches.dispatch import enqueue_jobs
 from mailer.deadletters import service
 from mailer.deadletters.schemas import DeadLetterOut, PurgeOut, RetryOut, RetryRequest
-from mailer.deps import Paging, Session, State
+from mailer.deps import ApiRoute, Paging, Session, State
 from mailer.jsonbody import json_body, request_body_doc
 from mailer.schemas import PageOut
 
-router = APIRouter(prefix="/admin/dead-letters", tags=["admin"])
+router = APIRouter(prefix="/admin/dead-letters", tags=["admin"], route_class=ApiRoute)
 
 
 @router.get("", response_model=PageOut[DeadLetterOut])
@@ -23,7 +23,7 @@ async def list_dead_letters(
     session: Session,
     page: Paging,
     _: AdminKey,
-    batch_id: Annotated[str | None, Query(alias="batchId", max_length=64)] = None,
+    batch_id: Annotated[str | None, Query(max_length=64, description="only this batch's")] = None,
 ) -> PageOut[DeadLetterOut]:
     rows, total = await service.list_dead_letters(
         session, limit=page.limit, offset=page.offset, batch_id=batch_id

@@ -13,6 +13,7 @@ from mailer.addresses import has_control_chars
 from mailer.config import Settings
 from mailer.models import Batch, TemplateVersion
 from mailer.templates.rendering import TemplateRenderError
+from mailer.templates.usage import UNSUBSCRIBE_URL
 from mailer.templates.versions import render_version
 from mailer.transports.base import OutgoingMessage
 from mailer.unsubscribe.tokens import make_token
@@ -54,10 +55,19 @@ def batch_context(batch: Batch, version: TemplateVersion, settings: Settings) ->
     )
 
 
-def unsubscribe_headers(recipient_id: int, settings: Settings) -> dict[str, str]:
+def unsubscribe_url(recipient_id: int, settings: Settings) -> str:
+    """The one-click URL: in the List-Unsubscribe header and as {{unsubscribe_url}}."""
     token = make_token(recipient_id, settings.unsubscribe_key)
-    targets = [f"<{settings.public_url}/api/v1/unsubscribe/{token}>"]
+    return f"{settings.public_url}/api/v1/unsubscribe/{token}"
+
+
+def unsubscribe_headers(
+    recipient_id: int, settings: Settings, url: str | None = None
+) -> dict[str, str]:
+    url = url or unsubscribe_url(recipient_id, settings)
+    targets = [f"<{url}>"]
     if settings.unsubscribe_mailto:
+        token = url.rpartition("/")[2]
         targets.append(f"<mailto:{settings.unsubscribe_mailto}?subject=unsubscribe-{token}>")
     return {
         "List-Unsubscribe": ", ".join(targets),
@@ -72,6 +82,10 @@ def compose(
     variables: Mapping[str, Any],
     settings: Settings,
 ) -> OutgoingMessage:
+    url = unsubscribe_url(recipient_id, settings) if ctx.unsubscribe else None
+    if url is not None:
+        # Provided by mailer, whatever the recipient's variables say.
+        variables = {**variables, UNSUBSCRIBE_URL: url}
     try:
         rendered = render_version(ctx.version, variables)
     except TemplateRenderError as exc:
@@ -81,7 +95,7 @@ def compose(
         raise InvalidContent("subject contains CR, LF or control characters after rendering")
     if len(subject) > MAX_SUBJECT_CHARS:
         raise InvalidContent(f"subject longer than {MAX_SUBJECT_CHARS} characters")
-    headers = unsubscribe_headers(recipient_id, settings) if ctx.unsubscribe else {}
+    headers = unsubscribe_headers(recipient_id, settings, url) if url is not None else {}
     return OutgoingMessage(
         message_id=f"<{uuid.uuid4().hex}@{ctx.message_domain}>",
         from_addr=ctx.from_addr,

@@ -8,7 +8,7 @@ import dns.asyncresolver
 from fastapi import APIRouter, Depends, Query
 
 from mailer.auth.dependencies import AdminKey
-from mailer.deps import State
+from mailer.deps import ApiRoute, State
 from mailer.domains.dns_check import (
     InvalidName,
     ResolverUnavailable,
@@ -20,7 +20,7 @@ from mailer.domains.schemas import DomainReportOut
 from mailer.domains.service import check_configured_domain
 from mailer.errors import ServiceUnavailable, ValidationFailed
 
-router = APIRouter(prefix="/admin/domains", tags=["admin"])
+router = APIRouter(prefix="/admin/domains", tags=["admin"], route_class=ApiRoute)
 
 
 async def get_resolver() -> dns.asyncresolver.Resolver:

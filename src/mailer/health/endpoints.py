@@ -8,12 +8,12 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy import text
 
-from mailer.deps import State
+from mailer.deps import ApiRoute, State
 from mailer.migrate import current_revision, head_revision
 from mailer.reputation import service as reputation
 from mailer.responses import JsonResponse
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=ApiRoute)
 CHECK_TIMEOUT_S = 5
 
 

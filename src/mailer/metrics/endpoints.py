@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from mailer.auth.dependencies import AdminKey, authenticate_request
-from mailer.deps import Session, State
+from mailer.deps import ApiRoute, Session, State
 from mailer.errors import Forbidden
 from mailer.metrics.prometheus import get_metrics
 from mailer.metrics.schemas import (
@@ -40,8 +40,8 @@ async def metrics_access(request: Request, session: Session, state: State) -> No
 
 
 MetricsAccess = Depends(metrics_access)
-router = APIRouter(tags=["metrics"])
-prometheus_router = APIRouter(tags=["metrics"])
+router = APIRouter(tags=["metrics"], route_class=ApiRoute)
+prometheus_router = APIRouter(tags=["metrics"], route_class=ApiRoute)
 
 
 @router.get(

@@ -7,12 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter
 
 from mailer.auth.dependencies import AdminKey
-from mailer.deps import Session
+from mailer.deps import ApiRoute, Session
 from mailer.jsonbody import json_body, request_body_doc
 from mailer.reputation import service
 from mailer.reputation.schemas import PauseRequest, SendingState
 
-router = APIRouter(prefix="/admin/sending", tags=["admin"])
+router = APIRouter(prefix="/admin/sending", tags=["admin"], route_class=ApiRoute)
 
 
 def _out(state: service.PauseState) -> SendingState:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from mailer.addresses import InvalidAddress, normalize_email
 from mailer.auth.dependencies import AdminKey
-from mailer.deps import Paging, Session
+from mailer.deps import ApiRoute, Paging, Session
 from mailer.errors import NotFound, ValidationFailed
 from mailer.jsonbody import json_body, request_body_doc
 from mailer.models.enums import SuppressionReason
@@ -16,7 +16,7 @@ from mailer.schemas import PageOut
 from mailer.suppressions import service
 from mailer.suppressions.schemas import SuppressionAdded, SuppressionCreate, SuppressionOut
 
-router = APIRouter(prefix="/admin/suppressions", tags=["admin"])
+router = APIRouter(prefix="/admin/suppressions", tags=["admin"], route_class=ApiRoute)
 
 
 @router.get("", response_model=PageOut[SuppressionOut])

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Response
 
 from mailer.auth.dependencies import SendKey
-from mailer.deps import Paging, Session
+from mailer.deps import ApiRoute, Paging, Session, State
 from mailer.jsonbody import json_body, request_body_doc
 from mailer.models import Template, TemplateVersion
 from mailer.schemas import PageOut
@@ -20,7 +20,7 @@ from mailer.templates.schemas import (
     TemplateUpdate,
 )
 
-router = APIRouter(prefix="/templates", tags=["templates"])
+router = APIRouter(prefix="/templates", tags=["templates"], route_class=ApiRoute)
 
 # Bodies are read after the key is checked (see mailer.jsonbody): the key comes first.
 CreateBody = Annotated[TemplateCreate, json_body(TemplateCreate)]
@@ -28,7 +28,7 @@ UpdateBody = Annotated[TemplateUpdate, json_body(TemplateUpdate)]
 RenderBody = Annotated[RenderRequest, json_body(RenderRequest)]
 
 
-def _out(template: Template, version: TemplateVersion) -> TemplateOut:
+async def _out(template: Template, version: TemplateVersion) -> TemplateOut:
     return TemplateOut(
         id=template.id,
         name=template.name,
@@ -36,6 +36,7 @@ def _out(template: Template, version: TemplateVersion) -> TemplateOut:
         html=version.html,
         text=None if version.text_derived else version.text,
         variables=version.variables,
+        used_variables=await versions.used_variables(version),
         version=version.version,
         version_id=version.id,
         created_at=template.created_at,
@@ -47,7 +48,7 @@ def _out(template: Template, version: TemplateVersion) -> TemplateOut:
 async def list_templates(session: Session, page: Paging, _: SendKey) -> PageOut[TemplateOut]:
     rows, total = await service.list_templates(session, limit=page.limit, offset=page.offset)
     return PageOut[TemplateOut](
-        data=[_out(t, v) for t, v in rows], total=total, limit=page.limit, offset=page.offset
+        data=[await _out(t, v) for t, v in rows], total=total, limit=page.limit, offset=page.offset
     )
 
 
@@ -63,12 +64,12 @@ async def create_template(_: SendKey, body: CreateBody, session: Session) -> Tem
         text=body.text,
         variables=body.variables,
     )
-    return _out(template, version)
+    return await _out(template, version)
 
 
 @router.get("/{template_id}", response_model=TemplateOut)
 async def get_template(template_id: str, session: Session, _: SendKey) -> TemplateOut:
-    return _out(*await service.get_template(session, template_id))
+    return await _out(*await service.get_template(session, template_id))
 
 
 @router.put(
@@ -78,7 +79,7 @@ async def update_template(
     template_id: str, _: SendKey, body: UpdateBody, session: Session
 ) -> TemplateOut:
     changes = body.model_dump(exclude_unset=True)
-    return _out(*await service.update_template(session, template_id, changes))
+    return await _out(*await service.update_template(session, template_id, changes))
 
 
 @router.delete("/{template_id}", status_code=204)
@@ -93,8 +94,11 @@ async def delete_template(template_id: str, session: Session, _: SendKey) -> Res
     openapi_extra=request_body_doc(RenderRequest),
 )
 async def render_template(
-    template_id: str, _: SendKey, body: RenderBody, session: Session
+    template_id: str, _: SendKey, body: RenderBody, session: Session, state: State
 ) -> RenderedOut:
+    """Render with the variables given. {{unsubscribe_url}} shows an example link (a real
+    message gets its recipient's own)."""
     version = (await service.get_template(session, template_id))[1]
-    rendered = versions.preview(version, body.variables)
+    example = f"{state.settings.public_url}/api/v1/unsubscribe/example-token"
+    rendered = versions.preview(version, body.variables, unsubscribe_url=example)
     return RenderedOut(subject=rendered.subject, html=rendered.html, text=rendered.text)

@@ -64,6 +64,11 @@ class TemplateOut(ResponseModel):
     html: str | None
     text: str | None
     variables: dict[str, Any]
+    used_variables: list[str] = Field(
+        description="variables the template reads (top-level names); when it declares "
+        "none, a batch's recipients must give each of these (or the batch sets "
+        "allow_missing_variables)"
+    )
     version: int
     version_id: str
     created_at: datetime

@@ -14,7 +14,15 @@ from mailer.models import Template, TemplateVersion
 from mailer.models.base import utcnow
 from mailer.templates import repository
 from mailer.templates.rendering import CompiledTemplate, TemplateSyntaxError, derive_text
+from mailer.templates.usage import (
+    PROVIDED_VARIABLES,
+    UNSUBSCRIBE_URL,
+    VariableUse,
+    find_variables,
+    used_names,
+)
 from mailer.templates.variables import VariableSpec, VariableSpecError, parse_variable_specs
+from mailer.templates.versions import remember_used
 
 
 def _derived_text(html: str | None) -> str | None:
@@ -51,7 +59,7 @@ async def _check_source(subject: str, html: str | None, text: str | None) -> Non
 
 def _specs(raw: Mapping[str, Any]) -> dict[str, VariableSpec]:
     try:
-        return parse_variable_specs(raw)
+        specs = parse_variable_specs(raw)
     except VariableSpecError as exc:
         raise ValidationFailed(
             f"Invalid variable declarations: {exc}",
@@ -59,6 +67,48 @@ def _specs(raw: Mapping[str, Any]) -> dict[str, VariableSpec]:
                 {"field": f"variables.{name}", "message": problem} for name, problem in exc.problems
             ],
         ) from None
+    if UNSUBSCRIBE_URL in specs:
+        raise ValidationFailed(
+            f"{UNSUBSCRIBE_URL} is provided by mailer; do not declare it.",
+            details=[
+                {
+                    "field": f"variables.{UNSUBSCRIBE_URL}",
+                    "message": "provided for every message (the one-click unsubscribe URL)",
+                }
+            ],
+        )
+    return specs
+
+
+async def _used_variables(
+    subject: str, html: str | None, text: str | None, specs: Mapping[str, VariableSpec]
+) -> list[str]:
+    """The variables the template reads. A template that declares variables must declare
+    every one it reads (422 naming each and where it is used); one that declares none gets
+    its recipients checked for them at batch creation instead."""
+    uses = await asyncio.to_thread(find_variables, subject, html, text)
+    if specs:
+        undeclared = [
+            use for use in uses if use.name not in specs and use.name not in PROVIDED_VARIABLES
+        ]
+        if undeclared:
+            names = ", ".join(dict.fromkeys(use.name for use in undeclared))
+            raise ValidationFailed(
+                f"The template uses variables it does not declare: {names}.",
+                details=[_undeclared_detail(use) for use in undeclared[:100]],
+                code="undeclared_variable",
+            )
+    return used_names(uses)
+
+
+def _undeclared_detail(use: VariableUse) -> dict[str, Any]:
+    return {
+        "field": use.part,
+        "variable": use.name,
+        "line": use.line,
+        "column": use.column,
+        "message": f"{use.name} is used ({use.where()}) but not declared in variables",
+    }
 
 
 def specs_dump(specs: Mapping[str, VariableSpec]) -> dict[str, Any]:
@@ -78,6 +128,7 @@ async def _new_version(
 ) -> TemplateVersion:
     await _check_source(subject, html, text)
     specs = _specs(variables)
+    used = await _used_variables(subject, html, text, specs)
     derived = text is None
     if derived:
         text = await asyncio.to_thread(_derived_text, html)
@@ -94,6 +145,7 @@ async def _new_version(
     )
     session.add(version)
     await session.flush()
+    remember_used(version.id, used)
     return version
 
 

@@ -6,7 +6,8 @@ by version id. No web framework here: the worker imports this module.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mailer.addresses import has_control_chars
@@ -18,6 +19,7 @@ from mailer.templates.rendering import (
     derive_text,
     get_compiled,
 )
+from mailer.templates.usage import PROVIDED_VARIABLES, UNSUBSCRIBE_URL, find_variables, used_names
 from mailer.templates.variables import (
     VariableSpec,
     apply_defaults,
@@ -38,6 +40,36 @@ def version_specs(version: TemplateVersion) -> dict[str, VariableSpec]:
     return specs
 
 
+_USED: dict[str, list[str]] = {}
+
+
+def remember_used(version_id: str, used: list[str]) -> None:
+    if len(_USED) > 1024:
+        _USED.clear()
+    _USED[version_id] = used
+
+
+async def used_variables(version: TemplateVersion) -> list[str]:
+    """The variables a version reads (see templates.usage); cached, since versions are
+    immutable, and found off the event loop on a miss."""
+    used = _USED.get(version.id)
+    if used is None:
+        text = None if version.text_derived else version.text
+        uses = await asyncio.to_thread(find_variables, version.subject, version.html, text)
+        used = used_names(uses)
+        remember_used(version.id, used)
+    return used
+
+
+def undeclared(version: TemplateVersion, used: Sequence[str]) -> list[str]:
+    """Variables every recipient must give: those a template that declares none reads
+    (mailer's own, such as unsubscribe_url, excepted). [] when it declares variables: its
+    declarations say what is required."""
+    if version_specs(version):
+        return []
+    return [name for name in used if name not in PROVIDED_VARIABLES]
+
+
 def render_version(version: TemplateVersion, variables: Mapping[str, Any]) -> RenderedMessage:
     """Render one message from a version: defaults applied, text derived when missing."""
     compiled = get_compiled(
@@ -52,7 +84,9 @@ def render_version(version: TemplateVersion, variables: Mapping[str, Any]) -> Re
     return rendered
 
 
-def preview(version: TemplateVersion, variables: Mapping[str, Any]) -> RenderedMessage:
+def preview(
+    version: TemplateVersion, variables: Mapping[str, Any], *, unsubscribe_url: str
+) -> RenderedMessage:
     problems = check_variables(version_specs(version), variables)
     if problems:
         raise ValidationFailed(
@@ -60,7 +94,7 @@ def preview(version: TemplateVersion, variables: Mapping[str, Any]) -> RenderedM
             details=[{"field": f"variables.{name}", "message": msg} for name, msg in problems],
         )
     try:
-        rendered = render_version(version, variables)
+        rendered = render_version(version, {**variables, UNSUBSCRIBE_URL: unsubscribe_url})
     except TemplateRenderError as exc:
         raise ValidationFailed(
             f"Rendering failed: {exc}",
