@@ -10,14 +10,13 @@ import re
 
 from email_validator import EmailNotValidError, validate_email
 
+from mailer.control_chars import CONTROL_CHARS
+
 # Plain ASCII addresses (dot-atom local part, LDH labels); lengths checked separately.
 _SIMPLE = re.compile(
     r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 )
-# C0 and C1 controls, DEL, and the Unicode line/paragraph separators: str.splitlines() and
-# the email package's header folding treat \x85, \u2028 and \u2029 as line breaks.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 # One mailbox: `a@example.com`, `Name <a@example.com>` or `"Name, Inc." <a@example.com>`.
@@ -42,7 +41,7 @@ def parse_mailbox(value: str) -> tuple[str, str]:
     """(display name, address) of a single mailbox written as MAILBOX_FORMAT says, the
     address not yet normalized; InvalidAddress for anything else (lists, stray addresses,
     comments, control characters)."""
-    if _CONTROL.search(value):
+    if CONTROL_CHARS.search(value):
         raise InvalidAddress("contains control characters (CR, LF, NUL or similar)")
     match = _MAILBOX.fullmatch(value)
     if match is None:
@@ -59,7 +58,7 @@ def normalize_email(address: str) -> str:
     """Validate `address` and return its normal form, or raise InvalidAddress."""
     if not isinstance(address, str):
         raise InvalidAddress("must be a string")
-    if _CONTROL.search(address):
+    if CONTROL_CHARS.search(address):
         raise InvalidAddress("contains control characters (CR, LF, NUL or similar)")
     candidate = address.strip()
     if not candidate:
@@ -88,7 +87,3 @@ def try_normalize_email(address: str) -> str | None:
         return normalize_email(address)
     except InvalidAddress:
         return None
-
-
-def has_control_chars(value: str) -> bool:
-    return _CONTROL.search(value) is not None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode
 
-from fastapi import Depends, Query, Request
+from fastapi import BackgroundTasks, Depends, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic.alias_generators import to_camel
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 from starlette.types import Scope
 
+from mailer.db.after_commit import run_logged, take_committed
 from mailer.error_handlers import error_response
 from mailer.responses import JsonResponse
 from mailer.state import AppState
@@ -34,9 +35,10 @@ State = Annotated[AppState, Depends(get_state)]
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+async def get_session(request: Request, background: BackgroundTasks) -> AsyncIterator[AsyncSession]:
     """One session per request. Commits when the endpoint returns, before the response is
-    sent, so anything acknowledged is durable; rolls back on any error."""
+    sent, so anything acknowledged is durable; rolls back on any error. What the request
+    registered with `after_commit` runs after the response is sent."""
     state: AppState = request.app.state.mailer
     maker = state.read_sessionmaker if request.method in READ_METHODS else state.sessionmaker
     async with maker() as session:
@@ -46,6 +48,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         except BaseException:
             await session.rollback()
             raise
+        for callback in take_committed(session):
+            background.add_task(run_logged, callback)
 
 
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -2,8 +2,8 @@
 
 Shared by the delivery worker and the webhook handlers. Both functions only execute on the
 given session; the caller commits. On PostgreSQL, bulk event inserts go through COPY on the
-session's own connection (same transaction): the worker writes one event per email, and an
-executemany through SQLAlchemy costs ~30 µs of CPU per row against ~2 µs for COPY.
+session's own connection (same transaction): an executemany through SQLAlchemy costs ~30 µs
+of CPU per row against ~2 µs for COPY.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import insert
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailer.db import pg
+from mailer.db.dialect import insert_for, postgresql_variant
+from mailer.db.pg import COPY_MIN_ROWS, EVENT_COLUMNS
 from mailer.models import Event, Metric
 from mailer.models.base import utcnow
 
 _Kind = TypeVar("_Kind", bound=str)  # MetricKind or a plain string
-_EVENT_COLUMNS = ("batch_id", "recipient_id", "email", "type", "data", "created_at")
-COPY_MIN_ROWS = 20  # below this an INSERT is as cheap as a COPY round trip
+__all__ = ["COPY_MIN_ROWS", "bump_metrics", "minute_bucket", "record_events"]
 
 
 async def record_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -35,7 +36,7 @@ async def record_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]
     now = utcnow()
     values: list[dict[str, Any]] = []
     for row in rows:
-        unknown = row.keys() - set(_EVENT_COLUMNS)
+        unknown = row.keys() - set(EVENT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown event columns: {sorted(unknown)}")
         values.append(
@@ -48,17 +49,14 @@ async def record_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]
                 "created_at": row.get("created_at") or now,
             }
         )
-    if len(values) >= COPY_MIN_ROWS and await _copy_events(session, values):
-        return
-    await session.execute(insert(Event), values)
+    await _insert_events(session, values)
 
 
-async def _copy_events(session: AsyncSession, values: list[dict[str, Any]]) -> bool:
-    """COPY the rows on PostgreSQL; False (nothing written) elsewhere or when a data value
-    is not plain JSON, so the caller inserts them the ordinary way."""
-    conn = await session.connection()
-    if conn.dialect.name != "postgresql":
-        return False
+def _copy_wanted(session: AsyncSession, values: list[dict[str, Any]]) -> bool:
+    return len(values) >= COPY_MIN_ROWS
+
+
+async def _copy_events(session: AsyncSession, values: list[dict[str, Any]]) -> None:
     try:
         records = [
             (
@@ -71,20 +69,15 @@ async def _copy_events(session: AsyncSession, values: list[dict[str, Any]]) -> b
             )
             for v in values
         ]
-    except TypeError:
-        return False
-    raw = await conn.get_raw_connection()
-    await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-        "events", records=records, columns=_EVENT_COLUMNS
-    )
-    return True
+    except TypeError:  # a data value that is not plain JSON: the ordinary way
+        await session.execute(insert(Event), values)
+        return
+    await pg.copy_records(session, "events", pg.EVENT_COLUMNS, records)
 
 
-_PG_BUMP_SQL = """
-INSERT INTO metrics (bucket, kind, count)
-SELECT $1, u.kind, u.count FROM unnest($2::text[], $3::bigint[]) AS u(kind, count)
-ON CONFLICT (bucket, kind) DO UPDATE SET count = metrics.count + EXCLUDED.count
-"""
+@postgresql_variant(_copy_events, when=_copy_wanted)
+async def _insert_events(session: AsyncSession, values: list[dict[str, Any]]) -> None:
+    await session.execute(insert(Event), values)
 
 
 def _aware(moment: datetime) -> datetime:
@@ -115,23 +108,20 @@ async def bump_metrics(
     bucket = minute_bucket(at)
     # Sorted so concurrent callers lock the bucket rows in the same order (no deadlocks).
     kinds = sorted(totals)
-    conn = await session.connection()
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        # Hand-written: SQLAlchemy compiles a multi-row VALUES upsert anew on every call
-        # (~1 ms), and the worker bumps the counters on every flush of outcomes.
-        raw = await conn.get_raw_connection()
-        await raw.driver_connection.execute(  # type: ignore[union-attr]
-            _PG_BUMP_SQL, bucket, kinds, [totals[k] for k in kinds]
-        )
-        return
-    rows = [{"bucket": bucket, "kind": k, "count": totals[k]} for k in kinds]
-    if dialect == "sqlite":
-        lite_stmt = sqlite.insert(Metric).values(rows)
-        stmt: Any = lite_stmt.on_conflict_do_update(
+    await _upsert_counts(session, bucket, kinds, [totals[k] for k in kinds])
+
+
+@postgresql_variant(pg.bump_metrics)
+async def _upsert_counts(
+    session: AsyncSession, bucket: datetime, kinds: list[str], counts: list[int]
+) -> None:
+    insert_ = insert_for(session, Metric)
+    stmt = insert_.values(
+        [{"bucket": bucket, "kind": k, "count": n} for k, n in zip(kinds, counts, strict=True)]
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(
             index_elements=[Metric.bucket, Metric.kind],
-            set_={"count": Metric.count + lite_stmt.excluded.count},
+            set_={"count": Metric.count + stmt.excluded.count},
         )
-    else:  # pragma: no cover - only the two supported backends
-        raise RuntimeError(f"unsupported database dialect: {dialect}")
-    await session.execute(stmt)
+    )

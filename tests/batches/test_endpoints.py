@@ -339,6 +339,7 @@ async def test_concurrent_requests_with_one_idempotency_key(
             body_hash=service.request_hash(body),
             idempotency_key="same",
             chunk_size=100,
+            queue=client.state.queue,
         )
 
     async with client.state.sessionmaker() as first, client.state.sessionmaker() as second:

@@ -33,17 +33,21 @@ class Result:
     err: str
 
 
-async def mailer(*args: str, database_url: str, cwd: Path) -> Result:
-    """Run `python -m mailer ARGS` with a clean configuration pointing at database_url."""
-    env = {k: v for k, v in os.environ.items() if k.upper() not in CONFIG_NAMES}
-    env.update({"DATABASE_URL": database_url, "APP_ENV": "test", "LOG_LEVEL": "warning"})
+async def mailer(
+    *args: str, database_url: str, cwd: Path, env: dict[str, str] | None = None
+) -> Result:
+    """Run `python -m mailer ARGS` with a clean configuration pointing at database_url
+    (plus `env`)."""
+    environment = {k: v for k, v in os.environ.items() if k.upper() not in CONFIG_NAMES}
+    environment.update({"DATABASE_URL": database_url, "APP_ENV": "test", "LOG_LEVEL": "warning"})
+    environment.update(env or {})
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "mailer",
         *args,
         cwd=cwd,
-        env=env,
+        env=environment,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -184,3 +188,96 @@ def test_help_for_every_command() -> None:
         result = runner.invoke(cli_app, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
         assert "Usage" in result.output, path
+
+
+async def _dead_letter(settings: Settings) -> tuple[str, int]:
+    """A COMPLETED batch with one FAILED recipient, and its dead letter."""
+    from mailer.db import create_engine, create_sessionmaker, session_scope
+    from mailer.models import DeadLetter, Recipient
+    from mailer.models.base import utcnow
+    from mailer.models.enums import BatchStatus, RecipientStatus
+    from tests.metrics.helpers import add_batches
+
+    engine = create_engine(settings, pool_size=1)
+    try:
+        async with session_scope(create_sessionmaker(engine)) as session:
+            (batch_id,) = await add_batches(session, [BatchStatus.COMPLETED])
+            recipient = await session.scalar(
+                Recipient.__table__.select()
+                .with_only_columns(Recipient.id)
+                .where(Recipient.batch_id == batch_id)
+            )
+            assert recipient is not None
+            await session.execute(
+                Recipient.__table__.update().values(status=RecipientStatus.FAILED, attempts=3)
+            )
+            letter = DeadLetter(
+                batch_id=batch_id,
+                seq_start=0,
+                seq_end=1,
+                recipient_count=1,
+                recipient_ids=[int(recipient)],
+                error="boom",
+                attempts=3,
+                failed_at=utcnow(),
+            )
+            session.add(letter)
+        return batch_id, int(recipient)
+    finally:
+        await engine.dispose()
+
+
+async def _recipient_status(settings: Settings, recipient_id: int) -> str:
+    from mailer.db import create_engine, create_sessionmaker
+    from mailer.models import Recipient
+
+    engine = create_engine(settings, pool_size=1)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            recipient = await session.get(Recipient, recipient_id)
+            assert recipient is not None
+            return str(recipient.status)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.redis_only
+async def test_dlq_retry_enqueues_after_its_commit(
+    settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    from mailer.queue.factory import build_queue
+
+    batch_id, recipient_id = await _dead_letter(settings)
+    assert settings.redis_url is not None
+    result = await mailer(
+        "dlq",
+        "retry",
+        database_url=database_url,
+        cwd=tmp_path,
+        env={"REDIS_URL": settings.redis_url, "QUEUE_NAME": settings.queue_name},
+    )
+    assert result.code == 0, result.err
+    assert "Retrying 1 recipient(s) from 1 dead letter(s)." in result.out
+    assert await _recipient_status(settings, recipient_id) == "RETRYING"
+    queue = build_queue(settings)
+    try:
+        assert await queue.has_pending_for(batch_id)
+    finally:
+        await queue.close()
+
+
+async def test_dlq_retry_with_the_queue_down_keeps_the_retry(
+    settings: Settings, database_url: str, tmp_path: Path
+) -> None:
+    """The commit stands when the enqueue after it fails: the reconciler enqueues later."""
+    _, recipient_id = await _dead_letter(settings)
+    result = await mailer(
+        "dlq",
+        "retry",
+        database_url=database_url,
+        cwd=tmp_path,
+        env={"REDIS_URL": "redis://127.0.0.1:1/0"},
+    )
+    assert result.code == 0, result.err
+    assert "Queue unreachable" in result.err
+    assert await _recipient_status(settings, recipient_id) == "RETRYING"

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from mailer import db
 from mailer.db import create_engine
+from mailer.db import engine as db_engine
 from tests.fixtures.client import ApiClient, auth
 
 pytestmark = pytest.mark.postgres_only
@@ -39,7 +39,7 @@ async def test_idle_connections_are_checked_before_use(
 ) -> None:
     assert (await client.http.get(TEMPLATES, headers=auth(send_key))).status_code == 200
     assert await drop_connections(settings) >= 1
-    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0.0)
+    monkeypatch.setattr(db_engine, "PING_AFTER_IDLE_SECONDS", 0.0)
     response = await client.http.get(TEMPLATES, headers=auth(send_key))
     assert response.status_code == 200, response.text
     created = await client.http.post(
@@ -51,7 +51,7 @@ async def test_idle_connections_are_checked_before_use(
 async def test_a_connection_in_steady_use_fails_once_then_the_pool_recovers(
     client: ApiClient, send_key: str, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 3600.0)
+    monkeypatch.setattr(db_engine, "PING_AFTER_IDLE_SECONDS", 3600.0)
     assert (await client.http.get(TEMPLATES, headers=auth(send_key))).status_code == 200
     assert await drop_connections(settings) >= 1
     # What a client of the server sees (the in-process transport would re-raise instead).

@@ -13,10 +13,11 @@ import pytest
 from mailer.config import Settings
 from mailer.db import session_scope
 from mailer.events import bump_metrics, minute_bucket
-from mailer.metrics import get_metrics, worker_heartbeat
+from mailer.metrics import get_metrics
 from mailer.models import SystemState
 from mailer.models.enums import BatchStatus
 from mailer.queue.base import ChunkJob
+from mailer.worker.heartbeats import worker_heartbeat
 from tests.fixtures.client import ApiClient, auth
 from tests.fixtures.errors import assert_error
 from tests.metrics.helpers import (

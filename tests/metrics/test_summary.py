@@ -1,5 +1,5 @@
 """The database reads behind the metrics endpoints, with fixed clocks: totals, the time series
-(minute and hour buckets), batches, dead letters, the pause flag, worker heartbeats."""
+(minute and hour buckets), batches, dead letters, the pause flag."""
 
 from __future__ import annotations
 
@@ -7,25 +7,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailer.config import Settings
 from mailer.db import session_scope
 from mailer.events import bump_metrics
 from mailer.metrics.summary import (
-    STALE_WORKER_S,
     Snapshot,
     SnapshotCache,
     batch_counts,
     dead_letter_count,
-    default_worker_id,
-    forget_worker,
     metric_series,
     metric_totals,
     queue_depth,
-    worker_heartbeat,
-    workers_alive,
 )
 from mailer.models import SystemState
 from mailer.models.enums import BatchStatus, MetricKind
@@ -183,56 +178,6 @@ async def test_batch_counts_dead_letters_and_pause_flag(sessionmaker: Maker) -> 
         }
         assert await dead_letter_count(session) == 2
         assert await read_pause(session) == PauseState(True, "bounce rate 5%", NOW)
-
-
-async def test_worker_heartbeats(sessionmaker: Maker) -> None:
-    async with session_scope(sessionmaker) as session:
-        await worker_heartbeat(session, "host-a:1", {"transport": "ses", "started": "t0"})
-        await worker_heartbeat(session, "host-b:2", {"transport": "smtp"})
-    async with session_scope(sessionmaker) as session:  # a second beat updates, not adds
-        await worker_heartbeat(session, "host-a:1", {"transport": "ses", "started": "t1"})
-    async with sessionmaker() as session:
-        assert await workers_alive(session, 60) == 2
-        value = await session.scalar(
-            SystemState.__table__.select()
-            .with_only_columns(SystemState.value)
-            .where(SystemState.key == "worker:host-a:1")
-        )
-        assert value == {"transport": "ses", "started": "t1"}
-
-    async with session_scope(sessionmaker) as session:  # host-b went quiet 10 minutes ago
-        await session.execute(
-            update(SystemState)
-            .where(SystemState.key == "worker:host-b:2")
-            .values(updated_at=datetime.now(UTC) - timedelta(minutes=10))
-        )
-    async with sessionmaker() as session:
-        assert await workers_alive(session, 60) == 1
-        assert await workers_alive(session, 3600) == 2
-
-    async with session_scope(sessionmaker) as session:
-        await forget_worker(session, "host-a:1")
-    async with sessionmaker() as session:
-        assert await workers_alive(session, 3600) == 1
-
-    async with session_scope(sessionmaker) as session:  # silent for over a day: pruned
-        await session.execute(
-            update(SystemState)
-            .where(SystemState.key == "worker:host-b:2")
-            .values(updated_at=datetime.now(UTC) - timedelta(seconds=STALE_WORKER_S + 60))
-        )
-        await worker_heartbeat(session, "host-c:3", {})
-    async with sessionmaker() as session:
-        keys = set(
-            await session.scalars(SystemState.__table__.select().with_only_columns(SystemState.key))
-        )
-    assert keys == {"worker:host-c:3"}
-
-
-def test_default_worker_id_fits_the_key_column() -> None:
-    ident = default_worker_id()
-    assert ident.endswith(f":{__import__('os').getpid()}")
-    assert len("worker:" + ident) <= 64
 
 
 async def test_queue_depth_counts_jobs_and_is_none_when_unreachable(

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailer.addresses import InvalidAddress
+from mailer.db import dialect
 from mailer.models.enums import SuppressionReason
 from mailer.suppressions import repository
 from mailer.suppressions import service as suppressions
@@ -97,8 +98,8 @@ async def test_list_pagination_filter_search(session: AsyncSession) -> None:
 async def test_suppressed_among_in_chunks(
     session: AsyncSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(repository, "SQLITE_IN_CHUNK", 7)
-    monkeypatch.setattr(repository, "PG_ANY_CHUNK", 7)
+    monkeypatch.setattr(dialect, "SQLITE_IN_CHUNK", 7)
+    monkeypatch.setattr(dialect, "PG_ANY_CHUNK", 7)
     monkeypatch.setattr(repository, "INSERT_CHUNK", 9)
     emails = [f"r{i}@example.com" for i in range(100)]
     assert await suppressions.add(session, emails[::3], "MANUAL") == 34

@@ -18,8 +18,10 @@ from mailer.templates.rendering import (
     TemplateRenderError,
     TemplateSyntaxError,
     clear_compiled_cache,
+    compiled,
     derive_text,
     get_compiled,
+    scanner,
 )
 
 
@@ -417,7 +419,7 @@ def test_nesting_and_size_limits_are_syntax_errors_not_recursion_errors() -> Non
     ],
 )
 def test_whitespace_control_matches_pybars(source: str) -> None:
-    processed, _edits = rendering._whitespace_control(source)
+    processed, _edits = scanner.whitespace_control(source)
     assert processed == Compiler().whitespace_control(source)
 
 
@@ -560,8 +562,8 @@ def test_get_compiled_is_a_bounded_lru() -> None:
         get_compiled(f"v{index}", subject="s", html=None, text="t")
     assert get_compiled("v0", subject="s", html=None, text="t") is oldest  # now most recent
     get_compiled("new", subject="s", html=None, text="t")  # evicts v1, the least recent
-    assert len(rendering._cache) == rendering.CACHE_SIZE
-    assert "v1" not in rendering._cache
+    assert len(compiled._cache) == rendering.CACHE_SIZE
+    assert "v1" not in compiled._cache
     assert get_compiled("v0", subject="s", html=None, text="t") is oldest
 
 
@@ -570,7 +572,7 @@ def test_get_compiled_does_not_cache_failures() -> None:
     for _ in range(2):
         with pytest.raises(TemplateSyntaxError):
             get_compiled("bad", subject="{{#if}}", html=None, text="t")
-    assert "bad" not in rendering._cache
+    assert "bad" not in compiled._cache
 
 
 def test_compile_and_render_from_many_threads() -> None:
@@ -643,3 +645,22 @@ def test_derive_text_of_rendered_html_keeps_variable_values() -> None:
     html = compiled.render({"name": "Ann & Bob", "url": "https://x.test/c?a=1"}).html
     assert html is not None
     assert derive_text(html) == "Hi Ann & Bob, [confirm](https://x.test/c?a=1)\n"
+
+
+def test_renders_quickly_only_small_templates_with_every_part() -> None:
+    small = CompiledTemplate.compile(subject="Hi {{n}}", html="<p>{{n}}</p>", text="{{n}}")
+    assert small.renders_quickly
+    assert CompiledTemplate.compile(subject="s", html=None, text="{{n}}").renders_quickly
+    many = "{{n}}" * (compiled.INLINE_MAX_TAGS + 1)
+    assert not CompiledTemplate.compile(subject="s", html=many, text="t").renders_quickly
+    big = "x" * (compiled.INLINE_MAX_SOURCE_CHARS + 1)
+    assert not CompiledTemplate.compile(subject="s", html=big, text="t").renders_quickly
+    # No text part: it is derived from each rendered html (html2text is slow).
+    assert not CompiledTemplate.compile(subject="s", html="<p>{{n}}</p>", text=None).renders_quickly
+
+
+def test_derive_text_is_bounded() -> None:
+    assert derive_text("<p>" + "x" * (rendering.MAX_DERIVE_INPUT_CHARS - 7) + "</p>")
+    with pytest.raises(TemplateRenderError) as caught:
+        derive_text("<p>" + "x" * rendering.MAX_DERIVE_INPUT_CHARS + "</p>")
+    assert caught.value.part == "text"

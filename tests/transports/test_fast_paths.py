@@ -29,16 +29,10 @@ from aiosmtplib.email import quote_address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer.transports import mime, smtp
+from mailer.transports import smtp
 from mailer.transports.base import OutgoingMessage, PermanentError
-from mailer.transports.mime import (
-    PLAIN_ADDRESS,
-    DkimSigner,
-    build_mime,
-    format_address,
-    load_private_key,
-    split_address,
-)
+from mailer.transports.dkim import DkimSigner, _relaxed_body, load_private_key
+from mailer.transports.mime import PLAIN_ADDRESS, build_mime, format_address, split_address
 from mailer.transports.smtp import SmtpTransport
 from tests.fixtures.smtp_server import SmtpTestServer
 from tests.transports.helpers import DkimKey, make_message, make_settings
@@ -225,7 +219,7 @@ _BODY_PIECES = [b" ", b"  ", b"\t", b"\r\n", b"\r", b"\n", b"a", b"b.", b" \t \r
     )
 )
 def test_relaxed_body_matches_the_line_by_line_rule(body: bytes) -> None:
-    assert mime._relaxed_body(body) == _relaxed_body_by_line(body)
+    assert _relaxed_body(body) == _relaxed_body_by_line(body)
 
 
 def test_dkim_with_whitespace_in_the_body_verifies() -> None:

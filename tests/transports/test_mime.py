@@ -12,7 +12,8 @@ import dkim
 import pytest
 
 from mailer.transports.base import PermanentError
-from mailer.transports.mime import DkimSigner, build_mime, load_private_key
+from mailer.transports.dkim import DkimSigner, load_private_key
+from mailer.transports.mime import build_mime
 from tests.transports.helpers import (
     HTML,
     SUBJECT,

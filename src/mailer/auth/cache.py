@@ -20,10 +20,11 @@ import time
 from typing import Any
 
 import structlog
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from mailer.auth.principal import Principal
+from mailer.db import pg
+from mailer.db.dialect import can_listen, notify
 
 log = structlog.get_logger("mailer.auth")
 
@@ -36,14 +37,7 @@ RECONNECT_SECONDS = 1.0
 
 async def notify_revoked(session: AsyncSession, key_id: str) -> None:
     """Tell every API process (at commit) that a key changed. No-op off PostgreSQL."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(
-            text("SELECT pg_notify(:channel, :key_id)"),
-            {
-                "channel": CHANNEL,
-                "key_id": key_id,
-            },
-        )
+    await notify(session, CHANNEL, key_id)
 
 
 class KeyCache:
@@ -92,7 +86,7 @@ class KeyCache:
     # -- the LISTEN connection ------------------------------------------------
 
     async def start(self) -> None:
-        if self._engine.dialect.name != "postgresql":
+        if not can_listen(self._engine):
             return
         self._task = asyncio.create_task(self._run(), name="api-key-cache")
 
@@ -127,10 +121,7 @@ class KeyCache:
         self._lost.clear()
         connection = await self._engine.connect()
         self._connection = connection
-        raw = (await connection.get_raw_connection()).driver_connection
-        assert raw is not None
-        raw.add_termination_listener(self._on_terminated)
-        await raw.add_listener(CHANNEL, self._on_notify)
+        await pg.listen(connection, CHANNEL, self._on_notify, self._on_terminated)
         # Anything revoked while no one listened is unknown: start from nothing.
         self.clear()
         self._listening = True

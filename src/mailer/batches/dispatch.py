@@ -4,32 +4,38 @@ after `enqueued_at` when set, has passed) and enqueues them again."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailer.queue.base import ChunkJob
-from mailer.state import AppState
+from mailer.db import after_commit
+from mailer.queue.base import ChunkJob, JobQueue
 
 log = structlog.get_logger("mailer.dispatch")
 
 
-async def enqueue_batch(state: AppState, batch_id: str, jobs: Sequence[ChunkJob]) -> bool:
-    # No write after the enqueue: the reconciler's grace counts from the batch's start,
-    # which the batch's own insert recorded (a transaction fewer per POST).
-    try:
-        await state.queue.enqueue(jobs)
-    except Exception as exc:
-        log.warning("enqueue_failed", batch_id=batch_id, error=type(exc).__name__, jobs=len(jobs))
-        return False
-    return True
+def enqueue_after_commit(
+    session: AsyncSession,
+    queue: JobQueue,
+    jobs: Sequence[ChunkJob],
+    *,
+    on_failure: Callable[[Exception], None] | None = None,
+) -> None:
+    """Enqueue `jobs` once the session's transaction has committed (never if it rolls
+    back). A failed enqueue is logged (and passed to `on_failure`), not raised."""
+    if not jobs:
+        return
 
+    async def enqueue() -> None:
+        try:
+            await queue.enqueue(jobs)
+        except Exception as exc:
+            batch_ids = sorted({job.batch_id for job in jobs})
+            log.warning(
+                "enqueue_failed", batch_ids=batch_ids, error=type(exc).__name__, jobs=len(jobs)
+            )
+            if on_failure is not None:
+                on_failure(exc)
 
-async def enqueue_jobs(state: AppState, jobs: Sequence[ChunkJob]) -> bool:
-    """Enqueue jobs of possibly several batches (dead-letter retries, CLI)."""
-    try:
-        await state.queue.enqueue(jobs)
-    except Exception as exc:
-        log.warning("enqueue_failed", error=type(exc).__name__, jobs=len(jobs))
-        return False
-    return True
+    after_commit(session, enqueue)

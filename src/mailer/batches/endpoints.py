@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel
 
 from mailer.auth.dependencies import SendKey
 from mailer.batches import service
-from mailer.batches.dispatch import enqueue_batch
 from mailer.batches.ingest import parse_request
 from mailer.batches.schemas import (
     EVENT_TYPE_FILTERS,
@@ -77,7 +76,6 @@ async def create_batch(
     session: Session,
     state: State,
     principal: SendKey,
-    background: BackgroundTasks,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JsonResponse:
     """Create a batch and queue its emails. Durable in the database before 201 is answered;
@@ -91,10 +89,8 @@ async def create_batch(
         body_hash=service.request_hash(body),
         idempotency_key=idempotency_key,
         chunk_size=state.settings.chunk_size,
+        queue=state.queue,
     )
-    if result.jobs:
-        # Runs after the session dependency has committed (it exits before the response).
-        background.add_task(enqueue_batch, state, result.batch.id, result.jobs)
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
     return JsonResponse(result.response, status_code=201, headers=headers)
 

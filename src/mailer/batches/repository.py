@@ -9,20 +9,54 @@ from typing import Any
 
 import orjson
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.batches.ingest import RecipientChecker, gc_paused
-from mailer.events import COPY_MIN_ROWS
+from mailer.db import pg
+from mailer.db.dialect import postgresql_variant, supports_copy
+from mailer.db.pg import COPY_MIN_ROWS
+from mailer.events import record_events
 from mailer.models import Batch, Event, Recipient, Suppression
 from mailer.models.base import utcnow
 from mailer.models.enums import CLAIMABLE_STATUSES, RecipientStatus
 
-RECIPIENT_COLUMNS = ("batch_id", "seq", "email", "variables", "status", "attempts", "updated_at")
-_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+def _recipients_copied(
+    session: AsyncSession,
+    batch_id: str,
+    rows: Sequence[tuple[str, dict[str, Any]]],
+    suppressed: AbstractSet[str] = frozenset(),
+) -> bool:
+    return len(rows) >= COPY_MIN_ROWS  # a COPY is two round trips, an INSERT one
 
 
+async def _copy_recipients(
+    session: AsyncSession,
+    batch_id: str,
+    rows: Sequence[tuple[str, dict[str, Any]]],
+    suppressed: AbstractSet[str] = frozenset(),
+) -> None:
+    now = utcnow()
+    pending, held = str(RecipientStatus.PENDING), str(RecipientStatus.SUPPRESSED)
+    dumps = orjson.dumps
+    with gc_paused():
+        records = [
+            (
+                batch_id,
+                seq,
+                email,
+                dumps(variables).decode(),
+                held if email in suppressed else pending,
+                0,
+                now,
+            )
+            for seq, (email, variables) in enumerate(rows)
+        ]
+    await pg.copy_records(session, "recipients", pg.RECIPIENT_COLUMNS, records)
+
+
+@postgresql_variant(_copy_recipients, when=_recipients_copied)
 async def insert_recipients(
     session: AsyncSession,
     batch_id: str,
@@ -31,30 +65,9 @@ async def insert_recipients(
 ) -> None:
     """Bulk insert (email, variables) rows with seq = position, status SUPPRESSED for the
     emails in `suppressed` and PENDING for the others. COPY on PostgreSQL, but for a few
-    rows (a COPY is two round trips, an INSERT one)."""
+    rows."""
     now = utcnow()
     pending, held = str(RecipientStatus.PENDING), str(RecipientStatus.SUPPRESSED)
-    conn = await session.connection()
-    if conn.dialect.name == "postgresql" and len(rows) >= COPY_MIN_ROWS:
-        raw = await conn.get_raw_connection()
-        dumps = orjson.dumps
-        with gc_paused():
-            records = [
-                (
-                    batch_id,
-                    seq,
-                    email,
-                    dumps(variables).decode(),
-                    held if email in suppressed else pending,
-                    0,
-                    now,
-                )
-                for seq, (email, variables) in enumerate(rows)
-            ]
-        await raw.driver_connection.copy_records_to_table(  # type: ignore[union-attr]
-            "recipients", records=records, columns=RECIPIENT_COLUMNS
-        )
-        return
     await session.execute(
         insert(Recipient),
         [
@@ -86,70 +99,30 @@ def _batch_values(batch: Batch) -> list[Any]:
             value = default.arg
         elif value is None and default is not None and getattr(default, "is_callable", False):
             value = default.arg(None)
-        if column.name in _JSON_COLUMNS and value is not None:
+        if column.name in pg.BATCH_JSON_COLUMNS and value is not None:
             value = orjson.dumps(value).decode()
         values.append(value)
     return values
 
 
 _ATTRIBUTES = {c.name: attr.key for attr in Batch.__mapper__.column_attrs for c in attr.columns}
-_JSON_COLUMNS = frozenset(
-    c.name for c in Batch.__table__.columns if isinstance(c.type.dialect_impl(_PG), JSONB)
-)
-_BATCH_COLUMNS = [c.name for c in Batch.__table__.columns]
+
+NewEvent = tuple[str | None, str, dict[str, Any]]  # email, type, data
 
 
-def _insert_at_once_sql() -> str:
-    n = len(_BATCH_COLUMNS)
-    values = ", ".join(
-        f"${i}::jsonb" if name in _JSON_COLUMNS else f"${i}"
-        for i, name in enumerate(_BATCH_COLUMNS, start=1)
-    )
-    batch_id, now = f"${n + 1}", f"${n + 2}"
-    emails, variables, statuses, ev_emails, ev_types, ev_data = (f"${n + i}" for i in range(3, 9))
-    # Identifiers come from the model; every value is a parameter.
-    return f"""
-WITH b AS (
-    INSERT INTO batches ({", ".join(_BATCH_COLUMNS)}) VALUES ({values})
-), r AS (
-    INSERT INTO recipients ({", ".join(RECIPIENT_COLUMNS)})
-    SELECT {batch_id}, u.ord - 1, u.email, u.vars::jsonb, u.status, 0, {now}
-    FROM unnest({emails}::text[], {variables}::text[], {statuses}::text[])
-         WITH ORDINALITY AS u(email, vars, status, ord)
-)
-INSERT INTO events (batch_id, recipient_id, email, type, data, created_at)
-SELECT {batch_id}, NULL, e.email, e.type, e.data::jsonb, {now}
-FROM unnest({ev_emails}::text[], {ev_types}::text[], {ev_data}::text[]) AS e(email, type, data)
-"""  # noqa: S608
-
-
-_INSERT_AT_ONCE = _insert_at_once_sql()
-
-
-async def insert_batch_at_once(
+async def _insert_batch_pg(
     session: AsyncSession,
     batch: Batch,
     rows: Sequence[tuple[str, dict[str, Any]]],
     suppressed: AbstractSet[str],
-    events: Sequence[tuple[str | None, str, dict[str, Any]]],
-) -> bool:
-    """PostgreSQL: a small batch's row, recipients and events (email, type, data) in one
-    statement on the session's connection and transaction: one round trip where the ORM's
-    flush and two inserts took three. False (nothing written) on other databases.
-    Raises DuplicateBatch if the Idempotency-Key is taken."""
-    conn = await session.connection()
-    if conn.dialect.name != "postgresql":
-        return False
-    import asyncpg
-
-    raw = (await conn.get_raw_connection()).driver_connection
-    assert raw is not None
+    events: Sequence[NewEvent],
+) -> None:
     dumps = orjson.dumps
     pending, held = str(RecipientStatus.PENDING), str(RecipientStatus.SUPPRESSED)
     try:
-        await raw.execute(
-            _INSERT_AT_ONCE,
-            *_batch_values(batch),
+        await pg.insert_batch(
+            session,
+            _batch_values(batch),
             batch.id,
             batch.created_at,
             [email for email, _ in rows],
@@ -159,13 +132,47 @@ async def insert_batch_at_once(
             [str(kind) for _, kind, _ in events],
             [dumps(data).decode() for _, _, data in events],
         )
-    except asyncpg.UniqueViolationError as exc:
+    except pg.UniqueViolation as exc:
         raise DuplicateBatch from exc
-    return True
 
 
-async def can_stream_copy(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
+@postgresql_variant(_insert_batch_pg)
+async def insert_batch(
+    session: AsyncSession,
+    batch: Batch,
+    rows: Sequence[tuple[str, dict[str, Any]]],
+    suppressed: AbstractSet[str],
+    events: Sequence[NewEvent],
+) -> None:
+    """A new batch (a transient Batch with its created_at set), its recipients and its
+    events (email, type, data; created at the batch's creation). On PostgreSQL one
+    statement on the session's connection and transaction: one round trip where the ORM's
+    flush and two inserts take three. Raises DuplicateBatch if the Idempotency-Key is taken."""
+    session.add(batch)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise DuplicateBatch from exc
+    await insert_recipients(session, batch.id, rows, suppressed)
+    await record_events(
+        session,
+        [
+            {
+                "batch_id": batch.id,
+                "recipient_id": None,
+                "email": email,
+                "type": kind,
+                "data": data,
+                "created_at": batch.created_at,
+            }
+            for email, kind, data in events
+        ],
+    )
+
+
+def can_stream_copy(session: AsyncSession) -> bool:
+    """Whether copy_checked_recipients works here (PostgreSQL)."""
+    return supports_copy(session)
 
 
 async def copy_checked_recipients(
@@ -177,12 +184,11 @@ async def copy_checked_recipients(
     slice_size: int = 2000,
 ) -> int:
     """Check the raw recipients slice by slice and COPY each checked slice as it comes
-    (PostgreSQL): the checks run while the server writes the rows and their indexes on the
-    other core. At the first failure nothing more is copied, but the rest is still checked
-    so the caller's checker.finish() reports every error (and the caller rolls back). All
-    rows are PENDING; `mark_suppressed` follows. Returns the number of rows copied."""
-    conn = await session.connection()
-    driver = (await conn.get_raw_connection()).driver_connection
+    (PostgreSQL only, see can_stream_copy): the checks run while the server writes the rows
+    and their indexes on the other core. At the first failure nothing more is copied, but
+    the rest is still checked so the caller's checker.finish() reports every error (and the
+    caller rolls back). All rows are PENDING; `mark_suppressed` follows. Returns the number
+    of rows copied."""
     now = utcnow()
     pending = str(RecipientStatus.PENDING)
     dumps = orjson.dumps
@@ -206,9 +212,7 @@ async def copy_checked_recipients(
             for record in ready:
                 yield record
 
-    await driver.copy_records_to_table(  # type: ignore[union-attr]
-        "recipients", records=records(), columns=RECIPIENT_COLUMNS
-    )
+    await pg.copy_records(session, "recipients", pg.RECIPIENT_COLUMNS, records())
     if position < len(raw):
         checker.feed(raw[position:])
     return copied

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, Program
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.config import ConfigError, Settings, get_settings
-from mailer.db import create_engine, create_sessionmaker
+from mailer.db import create_engine, create_sessionmaker, session_scope
 
 T = TypeVar("T")
 
@@ -34,15 +34,12 @@ def settings_or_exit() -> Settings:
 
 @asynccontextmanager
 async def cli_session(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """One unit of work of a command: commits at the end (then runs the after-commit
+    callbacks, see mailer.db.after_commit), rolls back on any exception."""
     engine = create_engine(settings, pool_size=2)
     try:
-        async with create_sessionmaker(engine)() as session:
-            try:
-                yield session
-                await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
+        async with session_scope(create_sessionmaker(engine)) as session:
+            yield session
     finally:
         await engine.dispose()
 

@@ -49,22 +49,22 @@ def retry_command(
     """Send the dead letters' recipients again."""
     settings = settings_or_exit()
 
+    def unreachable(exc: Exception) -> None:  # the workers' reconciler will enqueue them
+        typer.echo(
+            f"Queue unreachable ({type(exc).__name__}); workers will pick the "
+            "recipients up on their next reconcile.",
+            err=True,
+        )
+
     async def go() -> service.RetryResult:
-        async with cli_session(settings) as session:
-            result = await service.retry_dead_letters(session, ids or None)
-        if result.jobs:
-            queue = build_queue(settings)
-            try:
-                await queue.enqueue(result.jobs)
-            except Exception as exc:  # the workers' reconciler will enqueue them
-                typer.echo(
-                    f"Queue unreachable ({type(exc).__name__}); workers will pick the "
-                    "recipients up on their next reconcile.",
-                    err=True,
+        queue = build_queue(settings)
+        try:
+            async with cli_session(settings) as session:
+                return await service.retry_dead_letters(
+                    session, queue, ids or None, on_enqueue_failure=unreachable
                 )
-            finally:
-                await queue.close()
-        return result
+        finally:
+            await queue.close()
 
     result = run(go)
     typer.echo(

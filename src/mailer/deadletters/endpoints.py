@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Query
+from fastapi import APIRouter, Query
 
 from mailer.auth.dependencies import AdminKey
-from mailer.batches.dispatch import enqueue_jobs
 from mailer.deadletters import service
 from mailer.deadletters.schemas import DeadLetterOut, PurgeOut, RetryOut, RetryRequest
 from mailer.deps import ApiRoute, Paging, Session, State
@@ -46,12 +45,9 @@ async def retry_dead_letters(
     body: Annotated[RetryRequest | None, json_body(RetryRequest, optional=True)],
     session: Session,
     state: State,
-    background: BackgroundTasks,
 ) -> RetryOut:
     """Send the dead letters' recipients again (all, or the ids given)."""
-    result = await service.retry_dead_letters(session, body.ids if body else None)
-    if result.jobs:
-        background.add_task(enqueue_jobs, state, result.jobs)
+    result = await service.retry_dead_letters(session, state.queue, body.ids if body else None)
     return RetryOut(
         dead_letters=result.dead_letters, recipients=result.recipients, jobs=len(result.jobs)
     )

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from mailer.config import Settings
 from mailer.db import session_scope
 from mailer.delivery import repository
-from mailer.delivery.compose import BatchContext, InvalidContent, compose
+from mailer.delivery.compose import BatchContext, InvalidContent, compose_message
 from mailer.delivery.contexts import BatchContexts, PauseCache
 from mailer.delivery.recorder import Outcome, Recorder
 from mailer.delivery.send_rate import RateLimiter
@@ -219,7 +219,7 @@ class ChunkProcessor:
     ) -> Outcome | None:
         attempts = r.attempts + 1
         try:
-            message = compose(bctx, r.id, r.email, r.variables, self.settings)
+            message = await compose_message(bctx, r.id, r.email, r.variables, self.settings)
         except InvalidContent as exc:
             return Outcome(
                 r.id,

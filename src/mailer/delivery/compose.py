@@ -3,16 +3,17 @@ Message-ID, List-Unsubscribe (RFC 8058) and tags."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parseaddr
 from typing import Any
 
-from mailer.addresses import has_control_chars
 from mailer.config import Settings
+from mailer.control_chars import has_control_chars
 from mailer.models import Batch, TemplateVersion
-from mailer.templates.rendering import TemplateRenderError
+from mailer.templates.rendering import TemplateRenderError, peek_compiled
 from mailer.templates.usage import UNSUBSCRIBE_URL
 from mailer.templates.versions import render_version
 from mailer.transports.base import OutgoingMessage
@@ -37,9 +38,14 @@ class BatchContext:
     tags: Mapping[str, str]
     unsubscribe: bool
     status: str
+    # The version's compiled template is small and complete (no text derived per message):
+    # its messages render on the event loop. Otherwise they render on a thread.
+    render_inline: bool = False
 
 
-def batch_context(batch: Batch, version: TemplateVersion, settings: Settings) -> BatchContext:
+def batch_context(
+    batch: Batch, version: TemplateVersion, settings: Settings, *, render_inline: bool = False
+) -> BatchContext:
     from_addr = batch.from_address or settings.mail_from
     domain = parseaddr(from_addr)[1].rpartition("@")[2] or "localhost"
     tags = {**batch.tags, "mailer_batch": batch.id}
@@ -52,6 +58,7 @@ def batch_context(batch: Batch, version: TemplateVersion, settings: Settings) ->
         tags=tags,
         unsubscribe=batch.unsubscribe,
         status=batch.status,
+        render_inline=render_inline,
     )
 
 
@@ -73,6 +80,21 @@ def unsubscribe_headers(
         "List-Unsubscribe": ", ".join(targets),
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
+
+
+async def compose_message(
+    ctx: BatchContext,
+    recipient_id: int,
+    email: str,
+    variables: Mapping[str, Any],
+    settings: Settings,
+) -> OutgoingMessage:
+    """compose(), on a thread unless the batch's template renders quickly and is compiled
+    already, so that a large template (compile, render, text derivation) does not hold up
+    the event loop: the API (embedded) and the other sends keep going meanwhile."""
+    if ctx.render_inline and peek_compiled(ctx.version.id) is not None:
+        return compose(ctx, recipient_id, email, variables, settings)
+    return await asyncio.to_thread(compose, ctx, recipient_id, email, variables, settings)
 
 
 def compose(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 
@@ -11,6 +12,12 @@ from mailer.config import Settings
 from mailer.delivery.compose import BatchContext, batch_context
 from mailer.models import Batch, TemplateVersion
 from mailer.reputation import service as reputation
+from mailer.templates.rendering import (
+    CompiledTemplate,
+    TemplateSyntaxError,
+    get_compiled,
+    peek_compiled,
+)
 
 
 class BatchContexts:
@@ -19,6 +26,7 @@ class BatchContexts:
         self._size = size
         self._ttl = ttl
         self._items: OrderedDict[str, tuple[float, BatchContext]] = OrderedDict()
+        self._compiling: dict[str, asyncio.Task[CompiledTemplate]] = {}
 
     async def get(self, session: AsyncSession, batch_id: str) -> BatchContext | None:
         hit = self._items.get(batch_id)
@@ -33,12 +41,38 @@ class BatchContexts:
         version = await session.get(TemplateVersion, batch.template_version_id)
         if version is None:
             return None
-        ctx = batch_context(batch, version, self._settings)
+        ctx = batch_context(
+            batch, version, self._settings, render_inline=await self._renders_quickly(version)
+        )
         self._items[batch_id] = (now, ctx)
         self._items.move_to_end(batch_id)
         while len(self._items) > self._size:
             self._items.popitem(last=False)
         return ctx
+
+    async def _renders_quickly(self, version: TemplateVersion) -> bool:
+        """Compile the version once, on a thread (a large template takes seconds), and say
+        whether its messages may render on the event loop."""
+        compiled = peek_compiled(version.id)
+        if compiled is None:
+            task = self._compiling.get(version.id)
+            if task is None:  # one compile per version, however many chunks ask at once
+                task = asyncio.create_task(
+                    asyncio.to_thread(
+                        get_compiled,
+                        version.id,
+                        subject=version.subject,
+                        html=version.html,
+                        text=version.text,
+                    )
+                )
+                self._compiling[version.id] = task
+                task.add_done_callback(lambda _: self._compiling.pop(version.id, None))
+            try:
+                compiled = await asyncio.shield(task)
+            except TemplateSyntaxError:
+                return False  # each message reports it, as before
+        return compiled.renders_quickly
 
 
 class PauseCache:

@@ -1,21 +1,5 @@
-"""Metrics: Prometheus instruments and exposition, the JSON summaries, worker heartbeats."""
+"""Metrics: Prometheus instruments and exposition, the JSON summaries."""
 
 from mailer.metrics.prometheus import MetricsRegistry, get_metrics, worker_window
-from mailer.metrics.summary import (
-    default_worker_id,
-    forget_worker,
-    heartbeat,
-    worker_heartbeat,
-    workers_alive,
-)
 
-__all__ = [
-    "MetricsRegistry",
-    "default_worker_id",
-    "forget_worker",
-    "get_metrics",
-    "heartbeat",
-    "worker_heartbeat",
-    "worker_window",
-    "workers_alive",
-]
+__all__ = ["MetricsRegistry", "get_metrics", "worker_window"]

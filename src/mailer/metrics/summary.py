@@ -1,5 +1,5 @@
 """Database-backed numbers: counter totals, the admin time series, batch and dead letter
-counts, worker heartbeats, the sending-paused flag. Read-only except the heartbeat functions.
+counts, live workers, the sending-paused flag. Read-only.
 
 Counters come from the `metrics` table (per-minute rows written by `events.bump_metrics`).
 """
@@ -7,34 +7,28 @@ Counters come from the `metrics` table (per-minute rows written by `events.bump_
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
-from sqlalchemy import ColumnElement, case, delete, func, literal_column, select, type_coerce
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailer.db import session_scope
+from mailer.db.dialect import hour_start
 from mailer.events import minute_bucket
-from mailer.models import Batch, DeadLetter, Metric, SystemState
-from mailer.models.base import UTCDateTime, utcnow
+from mailer.models import Batch, DeadLetter, Metric
+from mailer.models.base import utcnow
 from mailer.models.enums import BatchStatus, MetricKind
 from mailer.queue.base import JobQueue
 from mailer.reputation.service import PauseState
 from mailer.reputation.service import current as current_pause
+from mailer.worker.heartbeats import workers_alive
 
 log = structlog.get_logger("mailer.metrics")
 
 KINDS: tuple[str, ...] = tuple(k.value for k in MetricKind)
-WORKER_PREFIX = "worker:"
-_KEY_MAX = 64  # system_state.key length
-STALE_WORKER_S = 86_400.0  # heartbeat rows older than this are deleted
 QUEUE_DEPTH_TIMEOUT_S = 2.0
 MINUTE_MAX_HOURS = 6  # ?hours=N up to this gets minute buckets, beyond it hour buckets
 
@@ -84,22 +78,6 @@ class Series:
         return self.totals[kind] / sent if sent else None
 
 
-def _hour_start(session: AsyncSession) -> ColumnElement[datetime]:
-    """The UTC hour a minute bucket falls in, as SQL. Literals, not bound parameters, so the
-    select and GROUP BY expressions are identical text for PostgreSQL."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        # AT TIME ZONE 'UTC' first: date_trunc on timestamptz would use the session zone.
-        utc = func.timezone(literal_column("'UTC'"), Metric.bucket)
-        expr: ColumnElement[Any] = func.date_trunc(literal_column("'hour'"), utc)
-    elif dialect == "sqlite":
-        # UTCDateTime stores naive UTC text 'YYYY-MM-DD HH:MM:SS.ffffff' on SQLite.
-        expr = func.strftime(literal_column("'%Y-%m-%d %H:00:00.000000'"), Metric.bucket)
-    else:  # pragma: no cover - only the two supported backends
-        raise RuntimeError(f"unsupported database dialect: {dialect}")
-    return type_coerce(expr, UTCDateTime())
-
-
 async def metric_series(
     session: AsyncSession, hours: int, *, now: datetime | None = None
 ) -> Series:
@@ -115,7 +93,7 @@ async def metric_series(
     else:
         granularity, step, count = "hour", timedelta(hours=1), hours
         last = minute_bucket(moment).replace(minute=0)
-        bucket_expr = _hour_start(session)
+        bucket_expr = hour_start(session, Metric.bucket)
     start, end = last - step * (count - 1), last + step
     grouped = bucket_expr.label("bucket_start")
     rows = await session.execute(
@@ -151,75 +129,6 @@ async def batch_counts(session: AsyncSession) -> dict[str, int]:
 
 async def dead_letter_count(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(DeadLetter)) or 0)
-
-
-# -- worker heartbeats --------------------------------------------------------------------
-
-
-def default_worker_id() -> str:
-    """hostname:pid, cut from the left if needed (a pod name's unique part is its tail)."""
-    ident = f"{socket.gethostname()}:{os.getpid()}"
-    return ident[-(_KEY_MAX - len(WORKER_PREFIX)) :]
-
-
-def _worker_key(worker_id: str) -> str:
-    return (WORKER_PREFIX + worker_id)[:_KEY_MAX]
-
-
-async def worker_heartbeat(session: AsyncSession, worker_id: str, info: Mapping[str, Any]) -> None:
-    """Upsert this worker's row (key worker:<id>, value `info`, updated_at now) and delete
-    rows of workers silent for a day. The caller commits."""
-    now = utcnow()
-    row = {"key": _worker_key(worker_id), "value": dict(info), "updated_at": now}
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        pg = postgresql.insert(SystemState).values(row)
-        stmt: Any = pg.on_conflict_do_update(
-            index_elements=[SystemState.key],
-            set_={"value": pg.excluded.value, "updated_at": pg.excluded.updated_at},
-        )
-    elif dialect == "sqlite":
-        lite = sqlite.insert(SystemState).values(row)
-        stmt = lite.on_conflict_do_update(
-            index_elements=[SystemState.key],
-            set_={"value": lite.excluded.value, "updated_at": lite.excluded.updated_at},
-        )
-    else:  # pragma: no cover - only the two supported backends
-        raise RuntimeError(f"unsupported database dialect: {dialect}")
-    await session.execute(stmt)
-    await session.execute(
-        delete(SystemState).where(
-            SystemState.key.startswith(WORKER_PREFIX, autoescape=True),
-            SystemState.updated_at < now - timedelta(seconds=STALE_WORKER_S),
-        )
-    )
-
-
-async def heartbeat(
-    sessionmaker: async_sessionmaker[AsyncSession], worker_id: str, info: Mapping[str, Any]
-) -> None:
-    """worker_heartbeat in its own transaction (what the worker loop calls)."""
-    async with session_scope(sessionmaker) as session:
-        await worker_heartbeat(session, worker_id, info)
-
-
-async def forget_worker(session: AsyncSession, worker_id: str) -> None:
-    """A worker stopping cleanly removes its row, so it stops counting at once."""
-    await session.execute(delete(SystemState).where(SystemState.key == _worker_key(worker_id)))
-
-
-async def workers_alive(session: AsyncSession, within_s: float) -> int:
-    """Workers whose heartbeat is at most `within_s` seconds old."""
-    cutoff = utcnow() - timedelta(seconds=within_s)
-    n = await session.scalar(
-        select(func.count())
-        .select_from(SystemState)
-        .where(
-            SystemState.key.startswith(WORKER_PREFIX, autoescape=True),
-            SystemState.updated_at >= cutoff,
-        )
-    )
-    return int(n or 0)
 
 
 # -- the snapshot both /metrics endpoints serve -------------------------------------------

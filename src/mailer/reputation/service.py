@@ -15,13 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.config import Settings
-from mailer.models import Batch, Metric, SystemState
 from mailer.models.base import utcnow
-from mailer.models.enums import BatchStatus, MetricKind
+from mailer.models.enums import MetricKind
+from mailer.reputation import repository
 
 log = structlog.get_logger("mailer.reputation")
 
@@ -65,10 +64,9 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 async def current(session: AsyncSession) -> PauseState:
-    row = await session.get(SystemState, STATE_KEY)
-    if row is None:
+    value = await repository.read_state(session, STATE_KEY)
+    if value is None:
         return PauseState(paused=False)
-    value = row.value or {}
     return PauseState(
         paused=bool(value.get("paused")),
         reason=value.get("reason"),
@@ -78,14 +76,7 @@ async def current(session: AsyncSession) -> PauseState:
 
 
 async def _write(session: AsyncSession, state: PauseState, extra: dict[str, Any]) -> None:
-    value = {**state.as_dict(), **extra}
-    row = await session.get(SystemState, STATE_KEY, with_for_update=True)
-    if row is None:
-        session.add(SystemState(key=STATE_KEY, value=value, updated_at=utcnow()))
-    else:
-        row.value = value
-        row.updated_at = utcnow()
-    await session.flush()
+    await repository.write_state(session, STATE_KEY, {**state.as_dict(), **extra})
 
 
 async def pause(session: AsyncSession, reason: str, *, by: str = "reputation-guard") -> PauseState:
@@ -106,15 +97,9 @@ async def resume(session: AsyncSession, *, by: str) -> PauseState:
 
 
 async def window_rates(session: AsyncSession, since: datetime) -> Rates:
-    rows = await session.execute(
-        select(Metric.kind, func.sum(Metric.count))
-        .where(
-            Metric.bucket >= since,
-            Metric.kind.in_([MetricKind.SENT, MetricKind.BOUNCED, MetricKind.COMPLAINED]),
-        )
-        .group_by(Metric.kind)
+    totals = await repository.metric_counts_since(
+        session, since, [MetricKind.SENT, MetricKind.BOUNCED, MetricKind.COMPLAINED]
     )
-    totals = {kind: int(n or 0) for kind, n in rows.tuples()}
     return Rates(
         sent=totals.get(MetricKind.SENT, 0),
         bounced=totals.get(MetricKind.BOUNCED, 0),
@@ -148,14 +133,8 @@ async def evaluate(session: AsyncSession, settings: Settings) -> PauseState:
     since = max(now - WINDOW, state.resumed_at) if state.resumed_at else now - WINDOW
     reason = _breach(await window_rates(session, since), settings, "24-hour")
     if reason is None:
-        batches = await session.execute(
-            select(Batch.id, Batch.sent_count, Batch.bounced_count, Batch.complained_count).where(
-                Batch.created_at >= since,
-                Batch.status.in_([BatchStatus.SENDING, BatchStatus.COMPLETED]),
-                Batch.sent_count >= settings.reputation_min_sends,
-            )
-        )
-        for batch_id, sent, bounced, complained in batches.tuples():
+        batches = await repository.batch_rates_since(session, since, settings.reputation_min_sends)
+        for batch_id, sent, bounced, complained in batches:
             reason = _breach(Rates(sent, bounced, complained), settings, f"batch {batch_id}")
             if reason:
                 break

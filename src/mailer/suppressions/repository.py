@@ -6,16 +6,13 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, any_, bindparam, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailer.db.dialect import insert_for, member_of
 from mailer.models import Suppression
 
 INSERT_CHUNK = 5000
-# SQLite allows 32766 bound variables per statement; PostgreSQL gets one array per query.
-SQLITE_IN_CHUNK = 5000
-PG_ANY_CHUNK = 20000
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -23,15 +20,10 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _dialect(session: AsyncSession) -> str:
-    return session.get_bind().dialect.name
-
-
 async def insert_ignore(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> int:
     """Insert rows (email, reason, source, created_at); existing emails are kept. New count."""
-    base = postgresql.insert if _dialect(session) == "postgresql" else sqlite.insert
     stmt = (
-        base(Suppression)
+        insert_for(session, Suppression)
         .on_conflict_do_nothing(index_elements=[Suppression.email])
         .returning(Suppression.email)
     )
@@ -89,19 +81,8 @@ async def list_page(
 async def existing_among(session: AsyncSession, emails: Sequence[str]) -> set[str]:
     """The subset of `emails` present in the suppression list."""
     found: set[str] = set()
-    if _dialect(session) == "postgresql":
-        for chunk in _chunks(emails, PG_ANY_CHUNK):
-            param = bindparam("emails", list(chunk), type_=postgresql.ARRAY(String()))
-            rows = await session.scalars(
-                select(Suppression.email).where(Suppression.email == any_(param))
-            )
-            found.update(rows)
-    else:
-        for chunk in _chunks(emails, SQLITE_IN_CHUNK):
-            rows = await session.scalars(
-                select(Suppression.email).where(Suppression.email.in_(chunk))
-            )
-            found.update(rows)
+    for condition in member_of(session, Suppression.email, emails):
+        found.update(await session.scalars(select(Suppression.email).where(condition)))
     return found
 
 

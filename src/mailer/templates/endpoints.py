@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Response
@@ -100,5 +101,8 @@ async def render_template(
     message gets its recipient's own)."""
     version = (await service.get_template(session, template_id))[1]
     example = f"{state.settings.public_url}/api/v1/unsubscribe/example-token"
-    rendered = versions.preview(version, body.variables, unsubscribe_url=example)
+    # Compiling and rendering a large template take a while: not on the event loop.
+    rendered = await asyncio.to_thread(
+        versions.preview, version, body.variables, unsubscribe_url=example
+    )
     return RenderedOut(subject=rendered.subject, html=rendered.html, text=rendered.text)

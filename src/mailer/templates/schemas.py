@@ -5,7 +5,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from mailer.addresses import has_control_chars
+from mailer.control_chars import has_control_chars
 from mailer.schemas import RequestModel, ResponseModel
 
 MAX_TEMPLATE_CHARS = 1_000_000

@@ -13,7 +13,12 @@ from mailer.errors import NotFound, ValidationFailed
 from mailer.models import Template, TemplateVersion
 from mailer.models.base import utcnow
 from mailer.templates import repository
-from mailer.templates.rendering import CompiledTemplate, TemplateSyntaxError, derive_text
+from mailer.templates.rendering import (
+    MAX_DERIVE_INPUT_CHARS,
+    CompiledTemplate,
+    TemplateSyntaxError,
+    derive_text,
+)
 from mailer.templates.usage import (
     PROVIDED_VARIABLES,
     UNSUBSCRIBE_URL,
@@ -130,6 +135,17 @@ async def _new_version(
     specs = _specs(variables)
     used = await _used_variables(subject, html, text, specs)
     derived = text is None
+    if derived and html and len(html) > MAX_DERIVE_INPUT_CHARS:
+        raise ValidationFailed(
+            "A template whose html is this long needs a text part.",
+            details=[
+                {
+                    "field": "text",
+                    "message": f"required when html is longer than {MAX_DERIVE_INPUT_CHARS:,} "
+                    "characters (the text part is derived only from shorter html)",
+                }
+            ],
+        )
     if derived:
         text = await asyncio.to_thread(_derived_text, html)
     version = TemplateVersion(

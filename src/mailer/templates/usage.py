@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mailer.templates.rendering import _line_col, _parse
+from mailer.templates.rendering.parser import parse_part
+from mailer.templates.rendering.scanner import line_col
 
 # Provided by mailer for every message of a batch with unsubscribe on: the same one-click
 # URL as the List-Unsubscribe header. Templates use it without declaring it.
@@ -49,7 +50,7 @@ class _Walker:
     def found(self, name: str) -> None:
         index = self.tag_index
         pos = self.positions[index] if 0 <= index < len(self.positions) else 0
-        line, column = _line_col(self.source, pos)
+        line, column = line_col(self.source, pos)
         self.uses.append(VariableUse(name, self.part, line, column))
 
     def path(self, raw: Sequence[str], depth: int) -> None:
@@ -115,7 +116,7 @@ def find_variables(subject: str, html: str | None, text: str | None) -> list[Var
     for part, source in (("subject", subject), ("html", html), ("text", text)):
         if not source:
             continue
-        tree, scan = _parse(source)
+        tree, scan = parse_part(source)
         walker = _Walker(part, source, [tag.pos for tag in scan.tags])
         walker.body(tree, 0)
         uses.extend(walker.uses)

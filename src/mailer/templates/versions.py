@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mailer.addresses import has_control_chars
+from mailer.control_chars import has_control_chars
 from mailer.errors import ValidationFailed
 from mailer.models import TemplateVersion
 from mailer.templates.rendering import (

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from mailer.config import Settings
 from mailer.transports.base import OutgoingMessage, Ready, SendResult, TransientError
-from mailer.transports.mime import DkimSigner, build_mime
+from mailer.transports.dkim import DkimSigner
+from mailer.transports.mime import build_mime
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 

@@ -1,14 +1,15 @@
-"""Amazon SES v2 SendEmail: botocore's credential chain, SigV4 checked against botocore's
-signer, and a pool of keep-alive HTTP/1.1 connections for the sends.
+"""Amazon SES v2 SendEmail: botocore's credential chain, the fast SigV4 signer
+(`transports/sigv4.py`) and a pool of keep-alive HTTP/1.1 connections
+(`transports/http1.py`) for the sends.
 
 Measured on the benchmark machine, aiobotocore's `send_email` costs ~1.6 ms of CPU per call
 (parameter validation, event hooks, user-agent building, its request/response pipeline),
-more than the whole send path of one email may cost; aiohttp alone ~0.25 ms. SendEmail is
-one rest-json POST whose body is exactly the request dict, so sends go out directly: the
-body is serialized with orjson, signed (`_SendSigner`) with credentials from botocore's
-chain (explicit keys, or the session's providers with refresh), and written in one piece
-on a pooled connection (`_HttpPool`, up to WORKER_CONCURRENCY connections, ~0.05 ms of CPU
-a send). The aiobotocore client is created only when needed: to resolve the endpoint when
+more than the whole send path of one email may cost. SendEmail is one rest-json POST whose
+body is exactly the request dict, so sends go out directly: the body is serialized with
+orjson, signed (`PostSigner`) with credentials from botocore's chain (explicit keys, or the
+session's providers with refresh), and written in one piece on a pooled connection
+(`HttpPool`, up to WORKER_CONCURRENCY connections, ~0.05 ms of CPU a send). The
+aiobotocore client is created only when needed: to resolve the endpoint when
 AWS_ENDPOINT_URL is unset, for GetAccount, and for the sends themselves when a proxy
 (HTTPS_PROXY, ...) applies to the endpoint, which only botocore's stack honours.
 
@@ -24,30 +25,19 @@ carry, so our Message-ID is not sent; the provider id is SES's MessageId.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import hmac
 import inspect
-import os
 import re
-import ssl
-import time
 from collections.abc import Mapping
 from contextlib import AsyncExitStack, suppress
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
-import httptools
 import orjson
 import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import (
     BotoCoreError,
@@ -56,8 +46,6 @@ from botocore.exceptions import (
     ParamValidationError,
     PartialCredentialsError,
 )
-from botocore.httpsession import get_cert_path
-from botocore.utils import normalize_url_path
 
 from mailer import __version__
 from mailer.config import Settings
@@ -71,6 +59,7 @@ from mailer.transports.base import (
     TransientError,
     TransportError,
 )
+from mailer.transports.http1 import HttpPool
 from mailer.transports.mime import (
     RESERVED_HEADERS,
     check_header_name,
@@ -79,6 +68,7 @@ from mailer.transports.mime import (
     encode_text_header,
     format_address,
 )
+from mailer.transports.sigv4 import PostSigner
 
 log = structlog.get_logger(__name__)
 
@@ -125,26 +115,6 @@ def _shared_session() -> AioSession:
     if _session is None:
         _session = get_session()
     return _session
-
-
-# A bare dot-atom address (what ingest stores): formats to itself, no parsing needed.
-_PLAIN_ADDRESS = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
-)
-
-
-@lru_cache(maxsize=1024)
-def _formatted(value: str, field: str) -> str:
-    return format_address(value, field)
-
-
-def _address(value: str, field: str) -> str:
-    """format_address, without email.utils' parser (~30 µs) for plain addresses and with the
-    senders of a batch (the same few From/Reply-To values) cached."""
-    if _PLAIN_ADDRESS.fullmatch(value):
-        return value
-    return _formatted(value, field)
 
 
 _CLEAN_TAG = re.compile(r"[A-Za-z0-9_-]{1,256}")
@@ -228,277 +198,6 @@ class _Credentials:
         return frozen
 
 
-def _host_header(url: str) -> str:
-    """The Host value an HTTP client sends (default ports omitted), as SigV4 signs it."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None and parts.port != {"http": 80, "https": 443}.get(parts.scheme):
-        host = f"{host}:{parts.port}"
-    return host
-
-
-class _SendSigner:
-    """SigV4 for SendEmail's single request shape: POST to one fixed URL, no query string,
-    signed headers content-type, host, x-amz-date (+ x-amz-security-token). botocore's
-    `SigV4Auth` spends ~100 µs a call on generic canonicalization (URL re-parsing, an
-    email.message header map, four HMACs for the signing key); this does the same
-    computation in ~10 µs with the signing key cached per day. `verify()` compares it with
-    botocore's SigV4Auth on a probe request at start-up; on any difference botocore's
-    signer is used for every send instead."""
-
-    def __init__(self, url: str, region: str) -> None:
-        self.url = url
-        self.region = region
-        self._path = quote(normalize_url_path(urlsplit(url).path), safe="/~")
-        self._host = _host_header(url)
-        self._keys: dict[tuple[str, str], bytes] = {}
-        self._stamp: tuple[int, str] = (0, "")
-        self.use_botocore = False
-
-    def _timestamp(self) -> str:
-        now = int(time.time())
-        if self._stamp[0] != now:
-            self._stamp = (now, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)))
-        return self._stamp[1]
-
-    def _signing_key(self, secret: str, day: str) -> bytes:
-        key = self._keys.get((secret, day))
-        if key is None:
-            key = ("AWS4" + secret).encode()
-            for part in (day, self.region, SIGNING_NAME, "aws4_request"):
-                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-            self._keys = {(secret, day): key}  # only the current day's key is kept
-        return key
-
-    def headers(
-        self, creds: ReadOnlyCredentials, body: bytes, amz_date: str | None = None
-    ) -> dict[str, str]:
-        if self.use_botocore:
-            return self._botocore_headers(creds, body)
-        amz_date = amz_date or self._timestamp()
-        day = amz_date[:8]
-        canonical_headers = (
-            f"content-type:application/json\nhost:{self._host}\nx-amz-date:{amz_date}\n"
-        )
-        signed = "content-type;host;x-amz-date"
-        if creds.token:
-            canonical_headers += f"x-amz-security-token:{' '.join(creds.token.split())}\n"
-            signed += ";x-amz-security-token"
-        canonical = (
-            f"POST\n{self._path}\n\n{canonical_headers}\n{signed}\n"
-            f"{hashlib.sha256(body).hexdigest()}"
-        )
-        scope = f"{day}/{self.region}/{SIGNING_NAME}/aws4_request"
-        to_sign = (
-            f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n"
-            f"{hashlib.sha256(canonical.encode()).hexdigest()}"
-        )
-        signature = hmac.new(
-            self._signing_key(creds.secret_key, day), to_sign.encode(), hashlib.sha256
-        ).hexdigest()
-        headers = {
-            "Content-Type": "application/json",
-            "X-Amz-Date": amz_date,
-            "Authorization": f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, "
-            f"SignedHeaders={signed}, Signature={signature}",
-            "User-Agent": USER_AGENT,
-        }
-        if creds.token:
-            headers["X-Amz-Security-Token"] = creds.token
-        return headers
-
-    def _botocore_headers(self, creds: ReadOnlyCredentials, body: bytes) -> dict[str, str]:
-        request = AWSRequest(
-            method="POST",
-            url=self.url,
-            data=body,
-            headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
-        )
-        SigV4Auth(creds, SIGNING_NAME, self.region).add_auth(request)
-        return dict(request.headers.items())
-
-    def verify(self, creds: ReadOnlyCredentials) -> bool:
-        probe = b'{"probe":"mailer"}'
-        reference = self._botocore_headers(creds, probe)
-        ours = self.headers(creds, probe, reference["X-Amz-Date"])
-        same = all(reference.get(k) == v for k, v in ours.items())
-        if not same:
-            self.use_botocore = True
-            log.warning("ses_signer_mismatch", hint="falling back to botocore's SigV4Auth")
-        return same
-
-
-class _HttpError(OSError):
-    """The connection broke or the answer could not be read (no response to classify)."""
-
-
-@dataclass(slots=True)
-class _Response:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection: one request at a time, answer parsed by
-    httptools (Content-Length or chunked)."""
-
-    def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.waiter: asyncio.Future[_Response] | None = None
-        self.closed = False
-        self.idle_since = 0.0
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._body: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(_HttpError(f"malformed HTTP response: {exc}"))
-            self.close()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        status = self.parser.get_status_code()
-        headers = {}
-        if not 200 <= status < 300:  # only error answers need their headers
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self._headers}
-        response = _Response(status, headers, b"".join(self._body))
-        self._headers, self._body = [], []
-        if not self.parser.should_keep_alive():
-            self.close()
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(response)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._fail(_HttpError(f"connection closed before the answer ({exc!r})"))
-
-    def _fail(self, exc: Exception) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-
-    def request(self, data: bytes) -> asyncio.Future[_Response]:
-        assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(data)
-        return self.waiter
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-
-class _HttpPool:
-    """Keep-alive HTTP/1.1 connections to one endpoint, at most `limit` at a time.
-
-    aiohttp costs ~0.25 ms of CPU per request here (per-request objects, a body-writer
-    task, two writes); one prebuilt request written at once costs ~0.05 ms. A POST is never
-    resent: a connection that breaks before the answer raises _HttpError, the caller's
-    error policy decides. Idle connections older than `idle_timeout` are not reused
-    (servers close idle keep-alive connections; a request on one being closed would fail).
-    """
-
-    def __init__(
-        self, url: str, limit: int, *, connect_timeout: float, read_timeout: float
-    ) -> None:
-        parts = urlsplit(url)
-        self._tls = parts.scheme == "https"
-        self._host = parts.hostname or ""
-        self._port = parts.port or (443 if self._tls else 80)
-        target = parts.path or "/"
-        self._head = f"POST {target} HTTP/1.1\r\nHost: {_host_header(url)}\r\n".encode()
-        self._ssl: ssl.SSLContext | None = None
-        if self._tls:
-            self._ssl = ssl.create_default_context(
-                cafile=os.environ.get("AWS_CA_BUNDLE") or get_cert_path(True)
-            )
-        self._limit = asyncio.Semaphore(limit)
-        self._idle: list[_Connection] = []
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
-        self.idle_timeout = 15.0
-
-    async def _connection(self) -> _Connection:
-        now = time.monotonic()
-        while self._idle:
-            conn = self._idle.pop()
-            if not conn.closed and now - conn.idle_since < self.idle_timeout:
-                return conn
-            conn.close()
-        loop = asyncio.get_running_loop()
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(
-                _Connection,
-                self._host,
-                self._port,
-                ssl=self._ssl,
-                server_hostname=self._host if self._tls else None,
-            ),
-            self._connect_timeout,
-        )
-        return conn
-
-    async def post(
-        self, headers: Mapping[str, str], body: bytes, ready: Ready | None = None
-    ) -> _Response:
-        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        data = b"".join(
-            (self._head, lines.encode(), b"Content-Length: %d\r\n\r\n" % len(body), body)
-        )
-        async with self._limit:
-            conn = await self._connection()
-            if ready is not None:
-                try:
-                    await ready()
-                except BaseException:
-                    self._keep(conn)
-                    raise
-            waiter = conn.request(data)
-            timer = asyncio.get_running_loop().call_later(
-                self._read_timeout, _time_out, waiter, self._read_timeout
-            )
-            try:
-                response = await waiter
-            except BaseException:
-                conn.close()  # the answer may still come: the connection cannot be reused
-                raise
-            finally:
-                timer.cancel()
-            self._keep(conn)
-            return response
-
-    def _keep(self, conn: _Connection) -> None:
-        if not conn.closed:
-            conn.idle_since = time.monotonic()
-            self._idle.append(conn)
-
-    def close(self) -> None:
-        for conn in self._idle:
-            conn.close()
-        self._idle.clear()
-
-
-def _time_out(waiter: asyncio.Future[_Response], after: float) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError(f"no answer within {after} s"))
-
-
 def _proxied(url: str) -> bool:
     """Whether the environment routes this URL through a proxy (HTTPS_PROXY etc.), which
     botocore honours: such sends keep going through aiobotocore."""
@@ -514,9 +213,9 @@ class SesTransport:
         self._settings = settings
         self._stack: AsyncExitStack | None = None
         self._client: Any = None  # aiobotocore sesv2 client, created when first needed
-        self._pool: _HttpPool | None = None  # None: sends go through aiobotocore (proxy)
+        self._pool: HttpPool | None = None  # None: sends go through aiobotocore (proxy)
         self._credentials: _Credentials | None = None
-        self._signer: _SendSigner | None = None
+        self._signer: PostSigner | None = None
         self._explicit: dict[str, str] = {}
 
     async def start(self) -> None:
@@ -538,7 +237,7 @@ class SesTransport:
             # needed to resolve the endpoint, for GetAccount and for proxied sends.
             endpoint = s.aws_endpoint_url or str((await self._botocore()).meta.endpoint_url)
             url = endpoint.rstrip("/") + SEND_PATH
-            self._signer = _SendSigner(url, s.aws_region)
+            self._signer = PostSigner(url, s.aws_region, SIGNING_NAME, USER_AGENT)
             self._credentials = _Credentials(explicit)
             await self._credentials.load()
             with suppress(BotoCoreError):  # no credentials yet: each send reports it
@@ -546,7 +245,7 @@ class SesTransport:
             if _proxied(url):
                 await self._botocore()
             else:
-                pool = _HttpPool(
+                pool = HttpPool(
                     url,
                     max(s.worker_concurrency, 10),
                     connect_timeout=CONNECT_TIMEOUT,
@@ -591,9 +290,9 @@ class SesTransport:
         if message.html is None and message.text is None:
             raise PermanentError("message has neither text nor html", code="invalid_content")
         # Non-ASCII display names must reach SES as RFC 2047 encoded words.
-        from_addr = _address(message.from_addr, "From")
-        to = _address(message.to, "To")
-        reply_to = [_address(addr, "Reply-To") for addr in message.reply_to]
+        from_addr = format_address(message.from_addr, "From")
+        to = format_address(message.to, "To")
+        reply_to = [format_address(addr, "Reply-To") for addr in message.reply_to]
         check_header_value("Subject", message.subject)
 
         headers: list[dict[str, str]] = []

@@ -49,7 +49,8 @@ from mailer.transports.base import (
     TransientError,
     TransportError,
 )
-from mailer.transports.mime import PLAIN_ADDRESS, DkimSigner, build_mime, split_address
+from mailer.transports.dkim import DkimSigner
+from mailer.transports.mime import PLAIN_ADDRESS, build_mime, split_address
 
 log = structlog.get_logger(__name__)
 

@@ -16,17 +16,15 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.addresses import try_normalize_email
 from mailer.config import Settings
 from mailer.events import bump_metrics, record_events
-from mailer.models import Batch, Recipient, SoftBounce, WebhookMessage
 from mailer.models.base import utcnow
 from mailer.models.enums import EventType, MetricKind, RecipientStatus, SuppressionReason
 from mailer.suppressions import service as suppressions
+from mailer.webhooks import repository
 from mailer.webhooks.ses_events import SesEvent, SesEventKind, SesRecipient, parse_ses_message
 from mailer.webhooks.sns import (
     SUBSCRIPTION_CONFIRMATION,
@@ -258,32 +256,22 @@ async def _claim(
     if dedupe is None:
         return True
     key, kind, topic = dedupe
-    values = {"message_id": key, "type": kind, "topic_arn": topic, "received_at": now}
-    base = (
-        postgresql.insert(WebhookMessage)
-        if session.get_bind().dialect.name == "postgresql"
-        else sqlite.insert(WebhookMessage)
-    )
-    stmt = base.values(values).on_conflict_do_nothing().returning(WebhookMessage.message_id)
-    return (await session.execute(stmt)).first() is not None
+    return await repository.claim_message(session, key, kind, topic, now)
 
 
 async def _recipients_of(session: AsyncSession, message_id: str | None) -> list[_Match]:
     if not message_id:
         return []
-    rows = await session.execute(
-        select(Recipient.id, Recipient.batch_id, Recipient.email, Recipient.status).where(
-            Recipient.provider_message_id == message_id
-        )
-    )
     return [
         _Match(
-            id=r.id,
-            batch_id=r.batch_id,
-            email=try_normalize_email(r.email) or r.email.lower(),
-            status=r.status,
+            id=rid,
+            batch_id=batch_id,
+            email=try_normalize_email(email) or email.lower(),
+            status=status,
         )
-        for r in rows
+        for rid, batch_id, email, status in await repository.recipients_with_message(
+            session, message_id
+        )
     ]
 
 
@@ -327,25 +315,10 @@ async def _set_status(
     """Move recipients in one of `from_` to `to`, keeping the batches' counters right."""
     if not ids:
         return
-    moved = (
-        (
-            await session.execute(
-                select(Recipient.id, Recipient.batch_id, Recipient.status)
-                .where(Recipient.id.in_(ids), Recipient.status.in_([s.value for s in from_]))
-                .with_for_update()
-            )
-        )
-        .tuples()
-        .all()
-    )
+    moved = await repository.lock_recipients_in(session, ids, [s.value for s in from_])
     if not moved:
         return
-    await session.execute(
-        update(Recipient)
-        .where(Recipient.id.in_([rid for rid, _, _ in moved]))
-        .values(status=to.value, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    await repository.set_recipients_status(session, [rid for rid, _, _ in moved], to.value, now)
     deltas: dict[str, Counter[str]] = defaultdict(Counter)
     for _, batch_id, old in moved:
         deltas[batch_id][_STATUS_COUNTER[to]] += 1
@@ -353,11 +326,7 @@ async def _set_status(
         if old_counter is not None:
             deltas[batch_id][old_counter] -= 1
     for batch_id, delta in deltas.items():
-        await session.execute(
-            update(Batch)
-            .where(Batch.id == batch_id)
-            .values({name: getattr(Batch, name) + n for name, n in delta.items() if n})
-        )
+        await repository.add_to_batch_counters(session, batch_id, delta)
 
 
 async def _apply(
@@ -431,13 +400,9 @@ async def _soft_bounces(
     """Count a transient bounce per address; suppress those at SOFT_BOUNCE_LIMIT in 30 days."""
     if not emails:
         return 0
-    await session.execute(insert(SoftBounce), [{"email": e, "created_at": now} for e in emails])
-    rows = await session.execute(
-        select(SoftBounce.email, func.count())
-        .where(SoftBounce.email.in_(emails), SoftBounce.created_at >= now - SOFT_BOUNCE_WINDOW)
-        .group_by(SoftBounce.email)
-    )
-    over = {email: count for email, count in rows.tuples() if count >= settings.soft_bounce_limit}
+    await repository.add_soft_bounces(session, emails, now)
+    counts = await repository.soft_bounce_counts(session, emails, now - SOFT_BOUNCE_WINDOW)
+    over = {email: count for email, count in counts.items() if count >= settings.soft_bounce_limit}
     added = 0
     for email, count in over.items():
         added += await suppressions.add(

@@ -15,17 +15,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailer.config import Settings
-from mailer.db import session_scope
+from mailer.db import after_commit, session_scope
+from mailer.db.after_commit import Callback
 from mailer.delivery.repository import complete_if_done
-from mailer.models import Batch, Recipient, WebhookMessage
 from mailer.models.base import utcnow
-from mailer.models.enums import UNFINISHED_STATUSES, BatchStatus, RecipientStatus
 from mailer.queue.base import ChunkJob, JobQueue
 from mailer.reputation import service as reputation
+from mailer.webhooks import repository as webhooks
+from mailer.worker import repository
 
 log = structlog.get_logger("mailer.reconciler")
 
@@ -59,44 +59,15 @@ class Reconciler:
         async with session_scope(self.sessionmaker) as session:
             await reputation.evaluate(session, self.settings)
             # SNS retries a delivery for hours at most: older dedupe ids are no longer needed.
-            await session.execute(
-                delete(WebhookMessage).where(WebhookMessage.received_at < utcnow() - WEBHOOK_DEDUPE)
-            )
+            await webhooks.forget_messages_before(session, utcnow() - WEBHOOK_DEDUPE)
         now = utcnow()
         async with session_scope(self.sessionmaker) as session:
-            due = await session.execute(
-                update(Batch)
-                .where(Batch.status == BatchStatus.SCHEDULED, Batch.send_at <= now)
-                .values(status=BatchStatus.SENDING, started_at=now)
-                .returning(Batch.id)
-                .execution_options(synchronize_session=False)
-            )
-            started_now = set(due.scalars().all())
+            started_now = await repository.start_due_batches(session, now)
             report.scheduled_started = len(started_now)
-            expired = await session.execute(
-                update(Recipient)
-                .where(
-                    Recipient.status == RecipientStatus.SENDING,
-                    Recipient.claimed_at < now - timedelta(seconds=self.settings.claim_lease),
-                )
-                .values(status=RecipientStatus.RETRYING, claimed_at=None, updated_at=now)
-                .execution_options(synchronize_session=False)
+            report.claims_expired = await repository.expire_claims(
+                session, now - timedelta(seconds=self.settings.claim_lease), now
             )
-            report.claims_expired = int(expired.rowcount or 0)  # type: ignore[attr-defined]
-            sending = (
-                await session.execute(
-                    select(
-                        Batch.id,
-                        Batch.chunk_size,
-                        Batch.total_recipients,
-                        Batch.enqueued_at,
-                        func.coalesce(Batch.started_at, Batch.created_at),
-                    )
-                    .where(Batch.status == BatchStatus.SENDING)
-                    .order_by(Batch.created_at)
-                    .limit(1000)
-                )
-            ).all()
+            sending = await repository.sending_batches(session)
         tag = str(int(time.time()))
         grace = min(ENQUEUE_GRACE, timedelta(seconds=3 * self.settings.reconcile_interval))
         for batch_id, chunk_size, total, enqueued_at, started_at in sending:
@@ -112,24 +83,9 @@ class Reconciler:
                     continue
                 if await self.queue.has_pending_for(batch_id):
                     continue
-                starts = (
-                    await session.scalars(
-                        select(Recipient.seq // chunk_size)
-                        .distinct()
-                        .where(
-                            Recipient.batch_id == batch_id,
-                            Recipient.status.in_(UNFINISHED_STATUSES),
-                        )
-                    )
-                ).all()
                 jobs = [
-                    ChunkJob(
-                        batch_id,
-                        int(c) * chunk_size,
-                        min(int(c) * chunk_size + chunk_size, total),
-                        tag,
-                    )
-                    for c in sorted(starts)
+                    ChunkJob(batch_id, c * chunk_size, min(c * chunk_size + chunk_size, total), tag)
+                    for c in await repository.unfinished_chunks(session, batch_id, chunk_size)
                 ]
                 if not jobs:
                     # Nothing unfinished, yet the counters did not say so: trust the rows.
@@ -139,22 +95,8 @@ class Reconciler:
                 # Take the re-enqueue before making it: of the workers' reconcilers that
                 # saw this batch without a job, one only goes on (and the others' grace
                 # starts now). A failed enqueue is made again after the grace.
-                unchanged = (
-                    Batch.enqueued_at.is_(None)
-                    if enqueued_at is None
-                    else Batch.enqueued_at == enqueued_at
-                )
-                taken = await session.execute(
-                    update(Batch)
-                    .where(Batch.id == batch_id, unchanged)
-                    .values(enqueued_at=utcnow())
-                    .execution_options(synchronize_session=False)
-                )
-                if not taken.rowcount:  # type: ignore[attr-defined]
-                    continue
-            await self.queue.enqueue(jobs)
-            report.batches_requeued += 1
-            report.jobs_enqueued += len(jobs)
+                if await repository.take_requeue(session, batch_id, enqueued_at):
+                    after_commit(session, self._enqueue(jobs, report))
         if report.batches_requeued or report.claims_expired or report.scheduled_started:
             log.info(
                 "reconciled",
@@ -164,3 +106,11 @@ class Reconciler:
                 jobs_enqueued=report.jobs_enqueued,
             )
         return report
+
+    def _enqueue(self, jobs: list[ChunkJob], report: ReconcileReport) -> Callback:
+        async def enqueue() -> None:
+            await self.queue.enqueue(jobs)
+            report.batches_requeued += 1
+            report.jobs_enqueued += len(jobs)
+
+        return enqueue

@@ -20,10 +20,11 @@ from mailer.delivery.chunk import ChunkProcessor
 from mailer.delivery.recorder import Recorder
 from mailer.delivery.send_rate import RateLimiter, build_rate_limiter
 from mailer.logging import OutageLog
-from mailer.metrics import MetricsRegistry, default_worker_id, forget_worker, heartbeat
+from mailer.metrics import MetricsRegistry
 from mailer.queue.base import JobQueue
 from mailer.transports.base import Transport
 from mailer.transports.factory import build_transport
+from mailer.worker.heartbeats import default_worker_id, forget_worker, heartbeat
 from mailer.worker.reconciler import Reconciler
 
 log = structlog.get_logger("mailer.worker")

@@ -24,6 +24,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from mailer.config import Settings
+from mailer.db.after_commit import run_callbacks, take_committed
+from mailer.db.dialect import is_postgresql
 
 
 def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
@@ -104,7 +106,7 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
     """Sessions for requests that only read. On PostgreSQL they run without BEGIN/COMMIT
     (autocommit): each statement sees the latest committed data, as it would inside a READ
     COMMITTED transaction, at one round trip instead of three. SQLite: as for writes."""
-    if engine.dialect.name != "postgresql":
+    if not is_postgresql(engine):
         return create_sessionmaker(engine)
     return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
@@ -113,7 +115,8 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
 async def session_scope(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """One unit of work: commit on success, roll back on any exception."""
+    """One unit of work: commit on success, roll back on any exception. Callbacks registered
+    with `after_commit` run once the commit has succeeded (awaited here, in order)."""
     async with sessionmaker() as session:
         try:
             yield session
@@ -121,3 +124,5 @@ async def session_scope(
         except BaseException:
             await session.rollback()
             raise
+        committed = take_committed(session)
+    await run_callbacks(committed)  # the connection is back in the pool meanwhile

@@ -1,0 +1,257 @@
+"""Every hand-written PostgreSQL statement of the project, and the only code that uses the
+asyncpg connection under a session.
+
+The statements on the per-email and ingest paths (claim, record outcomes, the one-statement
+POST, COPY) run here, on the session's own asyncpg connection and transaction: through
+SQLAlchemy they cost tens of microseconds of CPU per recipient (statement building, an
+expanding IN, a parameter set per row, JSON through the stdlib); this way a few (one array
+parameter per column, orjson). Feature repositories write the portable version and choose
+this one with `mailer.db.dialect.postgresql_variant`.
+
+Every statement is a module-level constant listed in STATEMENTS, and every COPY target in
+COPY_COLUMNS, so a test can PREPARE them against a migrated database and check the names
+they use against the models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from mailer.models import Batch
+
+COPY_MIN_ROWS = 20  # below this an INSERT is as cheap as a COPY round trip (two round trips)
+
+RECIPIENT_COLUMNS = ("batch_id", "seq", "email", "variables", "status", "attempts", "updated_at")
+EVENT_COLUMNS = ("batch_id", "recipient_id", "email", "type", "data", "created_at")
+COPY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "recipients": RECIPIENT_COLUMNS,
+    "events": EVENT_COLUMNS,
+}
+
+
+async def connection(session: AsyncSession) -> Any:
+    """The asyncpg connection under the session (its current transaction)."""
+    conn = await session.connection()
+    return await driver_of(conn)
+
+
+async def driver_of(conn: AsyncConnection) -> Any:
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    return driver
+
+
+async def copy_records(
+    session: AsyncSession,
+    table: str,
+    columns: Sequence[str],
+    records: Iterable[Sequence[Any]] | AsyncIterable[Sequence[Any]],
+) -> None:
+    """COPY rows (tuples in `columns` order; JSON columns as JSON text) into `table`."""
+    driver = await connection(session)
+    await driver.copy_records_to_table(table, records=records, columns=list(columns))
+
+
+# -- batches: the one-statement POST ----------------------------------------------------
+
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
+BATCH_COLUMNS = tuple(c.name for c in Batch.__table__.columns)
+BATCH_JSON_COLUMNS = frozenset(
+    c.name for c in Batch.__table__.columns if isinstance(c.type.dialect_impl(_PG), JSONB)
+)
+
+
+def _insert_batch_sql() -> str:
+    n = len(BATCH_COLUMNS)
+    values = ", ".join(
+        f"${i}::jsonb" if name in BATCH_JSON_COLUMNS else f"${i}"
+        for i, name in enumerate(BATCH_COLUMNS, start=1)
+    )
+    batch_id, now = f"${n + 1}", f"${n + 2}"
+    emails, variables, statuses, ev_emails, ev_types, ev_data = (f"${n + i}" for i in range(3, 9))
+    # Identifiers come from the model; every value is a parameter.
+    return f"""
+WITH b AS (
+    INSERT INTO batches ({", ".join(BATCH_COLUMNS)}) VALUES ({values})
+), r AS (
+    INSERT INTO recipients ({", ".join(RECIPIENT_COLUMNS)})
+    SELECT {batch_id}, u.ord - 1, u.email, u.vars::jsonb, u.status, 0, {now}
+    FROM unnest({emails}::text[], {variables}::text[], {statuses}::text[])
+         WITH ORDINALITY AS u(email, vars, status, ord)
+)
+INSERT INTO events (batch_id, recipient_id, email, type, data, created_at)
+SELECT {batch_id}, NULL, e.email, e.type, e.data::jsonb, {now}
+FROM unnest({ev_emails}::text[], {ev_types}::text[], {ev_data}::text[]) AS e(email, type, data)
+"""  # noqa: S608
+
+
+INSERT_BATCH_SQL = _insert_batch_sql()
+
+
+class UniqueViolation(Exception):
+    """A statement here broke a unique constraint."""
+
+
+async def insert_batch(
+    session: AsyncSession,
+    batch_values: Sequence[Any],
+    batch_id: str,
+    now: datetime,
+    emails: list[str],
+    variables: list[str],
+    statuses: list[str],
+    event_emails: list[str | None],
+    event_types: list[str],
+    event_data: list[str],
+) -> None:
+    """A batch row (values in BATCH_COLUMNS order, JSON as text), its recipients and its
+    events in one statement. Raises UniqueViolation (the Idempotency-Key is taken)."""
+    import asyncpg
+
+    driver = await connection(session)
+    try:
+        await driver.execute(
+            INSERT_BATCH_SQL,
+            *batch_values,
+            batch_id,
+            now,
+            emails,
+            variables,
+            statuses,
+            event_emails,
+            event_types,
+            event_data,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise UniqueViolation(str(exc)) from exc
+
+
+# -- delivery: claim, outcomes ----------------------------------------------------------
+
+CLAIM_SQL = """
+UPDATE recipients AS r
+SET status = 'SENDING', claimed_at = $5, updated_at = $5
+FROM (
+    SELECT id FROM recipients
+    WHERE batch_id = $1 AND seq >= $2 AND seq < $3
+      AND (status = ANY($4::text[]) OR (status = 'SENDING' AND claimed_at < $6))
+      AND NOT (id = ANY($7::bigint[]))
+    ORDER BY seq
+    LIMIT $8
+    FOR UPDATE SKIP LOCKED
+) AS c
+WHERE r.id = c.id
+RETURNING r.id, r.seq, r.email, r.variables::text, r.attempts,
+          EXISTS (SELECT 1 FROM suppressions AS s WHERE s.email = r.email)
+"""
+
+
+async def claim(
+    session: AsyncSession,
+    batch_id: str,
+    seq_start: int,
+    seq_end: int,
+    statuses: list[str],
+    now: datetime,
+    expired_before: datetime,
+    exclude: list[int],
+    limit: int,
+) -> list[Any]:
+    """Rows (id, seq, email, variables as JSON text, attempts, suppressed) just claimed."""
+    driver = await connection(session)
+    rows: list[Any] = await driver.fetch(
+        CLAIM_SQL, batch_id, seq_start, seq_end, statuses, now, expired_before, exclude, limit
+    )
+    return rows
+
+
+RECORD_OUTCOMES_SQL = """
+WITH u AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::bool[], $5::text[],
+                         $6::bool[], $7::text[], $8::text[], $9::text[], $10::text[],
+                         $11::text[])
+        AS u(id, status, attempts, sent, provider_message_id, set_error, last_error,
+             batch_id, email, event_type, data)
+), recipient_rows AS (
+    UPDATE recipients AS r
+    SET status = u.status,
+        attempts = u.attempts,
+        updated_at = $12,
+        provider_message_id = CASE WHEN u.sent THEN u.provider_message_id
+                                   ELSE r.provider_message_id END,
+        sent_at = CASE WHEN u.sent THEN $12 ELSE r.sent_at END,
+        last_error = CASE WHEN u.set_error THEN u.last_error ELSE r.last_error END
+    FROM u
+    WHERE r.id = u.id
+), event_rows AS (
+    INSERT INTO events (batch_id, recipient_id, email, type, data, created_at)
+    SELECT u.batch_id, u.id, u.email, u.event_type, u.data::jsonb, $12 FROM u
+), batch_rows AS (
+    UPDATE batches AS b
+    SET sent_count = b.sent_count + c.sent,
+        failed_count = b.failed_count + c.failed,
+        suppressed_count = b.suppressed_count + c.suppressed
+    FROM unnest($13::text[], $14::int[], $15::int[], $16::int[]) AS c(id, sent, failed, suppressed)
+    WHERE b.id = c.id
+)
+INSERT INTO metrics (bucket, kind, count)
+SELECT $17, m.kind, m.count FROM unnest($18::text[], $19::bigint[]) AS m(kind, count)
+ON CONFLICT (bucket, kind) DO UPDATE SET count = metrics.count + EXCLUDED.count
+"""
+
+
+async def record_outcomes(session: AsyncSession, *arguments: Any) -> None:
+    """RECORD_OUTCOMES_SQL with its 19 parameters: recipients' new states (columns), their
+    events, the batches' counters and the minute's metrics. One statement, one round trip."""
+    driver = await connection(session)
+    await driver.execute(RECORD_OUTCOMES_SQL, *arguments)
+
+
+# -- metrics ----------------------------------------------------------------------------
+
+BUMP_METRICS_SQL = """
+INSERT INTO metrics (bucket, kind, count)
+SELECT $1, u.kind, u.count FROM unnest($2::text[], $3::bigint[]) AS u(kind, count)
+ON CONFLICT (bucket, kind) DO UPDATE SET count = metrics.count + EXCLUDED.count
+"""
+
+
+async def bump_metrics(
+    session: AsyncSession, bucket: datetime, kinds: list[str], counts: list[int]
+) -> None:
+    """Add counts to a minute bucket (an upsert). Hand-written: SQLAlchemy compiles a
+    multi-row VALUES upsert anew on every call (~1 ms), and the worker bumps the counters
+    on every flush of outcomes."""
+    driver = await connection(session)
+    await driver.execute(BUMP_METRICS_SQL, bucket, kinds, counts)
+
+
+STATEMENTS: dict[str, str] = {
+    "insert_batch": INSERT_BATCH_SQL,
+    "claim": CLAIM_SQL,
+    "record_outcomes": RECORD_OUTCOMES_SQL,
+    "bump_metrics": BUMP_METRICS_SQL,
+}
+
+
+# -- LISTEN -----------------------------------------------------------------------------
+
+
+async def listen(
+    conn: AsyncConnection,
+    channel: str,
+    on_notify: Any,
+    on_terminated: Any,
+) -> None:
+    """LISTEN on `channel` on a connection of its own: `on_notify` is called for each
+    notification, `on_terminated` when the connection is lost."""
+    driver = await driver_of(conn)
+    driver.add_termination_listener(on_terminated)
+    await driver.add_listener(channel, on_notify)
