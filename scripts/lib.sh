@@ -34,6 +34,18 @@ ensure_redis() {
   fi
 }
 
+ensure_chromium() {
+  # The console's browser tests drive Debian's Chromium through Playwright, which downloads
+  # no browser of its own.
+  if [ ! -x /usr/bin/chromium ]; then
+    echo "Chromium is not installed; installing Debian's package for the browser tests." >&2
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "Run as root, or: sudo apt-get install -y chromium" >&2; return 1
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+  fi
+}
+
 ensure_dev_environment() {
   # The venv with test tools, and the local PostgreSQL and Redis the tests and benchmarks use.
   ensure_venv dev

@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse
 
 from mailer import __version__
 from mailer.api_docs import install_api_docs
@@ -18,6 +19,7 @@ from mailer.auth.usage import UsageTracker
 from mailer.batches.endpoints import OPENAPI_MODELS
 from mailer.batches.endpoints import router as batches_router
 from mailer.config import Settings, TransportName, get_settings
+from mailer.console import create_console
 from mailer.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from mailer.deadletters.endpoints import router as dead_letters_router
 from mailer.domains.endpoints import router as domains_router
@@ -41,8 +43,9 @@ from mailer.webhooks.sns import CertFetcher, SnsVerifier
 
 log = structlog.get_logger("mailer.app")
 API_PREFIX = "/api/v1"
-# Endpoints whose bodies are not JSON (SNS posts text/plain; unsubscribe posts forms).
-NON_JSON_PATHS = (f"{API_PREFIX}/webhooks/", f"{API_PREFIX}/unsubscribe/")
+CONSOLE_PREFIX = "/console"
+# Endpoints whose bodies are not JSON (SNS posts text/plain; unsubscribe and console post forms).
+NON_JSON_PATHS = (f"{API_PREFIX}/webhooks/", f"{API_PREFIX}/unsubscribe/", f"{CONSOLE_PREFIX}/")
 # Body limits by path prefix, for bodies small by nature (each capped by MAX_BODY_BYTES).
 # Batches take MAX_BODY_BYTES; SNS messages are at most 256 KB (512 KiB leaves room for the
 # envelope's escaping); a template's html and text hold up to 1M characters each.
@@ -140,6 +143,14 @@ def create_app(
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(prometheus_router)
     install_api_docs(app, openapi_url="/openapi.json")
+    app.mount(CONSOLE_PREFIX, create_console(app))
+
+    # A plain route, not part of the API: `/` leads people to the console.
+    async def root(_: Request) -> RedirectResponse:
+        return RedirectResponse(f"{CONSOLE_PREFIX}/", status_code=307)
+
+    app.add_route("/", root, methods=["GET", "HEAD"], include_in_schema=False)
+
     _document_raw_bodies(app)
     app.add_middleware(
         BodyLimitMiddleware,

@@ -143,8 +143,16 @@ class Settings(BaseSettings):
     job_backoff_delay: int = Field(5000, ge=0, description="first retry delay, ms")
     chunk_size: int = Field(100, ge=1, le=10_000)
     shutdown_timeout: float = Field(30.0, gt=0)
+    # Last resort only: a claim that names no worker (made before claims recorded their
+    # worker) expires after this long. Claims of a worker go when the worker is dead.
     claim_lease: float = Field(300.0, gt=0, description="seconds before a SENDING claim expires")
+    # A worker whose heartbeat (every WORKER_DEAD_AFTER / 6 s) is older than this is dead:
+    # its claims are released and its recipients sent by another worker.
+    worker_dead_after: float = Field(30.0, ge=3.0, le=3600.0)
     reconcile_interval: float = Field(30.0, gt=0)
+    # Finished batches' recipients and events, dead letters and metrics older than this are
+    # deleted (the batch rows and their counters stay); 0 keeps everything.
+    retention_days: float = Field(90, ge=0)
 
     # API limits
     max_batch_recipients: int = Field(100_000, ge=1)

@@ -20,8 +20,9 @@ from tests.fixtures.errors import assert_error
 PREFIX = "/api/v1"
 KEYS = f"{PREFIX}/admin/keys"
 TEMPLATES = f"{PREFIX}/templates"
-# Routes without API key auth: probes, docs, public metrics, SNS and unsubscribe links.
-PUBLIC = (f"{PREFIX}/health", f"{PREFIX}/ready", f"{PREFIX}/metrics", "/metrics")
+# Routes without API key auth: probes, docs, public metrics, SNS and unsubscribe links, and
+# `/` (a redirect to the console, which signs in with a key of its own: tests/console).
+PUBLIC = (f"{PREFIX}/health", f"{PREFIX}/ready", f"{PREFIX}/metrics", "/metrics", "/")
 PUBLIC_PREFIXES = (
     "/openapi.json",
     "/docs",

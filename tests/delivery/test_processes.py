@@ -57,6 +57,7 @@ def worker_settings(settings_factory: Any, server: SmtpTestServer, **extra: Any)
         "smtp_url": server.url(),
         "worker_concurrency": 10,
         "claim_lease": 3.0,
+        "worker_dead_after": 3.0,
         "reconcile_interval": 1.0,
         "shutdown_timeout": 5.0,
         **extra,

@@ -18,13 +18,14 @@ SettingsMaker = Callable[..., Settings]
 
 @pytest.fixture
 def fault_settings(settings_factory: Any) -> SettingsMaker:
-    """Settings for a scenario: short lease and reconcile interval so recovery after a
-    crash takes seconds, not minutes; no global send rate; keyword overrides win."""
+    """Settings for a scenario: short liveness bound, lease and reconcile interval so
+    recovery after a crash takes seconds; no global send rate; keyword overrides win."""
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "worker_concurrency": 10,
             "claim_lease": 5.0,
+            "worker_dead_after": 5.0,
             "reconcile_interval": 1.0,
             "shutdown_timeout": 5.0,
             "job_backoff_delay": 50,

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from mailer.delivery import liveness
 from mailer.delivery.send_rate import LocalRateLimiter, RedisRateLimiter
 from mailer.queue.factory import build_queue
 from mailer.worker import runtime
@@ -34,9 +35,9 @@ async def test_create_worker_builds_every_part(settings_factory: Any, sessionmak
 async def test_heartbeat_outage_is_logged_once_and_its_end_too(
     settings_factory: Any, sessionmaker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = settings_factory(mail_transport="outbox", reconcile_interval=0.02)
+    settings = settings_factory(mail_transport="outbox", worker_dead_after=3)  # beats: 0.5 s
     beats = 0
-    heartbeat = runtime.heartbeat
+    heartbeat = liveness.heartbeat
 
     async def away_for_five_beats(*args: Any, **kwargs: Any) -> None:
         nonlocal beats
@@ -45,7 +46,7 @@ async def test_heartbeat_outage_is_logged_once_and_its_end_too(
             raise ConnectionRefusedError("database away")
         await heartbeat(*args, **kwargs)
 
-    monkeypatch.setattr(runtime, "heartbeat", away_for_five_beats)
+    monkeypatch.setattr(liveness, "heartbeat", away_for_five_beats)
     queue = build_queue(settings)
     try:
         with captured_logs() as logs:

@@ -318,7 +318,8 @@ async def sent_window(
 
 
 async def cancel_unsent(session: AsyncSession, batch_id: str) -> list[tuple[int, str]]:
-    """PENDING/RETRYING recipients → CANCELLED. Claimed (SENDING) ones finish their send."""
+    """PENDING/RETRYING recipients → CANCELLED. Claimed (SENDING) ones are left to their
+    worker: CANCELLED too unless their send had already begun."""
     result = await session.execute(
         update(Recipient)
         .where(Recipient.batch_id == batch_id, Recipient.status.in_(CLAIMABLE_STATUSES))

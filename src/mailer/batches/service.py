@@ -19,6 +19,7 @@ from mailer.batches.dispatch import enqueue_after_commit
 from mailer.batches.ingest import ParsedRequest, RecipientChecker
 from mailer.batches.schemas import BatchResult
 from mailer.control_chars import has_control_chars
+from mailer.delivery.withdrawals import announce_cancelled
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.events import bump_metrics, record_events
 from mailer.ids import new_id
@@ -447,4 +448,7 @@ async def cancel_batch(session: AsyncSession, batch_id: str) -> Batch:
     batch.status = BatchStatus.CANCELLED
     batch.completed_at = now
     await session.flush()
+    # Claimed recipients not yet handed to the provider end CANCELLED too: every worker
+    # learns of this at commit and holds them back (delivery/withdrawals.py).
+    await announce_cancelled(session, batch_id)
     return batch

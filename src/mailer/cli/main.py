@@ -8,6 +8,7 @@ from mailer import __version__
 from mailer.cli import dlq, domain, keys, sending, suppressions
 from mailer.cli.common import exit_quietly_on_broken_pipe, run, settings_or_exit
 from mailer.cli.help import Command, new_app
+from mailer.cli.purge import purge_command
 from mailer.cli.seed import SeedResult
 from mailer.config import url_for_bind
 
@@ -17,6 +18,7 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(domain.app, name="domain")
 app.add_typer(sending.app, name="sending")
+app.command("purge", cls=Command)(purge_command)
 
 NEW_ADMIN_KEY_HINT = "Lost the admin key? Make a new one: mailer keys create NAME --admin"
 
@@ -180,6 +182,10 @@ def dev(
     typer.echo(f"Database: {settings.database_description}")
     if settings.mail_transport.value == "outbox":
         typer.echo(f"Outbox: {settings.outbox_dir}")
+    typer.echo(
+        f"console: {base}/console/  (sign in with an admin API key"
+        + (": the one above)" if seeded is not None else ")")
+    )
     typer.echo(NEW_ADMIN_KEY_HINT)
     uvicorn.run(
         create_app(settings, embedded_worker=True),

@@ -137,11 +137,15 @@ async def insert_batch(
 
 CLAIM_SQL = """
 UPDATE recipients AS r
-SET status = 'SENDING', claimed_at = $5, updated_at = $5
+SET status = 'SENDING', claimed_at = $5, claimed_by = $9, updated_at = $5
 FROM (
     SELECT id FROM recipients
     WHERE batch_id = $1 AND seq >= $2 AND seq < $3
-      AND (status = ANY($4::text[]) OR (status = 'SENDING' AND claimed_at < $6))
+      AND (status = ANY($4::text[])
+           OR (status = 'SENDING' AND claimed_by IS NULL AND claimed_at < $6)
+           OR (status = 'SENDING' AND $10::timestamptz IS NOT NULL AND claimed_by <> $9
+               AND NOT EXISTS (SELECT 1 FROM system_state AS w
+                               WHERE w.key = recipients.claimed_by AND w.updated_at >= $10)))
       AND NOT (id = ANY($7::bigint[]))
     ORDER BY seq
     LIMIT $8
@@ -163,11 +167,25 @@ async def claim(
     expired_before: datetime,
     exclude: list[int],
     limit: int,
+    worker: str,
+    dead_before: datetime | None,
 ) -> list[Any]:
-    """Rows (id, seq, email, variables as JSON text, attempts, suppressed) just claimed."""
+    """Rows (id, seq, email, variables as JSON text, attempts, suppressed) just claimed by
+    `worker`. Claimable: `statuses`, claims naming no worker older than `expired_before`,
+    and claims of workers with no heartbeat since `dead_before` (None: not judged)."""
     driver = await connection(session)
     rows: list[Any] = await driver.fetch(
-        CLAIM_SQL, batch_id, seq_start, seq_end, statuses, now, expired_before, exclude, limit
+        CLAIM_SQL,
+        batch_id,
+        seq_start,
+        seq_end,
+        statuses,
+        now,
+        expired_before,
+        exclude,
+        limit,
+        worker,
+        dead_before,
     )
     return rows
 
@@ -197,8 +215,10 @@ WITH u AS (
     UPDATE batches AS b
     SET sent_count = b.sent_count + c.sent,
         failed_count = b.failed_count + c.failed,
-        suppressed_count = b.suppressed_count + c.suppressed
-    FROM unnest($13::text[], $14::int[], $15::int[], $16::int[]) AS c(id, sent, failed, suppressed)
+        suppressed_count = b.suppressed_count + c.suppressed,
+        cancelled_count = b.cancelled_count + c.cancelled
+    FROM unnest($13::text[], $14::int[], $15::int[], $16::int[], $20::int[])
+         AS c(id, sent, failed, suppressed, cancelled)
     WHERE b.id = c.id
 )
 INSERT INTO metrics (bucket, kind, count)
@@ -208,7 +228,7 @@ ON CONFLICT (bucket, kind) DO UPDATE SET count = metrics.count + EXCLUDED.count
 
 
 async def record_outcomes(session: AsyncSession, *arguments: Any) -> None:
-    """RECORD_OUTCOMES_SQL with its 19 parameters: recipients' new states (columns), their
+    """RECORD_OUTCOMES_SQL with its 20 parameters: recipients' new states (columns), their
     events, the batches' counters and the minute's metrics. One statement, one round trip."""
     driver = await connection(session)
     await driver.execute(RECORD_OUTCOMES_SQL, *arguments)

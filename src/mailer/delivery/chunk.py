@@ -13,7 +13,6 @@ Outcomes per recipient:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -25,10 +24,11 @@ from mailer.db import session_scope
 from mailer.delivery import repository
 from mailer.delivery.compose import BatchContext, InvalidContent, compose_message
 from mailer.delivery.contexts import BatchContexts, PauseCache
+from mailer.delivery.liveness import Liveness
 from mailer.delivery.recorder import Outcome, Recorder
 from mailer.delivery.send_rate import RateLimiter
+from mailer.delivery.withdrawals import Verdict, Withdrawals
 from mailer.events import bump_metrics, record_events
-from mailer.logging import OutageLog
 from mailer.metrics import MetricsRegistry
 from mailer.models.base import utcnow
 from mailer.models.enums import BatchStatus, EventType, MetricKind, RecipientStatus
@@ -50,9 +50,80 @@ SENDING_PAUSED_RETRY_S = 60.0
 class _ChunkRun:
     attempted: set[int] = field(default_factory=set)  # claimed in this run
     unsent: set[int] = field(default_factory=set)  # claimed, not attempted: released at end
+    exhausted: bool = False  # a claim found fewer recipients than asked: nothing left
     retrying: int = 0
     last_error: str | None = None
     pause_for: float | None = None
+
+
+class _Claims:
+    """Claims for the sends of one chunk run that are due now, made together: every send
+    asks for one recipient once it holds its rate slot; asks that arrive while a claim
+    statement runs are served by the next one."""
+
+    def __init__(self, processor: ChunkProcessor, job: ChunkJob, run: _ChunkRun) -> None:
+        self._p = processor
+        self._job = job
+        self._run = run
+        self._asks: list[asyncio.Future[repository.Claimed | None]] = []
+        self._claiming: asyncio.Task[None] | None = None
+
+    async def take(self) -> repository.Claimed | None:
+        if self._run.exhausted:
+            return None
+        ask: asyncio.Future[repository.Claimed | None] = asyncio.get_running_loop().create_future()
+        self._asks.append(ask)
+        if self._claiming is None or self._claiming.done():
+            self._claiming = asyncio.create_task(self._claim())
+        return await ask
+
+    async def _claim(self) -> None:
+        await asyncio.sleep(0)  # let the sends whose slots came together ask first
+        p, job, run = self._p, self._job, self._run
+        while self._asks:
+            asks, self._asks = self._asks, []
+            if run.exhausted:
+                for ask in asks:
+                    ask.set_result(None)
+                continue
+            try:
+                async with session_scope(p.sessionmaker) as session:
+                    claimed = await repository.claim_chunk(
+                        session,
+                        job.batch_id,
+                        job.seq_start,
+                        job.seq_end,
+                        p.settings.claim_lease,
+                        limit=len(asks),
+                        worker=p.liveness.key,
+                        dead_before=p.liveness.alive_cutoff() if p.liveness.judging() else None,
+                        exclude=run.attempted,
+                    )
+            except Exception as exc:
+                run.exhausted = True  # stop claiming: the job fails with this error
+                for ask in asks:
+                    if not ask.cancelled():
+                        ask.set_exception(exc)
+                continue
+            run.attempted.update(r.id for r in claimed)
+            if len(claimed) < len(asks):
+                # Nothing else in the chunk is claimable now (rows another worker holds
+                # locked are that worker's claim).
+                run.exhausted = True
+            for i, ask in enumerate(asks):
+                if ask.cancelled():
+                    if i < len(claimed):
+                        run.unsent.add(claimed[i].id)
+                    continue
+                ask.set_result(claimed[i] if i < len(claimed) else None)
+
+
+class _Withheld(Exception):
+    """Raised just before a send: the recipient ends in `status` unsent."""
+
+    def __init__(self, status: RecipientStatus) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class ChunkProcessor:
@@ -66,6 +137,8 @@ class ChunkProcessor:
         queue: JobQueue,
         recorder: Recorder,
         stopping: asyncio.Event,
+        liveness: Liveness,
+        withdrawals: Withdrawals,
         metrics: MetricsRegistry | None = None,
     ) -> None:
         self.settings = settings
@@ -79,7 +152,8 @@ class ChunkProcessor:
         self.contexts = BatchContexts(settings)
         self.pause = PauseCache(sessionmaker)
         self.slots = asyncio.Semaphore(settings.worker_concurrency)
-        self.claim_heartbeats = OutageLog(log, "claim_heartbeat")
+        self.liveness = liveness
+        self.withdrawals = withdrawals
 
     async def __call__(self, job: ChunkJob, ctx: JobContext) -> None:
         structlog.contextvars.bind_contextvars(batch_id=job.batch_id, job_id=job.job_id)
@@ -89,7 +163,8 @@ class ChunkProcessor:
             structlog.contextvars.unbind_contextvars("batch_id", "job_id")
 
     async def _process(self, job: ChunkJob, ctx: JobContext) -> None:
-        lease = self.settings.claim_lease
+        if not self.liveness.has_beaten():
+            raise DelayJob(int(self.liveness.interval * 1000))  # claims must name a live worker
         async with session_scope(self.sessionmaker) as session:
             bctx = await self.contexts.get(session, job.batch_id)
         if bctx is None or bctx.status != BatchStatus.SENDING:
@@ -99,26 +174,13 @@ class ChunkProcessor:
             raise DelayJob(int(self.settings.reconcile_interval * 1000))
 
         run = _ChunkRun()
-        heart = asyncio.create_task(self._heartbeat(run))
         try:
-            claimed_any = await self._claim_and_send(job, bctx, run)
+            await self._claim_and_send(job, bctx, run)
         finally:
-            heart.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heart
             if run.unsent:
                 async with session_scope(self.sessionmaker) as session:
                     await repository.release(session, sorted(run.unsent))
 
-        if not claimed_any:
-            async with session_scope(self.sessionmaker) as session:
-                busy_until = await repository.busy_claims_until(
-                    session, job.batch_id, job.seq_start, job.seq_end, lease
-                )
-            if busy_until is not None:
-                # Claimed by a worker that may have died: come back when its lease ends.
-                wait_ms = int((busy_until - utcnow()).total_seconds() * 1000) + 100
-                raise DelayJob(max(wait_ms, 100))
         if run.pause_for is not None:
             pause_ms = int(run.pause_for * 1000)
             await self.queue.pause_all(pause_ms)
@@ -129,93 +191,88 @@ class ChunkProcessor:
             if not ctx.is_last_attempt:
                 raise RetryJob(run.last_error or "transient failure")
             await self._exhausted(job, ctx, run.last_error or "transient failure")
+        await self._wait_for_other_claims(job)
         await self._complete(job.batch_id)
 
-    async def _claim_and_send(self, job: ChunkJob, bctx: BatchContext, run: _ChunkRun) -> bool:
-        """Claim a few recipients at a time (as many as can be sent at once), so a
-        cancellation or a shutdown leaves the rest of the chunk unclaimed."""
-        claim_size = max(1, min(self.settings.chunk_size, self.settings.worker_concurrency))
+    async def _wait_for_other_claims(self, job: ChunkJob) -> None:
+        """Recipients of the chunk still SENDING under another worker's claim: if that worker
+        is alive it finishes them; if it died, come back when it counts as dead (or, for a
+        claim naming no worker, when its lease ends) and send them."""
+        async with session_scope(self.sessionmaker) as session:
+            busy_until = await repository.busy_claims_until(
+                session,
+                job.batch_id,
+                job.seq_start,
+                job.seq_end,
+                lease=self.settings.claim_lease,
+                dead_after=self.liveness.dead_after,
+            )
+        if busy_until is None:
+            return
+        wait_s = max((busy_until - utcnow()).total_seconds(), self.liveness.judging_in())
+        raise DelayJob(max(int(wait_s * 1000) + 100, 100))
+
+    async def _claim_and_send(self, job: ChunkJob, bctx: BatchContext, run: _ChunkRun) -> None:
+        """One send at a time takes a concurrency slot, then its rate slot, and only then
+        claims its recipient (claims of sends due together are made in one statement): no
+        recipient waits claimed for a rate slot, so a cancellation, a suppression or a
+        shutdown finds the rest of the chunk unclaimed."""
+        claims = _Claims(self, job, run)
         tasks: list[asyncio.Task[None]] = []
-        claimed_any = False
-        while not self.stopping.is_set() and run.pause_for is None:
-            async with session_scope(self.sessionmaker) as session:
-                claimed = await repository.claim_chunk(
-                    session,
-                    job.batch_id,
-                    job.seq_start,
-                    job.seq_end,
-                    self.settings.claim_lease,
-                    limit=claim_size,
-                    exclude=run.attempted,
-                )
-            if not claimed:
+        while not self.stopping.is_set() and run.pause_for is None and not run.exhausted:
+            await self.slots.acquire()
+            if self.stopping.is_set() or run.pause_for is not None or run.exhausted:
+                self.slots.release()
                 break
-            claimed_any = True
-            run.attempted.update(r.id for r in claimed)
-            run.unsent.update(r.id for r in claimed)
-            exhausted = len(claimed) < claim_size
-            claimed = await self._drop_suppressed(bctx, run, claimed)
-            for recipient in claimed:
-                await self.slots.acquire()
-                if self.stopping.is_set() or run.pause_for is not None:
-                    self.slots.release()
-                    break
-                run.unsent.discard(recipient.id)
-                tasks.append(asyncio.create_task(self._send_one(bctx, run, recipient)))
-            if exhausted:
-                # Fewer than asked: nothing else in the chunk is claimable (rows another
-                # worker holds locked are that worker's claim). Saves a claim round.
-                break
+            slotted = asyncio.Event()
+            tasks.append(asyncio.create_task(self._send_one(bctx, run, claims, slotted)))
+            # One send of this chunk waits for a rate slot at a time: a slot taken when the
+            # chunk turns out to be exhausted is wasted.
+            await slotted.wait()
         if tasks:
-            await asyncio.gather(*tasks)
-        return claimed_any
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
 
-    async def _heartbeat(self, run: _ChunkRun) -> None:
-        interval = max(self.settings.claim_lease / 3, 0.5)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                async with session_scope(self.sessionmaker) as session:
-                    await repository.heartbeat(session, sorted(run.unsent))
-            except Exception as exc:  # the claims may lapse; the next tick tries again
-                self.claim_heartbeats.failed(exc)
-            else:
-                self.claim_heartbeats.succeeded()
-
-    async def _drop_suppressed(
-        self, bctx: BatchContext, run: _ChunkRun, claimed: list[repository.Claimed]
-    ) -> list[repository.Claimed]:
-        """Suppression is checked again just before sending: by the claim statement itself
-        (`Claimed.suppressed`), against the normalized addresses ingest stored."""
-        if not any(r.suppressed for r in claimed):
-            return claimed
-        outcomes = []
-        for r in claimed:
-            if r.suppressed:
-                run.unsent.discard(r.id)
-                outcomes.append(
-                    Outcome(
-                        r.id,
-                        bctx.batch_id,
-                        r.email,
-                        RecipientStatus.SUPPRESSED,
-                        r.attempts,
-                        data={"reason": "suppressed before send"},
-                    )
-                )
-        await self.recorder.record_many(outcomes)
-        return [r for r in claimed if not r.suppressed]
-
-    async def _send_one(self, bctx: BatchContext, run: _ChunkRun, r: repository.Claimed) -> None:
+    async def _send_one(
+        self, bctx: BatchContext, run: _ChunkRun, claims: _Claims, slotted: asyncio.Event
+    ) -> None:
         try:
-            outcome = await self._attempt(bctx, run, r)
-            if outcome is not None:
-                await self.recorder.record(outcome)
+            try:
+                self.metrics.observe_rate_wait(await self.limiter.acquire())
+            finally:
+                slotted.set()
+            while not self.stopping.is_set() and run.pause_for is None:
+                mark = self.withdrawals.mark()
+                r = await claims.take()
+                if r is None:
+                    return
+                # Lateness counts from here: every send waits for its claim about as long
+                # (one statement), so that wait does not bunch sends up.
+                slot_at = asyncio.get_running_loop().time()
+                if r.suppressed:
+                    # On the list at the moment of the claim: the slot goes to the next one.
+                    await self.recorder.record(
+                        Outcome(
+                            r.id,
+                            bctx.batch_id,
+                            r.email,
+                            RecipientStatus.SUPPRESSED,
+                            r.attempts,
+                            data={"reason": "suppressed before send"},
+                        )
+                    )
+                    continue
+                outcome = await self._attempt(bctx, run, r, slot_at, mark)
+                if outcome is not None:
+                    await self.recorder.record(outcome)
+                return
         finally:
             self.slots.release()
 
     async def _attempt(
-        self, bctx: BatchContext, run: _ChunkRun, r: repository.Claimed
+        self, bctx: BatchContext, run: _ChunkRun, r: repository.Claimed, slot_at: float, mark: int
     ) -> Outcome | None:
         attempts = r.attempts + 1
         try:
@@ -230,8 +287,6 @@ class ChunkProcessor:
                 error=f"invalid content: {exc}",
                 data={"permanent": True},
             )
-        self.metrics.observe_rate_wait(await self.limiter.acquire())
-        slot_at = asyncio.get_running_loop().time()
         if run.pause_for is not None:
             run.unsent.add(r.id)
             return None
@@ -242,10 +297,23 @@ class ChunkProcessor:
             # fresh slot rather than reach the provider together with later punctual ones.
             if self.limiter.late(slot_at):
                 self.metrics.observe_rate_wait(await self.limiter.acquire())
+            # The last moment to hold the message back: cancelled or suppressed since the
+            # claim (notices in memory; the database only when they may have missed one).
+            await self._check_withdrawn(bctx.batch_id, r.email, mark)
 
         started = time.perf_counter()
         try:
             result = await self.transport.send(message, on_time)
+        except _Withheld as exc:
+            log.info("send_withheld", recipient_id=r.id, status=str(exc.status))
+            return Outcome(
+                r.id,
+                bctx.batch_id,
+                r.email,
+                exc.status,
+                r.attempts,
+                data={"reason": f"{exc.status.lower()} before send"},
+            )
         except ThrottledError as exc:
             run.unsent.add(r.id)
             run.pause_for = max(run.pause_for or 0.0, exc.retry_after)
@@ -303,6 +371,18 @@ class ChunkProcessor:
             provider_message_id=result.provider_message_id,
             data={"transport": self.transport.name},
         )
+
+    async def _check_withdrawn(self, batch_id: str, email: str, mark: int) -> None:
+        verdict = self.withdrawals.verdict(batch_id, email, mark)
+        if verdict is Verdict.CANCELLED:
+            raise _Withheld(RecipientStatus.CANCELLED)
+        if verdict is Verdict.SUPPRESSED:
+            raise _Withheld(RecipientStatus.SUPPRESSED)
+        if verdict is Verdict.ASK_DATABASE:
+            async with session_scope(self.sessionmaker) as session:
+                status = await repository.withdrawn_now(session, batch_id, email)
+            if status is not None:
+                raise _Withheld(status)
 
     async def _exhausted(self, job: ChunkJob, ctx: JobContext, error: str) -> None:
         async with session_scope(self.sessionmaker) as session:

@@ -30,6 +30,7 @@ _COUNTER = {
     RecipientStatus.SENT: "sent_count",
     RecipientStatus.FAILED: "failed_count",
     RecipientStatus.SUPPRESSED: "suppressed_count",
+    RecipientStatus.CANCELLED: "cancelled_count",
 }
 _METRIC = {
     RecipientStatus.SENT: MetricKind.SENT,
@@ -42,6 +43,7 @@ _EVENT = {
     RecipientStatus.FAILED: EventType.FAILED,
     RecipientStatus.SUPPRESSED: EventType.SUPPRESSED,
     RecipientStatus.RETRYING: EventType.RETRY,
+    RecipientStatus.CANCELLED: EventType.CANCELLED,
 }
 
 
@@ -155,5 +157,6 @@ def outcome_rows(outcomes: list[Outcome], now: datetime) -> repository.OutcomeRo
             if counts is None:
                 counts = per_batch[o.batch_id] = Counter()
             counts[_COUNTER[o.status]] += 1
-        rows.metrics[str(_METRIC[o.status])] += 1
+        if o.status in _METRIC:
+            rows.metrics[str(_METRIC[o.status])] += 1
     return rows

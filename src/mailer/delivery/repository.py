@@ -1,4 +1,4 @@
-"""The worker's statements: claim a chunk, keep claims alive, record outcomes, complete
+"""The worker's statements: claim a chunk (or a dead worker's claims), record outcomes, complete
 batches, write dead letters. One statement per step for the whole chunk.
 
 The two statements on the per-email path (claim, record outcomes) have a hand-written
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailer.db import pg
 from mailer.db.dialect import postgresql_variant
 from mailer.events import bump_metrics, minute_bucket, record_events
-from mailer.models import Batch, DeadLetter, Recipient, Suppression
+from mailer.models import Batch, DeadLetter, Recipient, Suppression, SystemState
 from mailer.models.base import utcnow
 from mailer.models.enums import (
     CLAIMABLE_STATUSES,
@@ -45,13 +45,42 @@ def _in_chunk(batch_id: str, seq_start: int, seq_end: int) -> Any:
     return and_(Recipient.batch_id == batch_id, Recipient.seq >= seq_start, Recipient.seq < seq_end)
 
 
-def _claimable(lease_expired_before: datetime) -> Any:
+def _worker_alive(dead_before: datetime) -> Any:
+    """The claim's worker heartbeated at or after `dead_before`."""
+    return (
+        exists()
+        .select_from(SystemState.__table__)
+        .where(
+            literal_column("system_state.key") == literal_column("recipients.claimed_by"),
+            literal_column("system_state.updated_at") >= dead_before,
+        )
+    )
+
+
+def abandoned_claim(lease_expired_before: datetime, dead_before: datetime | None, me: str) -> Any:
+    """SENDING rows whose claim may be taken: the claim's worker is dead (no heartbeat since
+    `dead_before`; None while this worker may not judge), or, for a claim that names no
+    worker, its lease has run out."""
+    by_lease = and_(Recipient.claimed_by.is_(None), Recipient.claimed_at < lease_expired_before)
+    taken = (
+        by_lease
+        if dead_before is None
+        else or_(
+            by_lease,
+            and_(
+                Recipient.claimed_by.is_not(None),
+                Recipient.claimed_by != me,
+                ~_worker_alive(dead_before),
+            ),
+        )
+    )
+    return and_(Recipient.status == RecipientStatus.SENDING, taken)
+
+
+def _claimable(lease_expired_before: datetime, dead_before: datetime | None, me: str) -> Any:
     return or_(
         Recipient.status.in_(CLAIMABLE_STATUSES),
-        and_(
-            Recipient.status == RecipientStatus.SENDING,
-            Recipient.claimed_at < lease_expired_before,
-        ),
+        abandoned_claim(lease_expired_before, dead_before, me),
     )
 
 
@@ -75,6 +104,8 @@ async def _claim_chunk_pg(
     lease: float,
     *,
     limit: int,
+    worker: str,
+    dead_before: datetime | None = None,
     exclude: Collection[int] = (),
 ) -> list[Claimed]:
     now = utcnow()
@@ -88,6 +119,8 @@ async def _claim_chunk_pg(
         now - timedelta(seconds=lease),
         list(exclude),
         limit,
+        worker,
+        dead_before,
     )
     loads = orjson.loads
     claimed = [Claimed(r[0], r[1], r[2], loads(r[3]) if r[3] else {}, r[4], r[5]) for r in rows]
@@ -104,15 +137,19 @@ async def claim_chunk(
     lease: float,
     *,
     limit: int,
+    worker: str,
+    dead_before: datetime | None = None,
     exclude: Collection[int] = (),
 ) -> list[Claimed]:
     """Move up to `limit` claimable recipients of the chunk (lowest seq first, none of
-    `exclude`) to SENDING and return them, each with whether its (normalized) address is
-    suppressed right now. Two workers can never both claim one recipient (row locks; SKIP
-    LOCKED on PostgreSQL)."""
+    `exclude`) to SENDING, claimed by `worker` (its heartbeat key), and return them, each
+    with whether its (normalized) address is suppressed right now. Claimable: PENDING,
+    RETRYING, and claims abandoned by a dead worker (see abandoned_claim). Two workers can
+    never both claim one recipient (row locks; SKIP LOCKED on PostgreSQL)."""
     now = utcnow()
     where = and_(
-        _in_chunk(batch_id, seq_start, seq_end), _claimable(now - timedelta(seconds=lease))
+        _in_chunk(batch_id, seq_start, seq_end),
+        _claimable(now - timedelta(seconds=lease), dead_before, worker),
     )
     if exclude:
         where = and_(where, Recipient.id.not_in(list(exclude)))
@@ -120,7 +157,7 @@ async def claim_chunk(
     result = await session.execute(
         update(Recipient)
         .where(Recipient.id.in_(ids.scalar_subquery()))
-        .values(status=RecipientStatus.SENDING, claimed_at=now, updated_at=now)
+        .values(status=RecipientStatus.SENDING, claimed_at=now, claimed_by=worker, updated_at=now)
         .returning(
             Recipient.id,
             Recipient.seq,
@@ -140,29 +177,56 @@ async def claim_chunk(
 
 
 async def busy_claims_until(
-    session: AsyncSession, batch_id: str, seq_start: int, seq_end: int, lease: float
+    session: AsyncSession,
+    batch_id: str,
+    seq_start: int,
+    seq_end: int,
+    *,
+    lease: float,
+    dead_after: float,
 ) -> datetime | None:
-    """If recipients of the chunk are SENDING under a live claim (another worker, or a
-    crashed one whose lease has not run out), when the oldest claim expires."""
-    oldest = await session.scalar(
-        select(func.min(Recipient.claimed_at)).where(
-            _in_chunk(batch_id, seq_start, seq_end),
-            Recipient.status == RecipientStatus.SENDING,
-        )
-    )
-    if oldest is None:
-        return None
-    return oldest + timedelta(seconds=lease)
-
-
-async def heartbeat(session: AsyncSession, ids: Sequence[int]) -> None:
-    if ids:
+    """If recipients of the chunk are SENDING under another claim, the earliest moment one
+    of them may become claimable: when its worker would be dead if it heartbeats no more
+    (a worker without a heartbeat row: now), or for a claim naming no worker, when its
+    lease ends. None when the chunk has no SENDING recipient."""
+    holders = (
         await session.execute(
-            update(Recipient)
-            .where(Recipient.id.in_(ids), Recipient.status == RecipientStatus.SENDING)
-            .values(claimed_at=utcnow())
-            .execution_options(synchronize_session=False)
+            select(Recipient.claimed_by, func.min(Recipient.claimed_at))
+            .where(
+                _in_chunk(batch_id, seq_start, seq_end),
+                Recipient.status == RecipientStatus.SENDING,
+            )
+            .group_by(Recipient.claimed_by)
         )
+    ).all()
+    if not holders:
+        return None
+    now = utcnow()
+    keys = [str(k) for k, _ in holders if k is not None]
+    beats: dict[str, datetime] = {}
+    if keys:
+        rows = await session.execute(
+            select(SystemState.key, SystemState.updated_at).where(SystemState.key.in_(keys))
+        )
+        beats = {str(k): at for k, at in rows.tuples()}
+    moments = []
+    for key, oldest in holders:
+        if key is None:
+            moments.append((oldest or now) + timedelta(seconds=lease))
+        else:
+            beat = beats.get(str(key))
+            moments.append(now if beat is None else beat + timedelta(seconds=dead_after))
+    return min(moments)
+
+
+async def withdrawn_now(session: AsyncSession, batch_id: str, email: str) -> RecipientStatus | None:
+    """The database's answer when a worker's notices may have missed something: CANCELLED
+    if the batch was cancelled, SUPPRESSED if the address is on the list."""
+    status = await session.scalar(select(Batch.status).where(Batch.id == batch_id))
+    if status is None or status == BatchStatus.CANCELLED:
+        return RecipientStatus.CANCELLED
+    listed = await session.scalar(select(exists().where(Suppression.email == email)))
+    return RecipientStatus.SUPPRESSED if listed else None
 
 
 async def release(session: AsyncSession, ids: Sequence[int]) -> None:
@@ -171,7 +235,12 @@ async def release(session: AsyncSession, ids: Sequence[int]) -> None:
         await session.execute(
             update(Recipient)
             .where(Recipient.id.in_(ids), Recipient.status == RecipientStatus.SENDING)
-            .values(status=RecipientStatus.PENDING, claimed_at=None, updated_at=utcnow())
+            .values(
+                status=RecipientStatus.PENDING,
+                claimed_at=None,
+                claimed_by=None,
+                updated_at=utcnow(),
+            )
             .execution_options(synchronize_session=False)
         )
 
@@ -224,6 +293,7 @@ async def _record_outcomes_pg(session: AsyncSession, rows: OutcomeRows) -> None:
         minute_bucket(rows.now),
         kinds,
         [rows.metrics[k] for k in kinds],
+        [rows.batch_counts[b].get("cancelled_count", 0) for b in counted],
     )
 
 

@@ -3,6 +3,7 @@
 from mailer.models.api_key import ApiKey
 from mailer.models.base import Base
 from mailer.models.batch import Batch
+from mailer.models.console_session import ConsoleSession
 from mailer.models.dead_letter import DeadLetter
 from mailer.models.event import Event
 from mailer.models.metric import Metric
@@ -16,6 +17,7 @@ __all__ = [
     "ApiKey",
     "Base",
     "Batch",
+    "ConsoleSession",
     "DeadLetter",
     "Event",
     "Metric",

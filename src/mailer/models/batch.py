@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailer.ids import new_id
@@ -15,6 +15,13 @@ class Batch(Base):
         UniqueConstraint("api_key_id", "idempotency_key"),
         Index("ix_batches_status_send_at", "status", "send_at"),
         Index("ix_batches_created_at", "created_at"),
+        # Finished batches retention has not purged yet, by age.
+        Index(
+            "ix_batches_unpurged_completed_at",
+            "completed_at",
+            postgresql_where=text("purged_at IS NULL AND completed_at IS NOT NULL"),
+            sqlite_where=text("purged_at IS NULL AND completed_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(26), primary_key=True, default=new_id)
@@ -48,3 +55,5 @@ class Batch(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Set when retention deleted the batch's recipients and events (its counters stay).
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

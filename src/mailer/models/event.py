@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailer.models.base import Base, BigIntId, JSONType, UTCDateTime, utcnow
@@ -13,6 +13,13 @@ class Event(Base):
         Index("ix_events_batch_id_id", "batch_id", "id"),
         Index("ix_events_batch_id_type", "batch_id", "type"),
         Index("ix_events_created_at", "created_at"),
+        # The console's address search: the events of one message.
+        Index(
+            "ix_events_recipient_id",
+            "recipient_id",
+            postgresql_where=text("recipient_id IS NOT NULL"),
+            sqlite_where=text("recipient_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)

@@ -29,6 +29,15 @@ class Recipient(Base):
             postgresql_where=text("status = 'SENDING'"),
             sqlite_where=text("status = 'SENDING'"),
         ),
+        # The console: one address across batches, and a batch's failures.
+        Index("ix_recipients_email", "email"),
+        Index(
+            "ix_recipients_failed_batch_id_seq",
+            "batch_id",
+            "seq",
+            postgresql_where=text("status = 'FAILED'"),
+            sqlite_where=text("status = 'FAILED'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
@@ -41,5 +50,7 @@ class Recipient(Base):
     last_error: Mapped[str | None] = mapped_column(Text(), nullable=True)
     provider_message_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The heartbeat key (system_state) of the worker holding the SENDING claim.
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

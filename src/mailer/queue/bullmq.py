@@ -321,6 +321,8 @@ class BullQueue:
                 "limiter": _LIMITER,
                 "lockDuration": self._lock_duration_ms,
                 "stalledInterval": self._stalled_interval_ms,
+                # A job whose workers keep dying is not failed for it: the database decides.
+                "maxStalledCount": 10,
                 "settings": {"backoffStrategy": _backoff_strategy},
             },
         )

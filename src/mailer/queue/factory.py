@@ -17,7 +17,11 @@ def completed_retention_s(settings: Settings) -> int:
 
 def build_queue(settings: Settings) -> JobQueue:
     keep = completed_retention_s(settings)
-    lock_ms = int(min(30.0, max(2.0, settings.claim_lease)) * 1000)
+    # A job held by a worker that died is found by another worker's stalled-job check within
+    # about two lock durations (its lock runs out, then the next check moves it back): a
+    # third of WORKER_DEAD_AFTER each, so the job is back about when the worker counts as
+    # dead and its claims are released (10 s at the default 30 s).
+    lock_ms = int(max(2.0, settings.worker_dead_after / 3) * 1000)
     if settings.redis_url:
         from mailer.queue.bullmq import BullQueue
 
@@ -27,8 +31,6 @@ def build_queue(settings: Settings) -> JobQueue:
             attempts=settings.job_attempts,
             backoff_ms=settings.job_backoff_delay,
             keep_completed_s=keep,
-            # A job held by a worker that died comes back once its lock expires: no later
-            # than its recipients' claims (CLAIM_LEASE), and at most 30 s.
             lock_duration_ms=lock_ms,
             stalled_interval_ms=lock_ms,
         )

@@ -16,6 +16,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.addresses import InvalidAddress, normalize_email, try_normalize_email
+from mailer.delivery.withdrawals import announce_suppressed
 from mailer.models import Suppression
 from mailer.models.base import utcnow
 from mailer.models.enums import SuppressionReason
@@ -49,7 +50,10 @@ async def add(
         {"email": e, "reason": reason.value, "source": payload, "created_at": now}
         for e in normalized
     ]
-    return await repository.insert_ignore(session, rows)
+    added = await repository.insert_ignore(session, rows)
+    # Workers hold no message to these addresses back from the provider once this commits.
+    await announce_suppressed(session, normalized)
+    return added
 
 
 async def remove(session: AsyncSession, email: str) -> bool:
@@ -197,6 +201,7 @@ async def import_csv(
     async def flush() -> None:
         if pending:
             result.added += await repository.insert_ignore(session, builtins.list(pending.values()))
+            await announce_suppressed(session, builtins.list(pending))
             pending.clear()
         if progress is not None:
             progress(result.rows)

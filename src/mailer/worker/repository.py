@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailer.delivery.repository import abandoned_claim
 from mailer.models import Batch, Recipient
 from mailer.models.base import utcnow
 from mailer.models.enums import UNFINISHED_STATUSES, BatchStatus, RecipientStatus
@@ -28,15 +29,21 @@ async def start_due_batches(session: AsyncSession, now: datetime) -> set[str]:
     return {str(batch_id) for batch_id in due.scalars().all()}
 
 
-async def expire_claims(session: AsyncSession, claimed_before: datetime, now: datetime) -> int:
-    """SENDING recipients claimed before `claimed_before` (their worker died) → RETRYING."""
+async def expire_claims(
+    session: AsyncSession,
+    claimed_before: datetime,
+    now: datetime,
+    *,
+    dead_before: datetime | None = None,
+    me: str = "",
+) -> int:
+    """Abandoned claims → RETRYING: claims of workers with no heartbeat since `dead_before`
+    (None: this worker may not judge yet), and claims naming no worker made before
+    `claimed_before` (the lease). `me`: this worker's key, whose claims are alive."""
     expired = await session.execute(
         update(Recipient)
-        .where(
-            Recipient.status == RecipientStatus.SENDING,
-            Recipient.claimed_at < claimed_before,
-        )
-        .values(status=RecipientStatus.RETRYING, claimed_at=None, updated_at=now)
+        .where(abandoned_claim(claimed_before, dead_before, me))
+        .values(status=RecipientStatus.RETRYING, claimed_at=None, claimed_by=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     return int(expired.rowcount or 0)  # type: ignore[attr-defined]

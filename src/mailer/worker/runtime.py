@@ -12,19 +12,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mailer.config import Settings, TransportName
 from mailer.db import session_scope
 from mailer.delivery.chunk import ChunkProcessor
+from mailer.delivery.liveness import Liveness, new_worker_id
 from mailer.delivery.recorder import Recorder
 from mailer.delivery.send_rate import RateLimiter, build_rate_limiter
+from mailer.delivery.withdrawals import Withdrawals
 from mailer.logging import OutageLog
 from mailer.metrics import MetricsRegistry
 from mailer.queue.base import JobQueue
 from mailer.transports.base import Transport
 from mailer.transports.factory import build_transport
-from mailer.worker.heartbeats import default_worker_id, forget_worker, heartbeat
+from mailer.worker.heartbeats import forget_worker
 from mailer.worker.reconciler import Reconciler
 
 log = structlog.get_logger("mailer.worker")
@@ -63,13 +65,19 @@ class Worker:
     reconciler: Reconciler
     stopping: asyncio.Event
     send_rate: float | None  # messages/s in force; None = unlimited
-    worker_id: str = field(default_factory=default_worker_id)
+    liveness: Liveness  # the worker's identity and heartbeat, on which its claims depend
+    withdrawals: Withdrawals  # cancellations and suppressions announced since the start
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _rate_refresh: OutageLog = field(default_factory=lambda: OutageLog(log, "send_rate_refresh"))
-    _heartbeats: OutageLog = field(default_factory=lambda: OutageLog(log, "worker_heartbeat"))
+
+    @property
+    def worker_id(self) -> str:
+        return self.liveness.worker_id
 
     def start(self) -> None:
         settings = self.settings
+        self._tasks.append(asyncio.create_task(self.liveness.run(), name="heartbeat"))
+        self.withdrawals.start()
         self.recorder.start()
         self._tasks.append(
             asyncio.create_task(
@@ -105,14 +113,6 @@ class Worker:
                 await self.reconciler.run_once()
             except Exception as exc:  # database or queue down: try again next round
                 log.warning("reconcile_failed", error=type(exc).__name__)
-            try:
-                await heartbeat(
-                    self.sessionmaker, self.worker_id, {"transport": self.transport.name}
-                )
-            except Exception as exc:  # database down: the next round beats again
-                self._heartbeats.failed(exc)
-            else:
-                self._heartbeats.succeeded()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.settings.reconcile_interval)
 
@@ -136,6 +136,7 @@ class Worker:
             "recorder": lambda: asyncio.wait_for(self.recorder.stop(), timeout=5),
             "transport": self.transport.close,
             "limiter": self.limiter.close,
+            "withdrawals": self.withdrawals.stop,
             "heartbeat": self._forget,
         }
         for part, step in closing.items():
@@ -167,6 +168,13 @@ async def create_worker(
     recorder = Recorder(sessionmaker)
     recorder.observers.append(metrics.outcome_observer(transport.name))
     stopping = asyncio.Event()
+    liveness = Liveness(
+        sessionmaker, new_worker_id(), settings.worker_dead_after, {"transport": transport.name}
+    )
+    # The first heartbeat before the first claim: claims name a worker seen alive (if the
+    # database is away, chunks wait for the first beat that succeeds).
+    await liveness.try_beat()
+    withdrawals = Withdrawals(_engine_of(sessionmaker))
     processor = ChunkProcessor(
         settings=settings,
         sessionmaker=sessionmaker,
@@ -175,6 +183,8 @@ async def create_worker(
         queue=queue,
         recorder=recorder,
         stopping=stopping,
+        liveness=liveness,
+        withdrawals=withdrawals,
         metrics=metrics,
     )
     return Worker(
@@ -185,7 +195,15 @@ async def create_worker(
         limiter=limiter,
         recorder=recorder,
         processor=processor,
-        reconciler=Reconciler(settings, sessionmaker, queue),
+        reconciler=Reconciler(settings, sessionmaker, queue, liveness),
         stopping=stopping,
         send_rate=rate,
+        liveness=liveness,
+        withdrawals=withdrawals,
     )
+
+
+def _engine_of(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncEngine:
+    bind = sessionmaker.kw.get("bind")
+    assert isinstance(bind, AsyncEngine), "the worker's sessionmaker is bound to an engine"
+    return bind
