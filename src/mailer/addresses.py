@@ -19,8 +19,39 @@ _SIMPLE = re.compile(
 )
 
 
+# One mailbox: `a@example.com`, `Name <a@example.com>` or `"Name, Inc." <a@example.com>`.
+# An unquoted name may not hold RFC 5322 specials (, ; : @ < > ( ) [ ] \ "): with them a
+# value like `Name <a@example.com>, b@evil.com` or `bob@x.org <alice@example.org>` is a list
+# or a trick, which email.utils.parseaddr would silently turn into some other single address.
+_MAILBOX = re.compile(
+    r'\s*(?:(?P<name>[^,;:@<>()\[\]\\"]*?|"(?:[^"\\]|\\.)*")\s*<(?P<angle>[^<>\s]+)>'
+    r'|(?P<bare>[^<>\s,;:()\[\]\\"]+))\s*'
+)
+MAILBOX_FORMAT = (
+    "must be one address: 'a@example.com' or 'Name <a@example.com>' (quote a name holding "
+    'any of , ; : @ < > ( ) [ ] \\ ")'
+)
+
+
 class InvalidAddress(ValueError):
     """The address is not acceptable; str() says why."""
+
+
+def parse_mailbox(value: str) -> tuple[str, str]:
+    """(display name, address) of a single mailbox written as MAILBOX_FORMAT says, the
+    address not yet normalized; InvalidAddress for anything else (lists, stray addresses,
+    comments, control characters)."""
+    if CONTROL_CHARS.search(value):
+        raise InvalidAddress("contains control characters (CR, LF, NUL or similar)")
+    match = _MAILBOX.fullmatch(value)
+    if match is None:
+        raise InvalidAddress(MAILBOX_FORMAT)
+    if match["bare"] is not None:
+        return "", match["bare"]
+    name = match["name"].strip()
+    if name.startswith('"'):
+        name = re.sub(r"\\(.)", r"\1", name[1:-1])
+    return name, match["angle"]
 
 
 def normalize_email(address: str) -> str:

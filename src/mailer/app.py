@@ -18,13 +18,14 @@ from mailer.auth.ratelimit import KeyRateLimiter
 from mailer.auth.usage import UsageTracker
 from mailer.batches.endpoints import OPENAPI_MODELS
 from mailer.batches.endpoints import router as batches_router
-from mailer.config import Settings, get_settings
+from mailer.config import Settings, TransportName, get_settings
 from mailer.console import create_console
 from mailer.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from mailer.deadletters.endpoints import router as dead_letters_router
 from mailer.domains.endpoints import router as domains_router
 from mailer.error_handlers import install_error_handlers
 from mailer.health.endpoints import router as health_router
+from mailer.jsonbody import DOCUMENTED_MODELS
 from mailer.logging import configure_logging
 from mailer.metrics import get_metrics
 from mailer.metrics.endpoints import prometheus_router
@@ -45,6 +46,17 @@ API_PREFIX = "/api/v1"
 CONSOLE_PREFIX = "/console"
 # Endpoints whose bodies are not JSON (SNS posts text/plain; unsubscribe and console post forms).
 NON_JSON_PATHS = (f"{API_PREFIX}/webhooks/", f"{API_PREFIX}/unsubscribe/", f"{CONSOLE_PREFIX}/")
+# Body limits by path prefix, for bodies small by nature (each capped by MAX_BODY_BYTES).
+# Batches take MAX_BODY_BYTES; SNS messages are at most 256 KB (512 KiB leaves room for the
+# envelope's escaping); a template's html and text hold up to 1M characters each.
+MiB = 1024 * 1024
+BODY_LIMITS = (
+    (f"{API_PREFIX}/batches", 2**62),
+    (f"{API_PREFIX}/webhooks/", MiB // 2),
+    (f"{API_PREFIX}/templates", 16 * MiB),
+    (f"{API_PREFIX}/admin/suppressions", 8 * MiB),
+)
+DEFAULT_BODY_LIMIT = MiB
 
 
 def create_app(
@@ -78,6 +90,7 @@ def create_app(
         )
         if not settings.sns_verify:
             log.warning("sns_verification_disabled", hint="SNS_VERIFY=false is for development")
+        _warn_about_sns_topics(settings)
         app.state.mailer = state
         metrics = get_metrics(state)
         usage.start()
@@ -140,10 +153,38 @@ def create_app(
 
     _document_raw_bodies(app)
     app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, non_json_paths=NON_JSON_PATHS
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        non_json_paths=NON_JSON_PATHS,
+        route_limits=BODY_LIMITS,
+        default_limit=DEFAULT_BODY_LIMIT,
     )
     app.add_middleware(RequestContextMiddleware)
     return app
+
+
+def _warn_about_sns_topics(settings: Settings) -> None:
+    if settings.sns_topic_arns:
+        return
+    if settings.sns_any_topic:
+        log.warning(
+            "sns_any_topic_accepted",
+            hint="SNS_TOPIC_ARNS is unset: SES events of any SNS topic are accepted. "
+            "Set it before production (there, unset accepts no topic).",
+        )
+    elif settings.mail_transport is TransportName.SES:
+        log.error(
+            "sns_no_topic_accepted",
+            hint="SNS_TOPIC_ARNS is unset and APP_ENV=production: every SES bounce and "
+            "complaint notification is refused (403), so bounced and complaining addresses "
+            "are not suppressed. Set SNS_TOPIC_ARNS to your SES notification topics.",
+        )
+    else:
+        log.warning(
+            "sns_no_topic_accepted",
+            hint="SNS_TOPIC_ARNS is unset and APP_ENV=production: POST /webhooks/ses "
+            "refuses every SNS message (403).",
+        )
 
 
 def _document_raw_bodies(app: FastAPI) -> None:
@@ -156,7 +197,7 @@ def _document_raw_bodies(app: FastAPI) -> None:
             return app.openapi_schema
         schema = original()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in OPENAPI_MODELS:
+        for model in [*OPENAPI_MODELS, *DOCUMENTED_MODELS]:
             model_schema = model.model_json_schema(
                 ref_template="#/components/schemas/{model}", by_alias=True
             )

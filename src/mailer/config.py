@@ -30,8 +30,6 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from mailer.control_chars import has_control_chars
-
 _DEV_UNSUBSCRIBE_SECRET = "mailer-development-unsubscribe-secret-change-me"  # noqa: S105
 
 
@@ -245,13 +243,30 @@ class Settings(BaseSettings):
     @field_validator("mail_from")
     @classmethod
     def _check_mail_from(cls, value: str) -> str:
-        from email.utils import parseaddr
+        from mailer.addresses import InvalidAddress, parse_mailbox
 
-        if has_control_chars(value):
-            raise ValueError("must not contain control characters")
-        _, addr = parseaddr(value)
+        try:
+            _, addr = parse_mailbox(value)
+        except InvalidAddress as exc:
+            raise ValueError(str(exc)) from None
         if "@" not in addr:
             raise ValueError("must be an email address, optionally with a name: 'Name <a@b.c>'")
+        return value
+
+    @field_validator("unsubscribe_mailto")
+    @classmethod
+    def _check_unsubscribe_mailto(cls, value: str | None) -> str | None:
+        # Written into the List-Unsubscribe header as <mailto:VALUE?subject=…>.
+        if not value:
+            return None
+        from mailer.addresses import InvalidAddress, parse_mailbox
+
+        try:
+            name, addr = parse_mailbox(value)
+        except InvalidAddress:
+            name, addr = "", ""
+        if name or addr != value or "@" not in addr or any(c in addr for c in "?%&#"):
+            raise ValueError("must be one bare address, e.g. unsubscribe@example.com")
         return value
 
     @model_validator(mode="after")
@@ -364,6 +379,12 @@ class Settings(BaseSettings):
         if self.log_format is not None:
             return self.log_format
         return LogFormat.JSON if self.app_env is AppEnv.PRODUCTION else LogFormat.PRETTY
+
+    @property
+    def sns_any_topic(self) -> bool:
+        """Whether SNS messages of every topic are accepted: only when SNS_TOPIC_ARNS is
+        unset outside production. In production, unset accepts none."""
+        return not self.sns_topic_arns and self.app_env is not AppEnv.PRODUCTION
 
     @property
     def unsubscribe_key(self) -> bytes:

@@ -58,6 +58,10 @@ class Conflict(MailerError):
     status, code = 409, "conflict"
 
 
+class PayloadTooLarge(MailerError):
+    status, code = 413, "payload_too_large"
+
+
 class ValidationFailed(MailerError):
     status, code = 422, "validation_error"
 

@@ -8,6 +8,7 @@ values are never logged wholesale, and `redact` scrubs anything that looks like 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import re
 import sys
@@ -45,6 +46,14 @@ def _logger_factory(*_: Any) -> _StderrLogger:
 _STDERR = _StderrLogger()
 
 
+def _exception_formatter() -> Any:
+    """Tracebacks without local variables: rendering them (a request's whole body, nested
+    a thousand levels deep) blocked the event loop for minutes and took gigabytes."""
+    if importlib.util.find_spec("rich") is None:
+        return structlog.dev.plain_traceback
+    return structlog.dev.RichTracebackFormatter(show_locals=False)
+
+
 def configure_logging(settings: Settings) -> None:
     level = getattr(logging, settings.log_level.upper())
     shared: list[Any] = [
@@ -58,7 +67,9 @@ def configure_logging(settings: Settings) -> None:
         renderer = structlog.processors.JSONRenderer()
         shared.append(structlog.processors.format_exc_info)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=_exception_formatter()
+        )
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -85,23 +85,42 @@ def _nul_in_target(scope: Scope) -> str | None:
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over `max_bytes` (by Content-Length or while streaming); 415 for
-    non-JSON bodies on JSON endpoints."""
+    """413 for bodies over their limit (by Content-Length or while streaming); 415 for
+    non-JSON bodies on JSON endpoints.
 
-    def __init__(self, app: ASGIApp, max_bytes: int, non_json_paths: tuple[str, ...]) -> None:
+    The limit is the first of `route_limits` (path prefix, bytes) whose prefix the path
+    starts with, else `default_limit`; never more than `max_bytes` (MAX_BODY_BYTES)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        non_json_paths: tuple[str, ...],
+        route_limits: tuple[tuple[str, int], ...] = (),
+        default_limit: int | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.non_json_paths = non_json_paths
+        self.route_limits = tuple((prefix, min(limit, max_bytes)) for prefix, limit in route_limits)
+        self.default_limit = min(default_limit or max_bytes, max_bytes)
+
+    def _limit(self, path: str) -> int:
+        for prefix, limit in self.route_limits:
+            if path.startswith(prefix):
+                return limit
+        return self.default_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self.app(scope, receive, send)
             return
-        length = _header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await _reject(scope, receive, send, 413, self._too_large())
-            return
         path: str = scope["path"]
+        max_bytes = self._limit(path)
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > max_bytes:
+            await _reject(scope, receive, send, 413, self._too_large(max_bytes))
+            return
         ctype = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
         has_body = (length is not None and length != "0") or _header(
             scope, b"transfer-encoding"
@@ -130,19 +149,21 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     # An HTTPException, not a MailerError: FastAPI re-raises HTTPExceptions
                     # from body reading but turns anything else into "400 error parsing the
                     # body". The app's handler answers 413 in the usual format.
-                    raise HTTPException(413, detail=self._too_large()["error"]["message"])
+                    detail = self._too_large(max_bytes)["error"]["message"]
+                    raise HTTPException(413, detail=detail)
             return message
 
         await self.app(scope, limited_receive, send)
 
-    def _too_large(self) -> dict[str, Any]:
+    def _too_large(self, max_bytes: int) -> dict[str, Any]:
+        which = "MAX_BODY_BYTES" if max_bytes == self.max_bytes else "for this endpoint"
         return error_body(
             "payload_too_large",
-            f"The request body exceeds the limit of {self.max_bytes} bytes (MAX_BODY_BYTES).",
+            f"The request body exceeds the limit of {max_bytes} bytes ({which}).",
         )
 
 

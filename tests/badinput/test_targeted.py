@@ -14,7 +14,7 @@ from mailer.db import session_scope
 from mailer.models import Recipient
 from tests.fixtures.client import ApiClient, api_client, auth
 from tests.fixtures.errors import assert_error
-from tests.fixtures.pipeline import create_template, post_batch, wait_batch
+from tests.fixtures.pipeline import create_template, far_send_at, post_batch, wait_batch
 from tests.fixtures.smtp_server import SmtpTestServer
 
 V1 = "/api/v1"
@@ -315,7 +315,7 @@ async def test_sql_metacharacters_are_stored_verbatim(client: ApiClient, admin_k
             template_id,
             [{"email": "sql@example.com", "variables": {"v": value}}],
             metadata={value: value},
-            send_at="2999-01-01T00:00:00Z",
+            send_at=far_send_at(),
         )
         assert out.status_code == 201, out.text
         batch = await client.http.get(f"{V1}/batches/{out.json()['id']}", headers=auth(admin_key))
@@ -449,7 +449,7 @@ def _valid_bodies(template_id: str) -> list[tuple[str, str, dict[str, Any]]]:
                 "template_id": template_id,
                 "recipients": [{"email": "a@b.co", "variables": {"name": "n"}}],
                 "metadata": {"m": 1},
-                "send_at": "2999-01-01T00:00:00Z",
+                "send_at": far_send_at(),
                 "from": "A <a@example.com>",
                 "reply_to": "r@example.com",
                 "tags": {"t": "v"},

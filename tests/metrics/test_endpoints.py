@@ -225,6 +225,9 @@ async def test_prometheus_exposition(mclient: ApiClient) -> None:
     metrics = get_metrics(mclient.state)
     metrics.observe_counts({"sent": 3, "failed": 1}, "smtp")
     metrics.observe_webhook_counts({"bounced": 2, "complained": 1, "delivered": 0})
+    metrics.observe_ses_event(True, 2)
+    metrics.observe_ses_event(True, 0)
+    metrics.observe_ses_event(False, 0)
     metrics.observe_send_latency("smtp", 0.02)
     metrics.observe_send_latency("smtp", 3.0)
     metrics.observe_rate_wait(0.25)
@@ -255,6 +258,9 @@ async def test_prometheus_exposition(mclient: ApiClient) -> None:
     assert got[("mailer_messages_total", (("event", "bounced"), ("transport", "ses")))] == 2
     assert got[("mailer_messages_total", (("event", "complained"), ("transport", "ses")))] == 1
     assert ("mailer_messages_total", (("event", "delivered"), ("transport", "ses"))) not in got
+    assert got[("mailer_ses_events_total", (("message", "ours"),))] == 2
+    assert got[("mailer_ses_events_total", (("message", "not_ours"),))] == 1
+    assert got[("mailer_ses_addresses_ignored_total", ())] == 2
     smtp = (("transport", "smtp"),)
     assert got[("mailer_send_duration_seconds_count", smtp)] == 2
     assert got[("mailer_send_duration_seconds_sum", smtp)] == pytest.approx(3.02)

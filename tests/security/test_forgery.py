@@ -15,7 +15,13 @@ from mailer.db import session_scope
 from mailer.models import Event, Recipient, Suppression
 from mailer.unsubscribe.tokens import make_token
 from tests.fixtures.client import ApiClient, api_client, auth
-from tests.fixtures.pipeline import create_template, make_recipients, post_batch, wait_batch
+from tests.fixtures.pipeline import (
+    create_template,
+    far_send_at,
+    make_recipients,
+    post_batch,
+    wait_batch,
+)
 from tests.fixtures.ses_server import SES_ACCESS_KEY, SES_SECRET_KEY, SesTestServer
 from tests.fixtures.sns_signing import TOPIC_ARN, CertFetcher, SnsTestSigner
 from tests.webhooks.factories import bounce
@@ -116,9 +122,7 @@ async def test_forged_sns_notifications_change_nothing(
 async def test_forged_unsubscribe_tokens_change_nothing(client: ApiClient) -> None:
     key = await client.make_key(admin=True)
     template_id = await create_template(client.http, key)
-    out = await post_batch(
-        client.http, key, template_id, make_recipients(2), send_at="2999-01-01T00:00:00Z"
-    )
+    out = await post_batch(client.http, key, template_id, make_recipients(2), send_at=far_send_at())
     assert out.status_code == 201, out.text
     async with session_scope(client.state.sessionmaker) as session:
         ids = sorted((await session.scalars(select(Recipient.id))).all())

@@ -22,6 +22,7 @@ from mailer.models import Recipient
 from mailer.unsubscribe.tokens import make_token
 from tests.fixtures.client import ApiClient
 from tests.fixtures.dns_server import DnsTestServer
+from tests.fixtures.pipeline import far_send_at
 from tests.security.conftest import KeySet
 
 V1 = "/api/v1"
@@ -50,7 +51,7 @@ class Ctx:
             "recipients": [{"email": "matrix@example.com", "variables": {"name": "M"}}],
         }
         if scheduled:
-            body["send_at"] = "2999-01-01T00:00:00Z"
+            body["send_at"] = far_send_at()
         batch_id: str = (await self.call("POST", f"{V1}/batches", json=body))["id"]
         return batch_id
 
@@ -116,7 +117,7 @@ async def new_batch(ctx: Ctx) -> Request:
     body = {
         "template_id": await ctx.template(),
         "recipients": [{"email": "new@example.com", "variables": {"name": "N"}}],
-        "send_at": "2999-01-01T00:00:00Z",
+        "send_at": far_send_at(),
     }
     return f"{V1}/batches", {"json": body}
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from mailer.db import session_scope
 from mailer.models import Recipient, Suppression
 from tests.fixtures.client import ApiClient, api_client, auth
+from tests.fixtures.errors import assert_error
 from tests.fixtures.pipeline import create_template, make_recipients, post_batch, wait_batch
 from tests.fixtures.ses_server import SES_ACCESS_KEY, SES_SECRET_KEY, SesTestServer
-from tests.fixtures.sns_signing import CertFetcher, SnsTestSigner
+from tests.fixtures.sns_signing import TOPIC_ARN, CertFetcher, SnsTestSigner
 from tests.webhooks.factories import bounce, complaint, delivery
 
 ORIGINAL_EXAMPLE = {
@@ -139,6 +141,38 @@ async def test_original_example_accepted_without_verification(client_factory: An
         async with session_scope(c.state.sessionmaker) as session:
             row = await session.get(Suppression, "invalid@example.com")
         assert row is not None and row.reason == "BOUNCE"
+
+
+async def test_production_without_topics_accepts_none(
+    settings_factory: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """APP_ENV=production and SNS_TOPIC_ARNS unset: 403 naming the setting, and no
+    certificate is fetched for it; start-up says so (an error with MAIL_TRANSPORT=ses)."""
+    signer = SnsTestSigner.shared()
+    fetcher = CertFetcher(signer)
+    settings = settings_factory(app_env="production", mail_transport="ses")
+    async with api_client(settings, sns_fetch_cert=fetcher) as c:
+        started = capsys.readouterr().err
+        response = await _post(c, signer.notification(bounce("m-1", ["x@example.com"])))
+        error = assert_error(response, 403, "forbidden")
+        assert "SNS_TOPIC_ARNS" in error["message"]
+        confirm = await _post(c, signer.confirmation())
+        assert confirm.status_code == 403
+        async with session_scope(c.state.sessionmaker) as session:
+            assert await session.get(Suppression, "x@example.com") is None
+    assert fetcher.calls == []
+    assert '"sns_no_topic_accepted"' in started and '"level": "error"' in started
+    # Development keeps accepting every topic, with a warning at start.
+    async with api_client(settings_factory(), sns_fetch_cert=fetcher) as c:
+        started = capsys.readouterr().err
+        response = await _post(c, signer.notification(bounce("m-1", ["x@example.com"])))
+        assert response.status_code == 200, response.text
+    assert '"sns_any_topic_accepted"' in started
+    # Production with the topic listed works.
+    listed = settings_factory(app_env="production", sns_topic_arns=TOPIC_ARN)
+    async with api_client(listed, sns_fetch_cert=fetcher) as c:
+        response = await _post(c, signer.notification(bounce("m-2", ["y@example.com"])))
+        assert response.status_code == 200, response.text
 
 
 async def test_topic_allowlist(settings_factory: Any) -> None:

@@ -67,8 +67,10 @@ class Hook:
             await session.commit()
             return outcome
 
-    async def ses(self, message: dict[str, Any] | str, **kwargs: Any) -> Outcome:
-        return await self.post(SIGNER.notification_body(message, **kwargs))
+    async def ses(
+        self, message: dict[str, Any] | str, *, on_event: Any = None, **kwargs: Any
+    ) -> Outcome:
+        return await self.post(SIGNER.notification_body(message, **kwargs), on_event=on_event)
 
 
 @pytest.fixture
@@ -319,18 +321,58 @@ async def test_unknown_message_still_recorded(hook: Hook, sessionmaker: Maker) -
 
 
 async def test_address_not_among_message_recipients(hook: Hook, sessionmaker: Maker) -> None:
+    """A bounce about our message naming only an address it was not sent to: recorded,
+    nothing suppressed (a forged event must not suppress a bystander)."""
     [rec] = await _sent(sessionmaker, ["a@example.com"])
-    await hook.ses(f.bounce(MID, ["alias@example.com"]))
+    seen: list[tuple[bool, int]] = []
+    await hook.ses(f.bounce(MID, ["alias@example.com"]), on_event=lambda *a: seen.append(a))
     state = await _state(sessionmaker)
     assert state["statuses"] == {"a@example.com": "SENT"}
-    [(etype, email, batch_id, recipient_id, _)] = state["events"]
-    assert (etype, email, batch_id, recipient_id) == (
-        "BOUNCE",
-        "alias@example.com",
-        rec.batch_id,
-        None,
+    [(etype, email, batch_id, recipient_id, data)] = state["events"]
+    assert (etype, email, batch_id, recipient_id) == ("BOUNCE", None, rec.batch_id, None)
+    assert data["ignoredAddresses"] == ["alias@example.com"] and data["ignoredCount"] == 1
+    assert state["suppressions"] == {}
+    assert "bounced" not in state["metrics"]
+    assert seen == [(True, 1)]
+
+
+@pytest.mark.parametrize("kind", ["bounce", "complaint"])
+async def test_event_about_our_message_acts_only_on_its_recipients(
+    hook: Hook, sessionmaker: Maker, kind: str
+) -> None:
+    """A genuinely signed event about one of our messages that also names bystanders: the
+    recipients are bounced/complained and suppressed, the bystanders only listed as ignored."""
+    a, _ = await _sent(sessionmaker, ["a@example.com", "b@example.com"])
+    named = ["a@example.com", "victim@example.net", "ceo@example.org"]
+    event = f.bounce(MID, named) if kind == "bounce" else f.complaint(MID, named)
+    seen: list[tuple[bool, int]] = []
+    assert await hook.ses(event, on_event=lambda *x: seen.append(x)) is Outcome.PROCESSED
+    state = await _state(sessionmaker)
+    final = "BOUNCED" if kind == "bounce" else "COMPLAINED"
+    assert state["statuses"] == {"a@example.com": final, "b@example.com": "SENT"}
+    assert list(state["suppressions"]) == ["a@example.com"]
+    [(_, email, batch_id, recipient_id, data)] = state["events"]
+    assert (email, batch_id, recipient_id) == ("a@example.com", a.batch_id, a.id)
+    assert data["ignoredAddresses"] == ["victim@example.net", "ceo@example.org"]
+    assert data["ignoredCount"] == 2
+    assert state["metrics"][final.lower()] == 1
+    assert seen == [(True, 2)]
+
+
+async def test_event_about_a_message_we_did_not_send_acts_as_before(
+    hook: Hook, sessionmaker: Maker
+) -> None:
+    """Another sender on the same account (or an invented messageId): the named addresses
+    are suppressed as they come from our own topic, and counted apart."""
+    await _sent(sessionmaker, ["a@example.com"])
+    seen: list[tuple[bool, int]] = []
+    await hook.ses(
+        f.complaint("not-one-of-ours", ["x@example.com"]), on_event=lambda *x: seen.append(x)
     )
-    assert list(state["suppressions"]) == ["alias@example.com"]
+    state = await _state(sessionmaker)
+    assert list(state["suppressions"]) == ["x@example.com"]
+    assert "ignoredCount" not in state["events"][0][4]
+    assert seen == [(False, 0)]
 
 
 async def test_rejected_messages_change_nothing(hook: Hook, sessionmaker: Maker) -> None:

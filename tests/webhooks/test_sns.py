@@ -36,6 +36,9 @@ GOOD_CERT_URLS = [
     CERT_URL,
     "https://sns.eu-west-3.amazonaws.com/SimpleNotificationService-6aad65c2f9911b05cd53efda11f913f9.pem",
     "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+    "https://sns.cn-northwest-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+    "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
+    "https://sns.ap-southeast-5.amazonaws.com/SimpleNotificationService-abc.pem",
 ]
 
 
@@ -64,6 +67,7 @@ def test_subscribe_url_rules() -> None:
         ok.replace("https://", "http://"),
         ok.replace("amazonaws.com/", "amazonaws.com.evil.example/"),
         ok.replace("sns.us-west-2", "s3"),
+        ok.replace("sns.us-west-2", "sns.s3"),
         ok.replace("https://", "https://u:p@"),
         ok.replace(".com/", ".com:444/"),
         ok + "#frag",
@@ -76,6 +80,7 @@ def test_subscribe_url_rules() -> None:
 def test_topic_allowlist() -> None:
     arn = "arn:aws:sns:us-east-1:1:a"
     assert is_topic_allowed(arn, [])
+    assert not is_topic_allowed(arn, [], any_when_unset=False)
     assert is_topic_allowed(arn, ["arn:aws:sns:us-east-1:1:b", arn])
     assert not is_topic_allowed(arn, ["arn:aws:sns:us-east-1:1:b"])
     assert not is_topic_allowed(arn + "x", [arn])
@@ -326,15 +331,18 @@ async def test_fetch_certificate(cert_server: str) -> None:
     for path in ("redirect.pem", "big.pem", "missing.pem"):
         with pytest.raises(SnsCertificateUnavailable):
             await fetch_certificate(f"{cert_server}/{path}", max_bytes=64 * 1024)
-    with pytest.raises(SnsCertificateUnavailable):
+    with pytest.raises(SnsCertificateUnavailable) as failed:
         await fetch_certificate("http://127.0.0.1:1/cert.pem")
+    # The answer says what failed, not the client library's text (addresses, errno, ...).
+    assert str(failed.value) == "the signing certificate could not be fetched; retry later"
 
 
 async def test_http_get_status(cert_server: str) -> None:
     assert await http_get_status(f"{cert_server}/cert.pem") == 200
     assert await http_get_status(f"{cert_server}/redirect.pem") == 302
-    with pytest.raises(SnsConfirmationFailed):
+    with pytest.raises(SnsConfirmationFailed) as failed:
         await http_get_status("http://127.0.0.1:1/")
+    assert str(failed.value) == "the SubscribeURL could not be visited"
 
 
 async def test_confirm_subscription() -> None:

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter
 
 from mailer.auth import service
 from mailer.auth.dependencies import AdminKey
 from mailer.auth.schemas import KeyCreate, KeyCreated, KeyOut
 from mailer.deps import ApiRoute, Paging, Session, State
+from mailer.jsonbody import json_body, request_body_doc
 from mailer.schemas import PageOut
 
 router = APIRouter(prefix="/admin/keys", tags=["admin"], route_class=ApiRoute)
 
 
-@router.post("", status_code=201, response_model=KeyCreated)
-async def create_key(body: KeyCreate, session: Session, _: AdminKey) -> KeyCreated:
+@router.post(
+    "", status_code=201, response_model=KeyCreated, openapi_extra=request_body_doc(KeyCreate)
+)
+async def create_key(
+    _: AdminKey, body: Annotated[KeyCreate, json_body(KeyCreate)], session: Session
+) -> KeyCreated:
     created = await service.create_key(session, body.name, admin=body.is_admin)
     key = created.key
     return KeyCreated(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
+from pydantic import BaseModel
 
 from mailer.auth.dependencies import SendKey
 from mailer.batches import service
@@ -33,7 +34,7 @@ _BATCH_BODY: dict[str, Any] = {
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BatchCreate"}}},
     }
 }
-OPENAPI_MODELS = [BatchCreate]
+OPENAPI_MODELS: list[type[BaseModel]] = [BatchCreate]
 
 
 def batch_out(batch: Batch, counts: dict[str, int]) -> BatchOut:

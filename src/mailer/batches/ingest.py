@@ -20,13 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
 from mailer.addresses import InvalidAddress, normalize_email
 from mailer.batches.schemas import BatchOptions
-from mailer.errors import BadRequest, ValidationFailed, validation_details
+from mailer.errors import ValidationFailed, validation_details
+from mailer.jsonbody import MAX_JSON_DEPTH, TOO_DEEP, check_depth, deep_path, exceeds_depth, loads
 from mailer.schemas import camel_spellings
 from mailer.templates.variables import VariableSpec, check_variables
 from mailer.validation import nul_paths
@@ -37,6 +37,9 @@ _RECIPIENT_KEYS = frozenset({"email", "variables"})
 # rules); the per-recipient loop tests these inline and calls check_variables (which
 # writes the messages) only for a recipient that fails, or for the other types.
 _EXACT_TYPES: dict[str, type] = {"string": str, "integer": int, "boolean": bool, "object": dict}
+_CONTAINERS = frozenset({dict, list})
+# A recipient's variables sit at level 4 of the body (body, recipients, recipient).
+_VARIABLES_DEPTH = MAX_JSON_DEPTH - 3
 _OPTION_SPELLINGS = camel_spellings(BatchOptions)
 
 
@@ -70,18 +73,15 @@ def parse_request(body: bytes, *, max_recipients: int) -> ParsedRequest:
 
 
 def _parse_request(body: bytes, max_recipients: int) -> ParsedRequest:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(
-            f"The request body is not valid JSON: {exc}", code="malformed_json"
-        ) from None
+    data = loads(body, check_nesting=False)
     if not isinstance(data, dict):
         raise ValidationFailed(
             "The request body must be a JSON object.",
             details=[{"field": "body", "message": "expected an object"}],
         )
     recipients = data.pop("recipients", None)
+    # Nesting: the options here, each recipient's variables in RecipientChecker.
+    check_depth(data)
     problems: list[dict[str, Any]] = []
     if recipients is None:
         problems.append({"field": "recipients", "message": "Field required"})
@@ -204,6 +204,12 @@ class RecipientChecker:
                 variables = {}
             elif not isinstance(variables, dict):
                 fail(index, "variables", "must be an object")
+                continue
+            elif not _CONTAINERS.isdisjoint(map(type, variables.values())) and exceeds_depth(
+                variables, _VARIABLES_DEPTH
+            ):
+                where = deep_path(variables, _VARIABLES_DEPTH, "variables") or "variables"
+                fail(index, where, TOO_DEEP)
                 continue
             if specs and not _plainly_valid(plan, variables):
                 for name, problem in check_variables(specs, variables):

@@ -4,7 +4,7 @@ path, indexed errors); BatchCreate documents it and validates everything else.""
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -13,6 +13,10 @@ from mailer.models.enums import EventType, RecipientStatus
 from mailer.schemas import RequestModel, ResponseModel
 
 _TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+# Tags mailer sets itself (mailer_batch, mailer_recipient); users' tags may not use it.
+RESERVED_TAG_PREFIX = "mailer_"
+MAX_SCHEDULE_AHEAD = timedelta(days=365)
+_SEND_AT_EXAMPLE = "e.g. 2026-01-01T09:00:00Z"
 
 
 class RecipientIn(RequestModel):
@@ -23,7 +27,11 @@ class RecipientIn(RequestModel):
 class BatchOptions(RequestModel):
     template_id: str = Field(min_length=1, max_length=64)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    send_at: datetime | None = Field(None, description="ISO 8601; schedules the batch")
+    send_at: datetime | None = Field(
+        None,
+        description="ISO 8601 with a timezone; schedules the batch, at most 365 days ahead "
+        "(a time in the past means now)",
+    )
     from_: str | None = Field(None, alias="from", max_length=400)
     reply_to: list[str] | str | None = None
     tags: dict[str, str] = Field(default_factory=dict, max_length=50)
@@ -44,14 +52,47 @@ class BatchOptions(RequestModel):
         for name, tag in value.items():
             if not _TAG.match(name) or not _TAG.match(tag):
                 raise ValueError(f"tag {name!r}: names and values must be 1-256 of [A-Za-z0-9_-]")
+            if name.lower().startswith(RESERVED_TAG_PREFIX):
+                raise ValueError(
+                    f"tag {name!r}: names starting with {RESERVED_TAG_PREFIX!r} are mailer's own"
+                )
         return value
+
+    @field_validator("send_at", mode="before")
+    @classmethod
+    def _iso_8601(cls, value: Any) -> Any:
+        # Pydantic would also take a number (or a string of digits) as a Unix time, in
+        # seconds or milliseconds by its size: 99999999999 meant 1973 and sent at once.
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError(f"must be an ISO 8601 date-time string, {_SEND_AT_EXAMPLE}")
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"must be an ISO 8601 date-time, {_SEND_AT_EXAMPLE}") from None
 
     @field_validator("send_at")
     @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("must include a timezone (e.g. 2026-01-01T09:00:00Z)")
-        return value
+    def _in_range(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"must include a timezone, {_SEND_AT_EXAMPLE}")
+        now = datetime.now(UTC)
+        try:
+            when = value.astimezone(UTC)
+        except OverflowError:
+            # Year 1 or 9999 with an offset: beyond what a datetime (or the database) holds
+            # once in UTC.
+            when = now if value.year == 1 else datetime.max.replace(tzinfo=UTC)
+        latest = now + MAX_SCHEDULE_AHEAD
+        if when > latest:
+            raise ValueError(
+                f"must be at most {MAX_SCHEDULE_AHEAD.days} days ahead "
+                f"(before {latest.isoformat(timespec='seconds')})"
+            )
+        return max(when, now)  # a time in the past means now
 
 
 class BatchCreate(BatchOptions):

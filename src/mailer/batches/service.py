@@ -6,13 +6,13 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import formataddr, parseaddr
+from email.utils import formataddr
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailer.addresses import InvalidAddress, normalize_email
+from mailer.addresses import InvalidAddress, normalize_email, parse_mailbox
 from mailer.auth.principal import Principal
 from mailer.batches import repository
 from mailer.batches.dispatch import enqueue_after_commit
@@ -67,8 +67,8 @@ def _check_sender(value: str, field: str) -> str:
             f"'{field}' contains control characters.",
             details=[{"field": field, "message": "must not contain CR, LF or control characters"}],
         )
-    name, addr = parseaddr(value)
     try:
+        name, addr = parse_mailbox(value)
         normalized = normalize_email(addr)
     except InvalidAddress as exc:
         raise ValidationFailed(
@@ -108,6 +108,11 @@ async def create_batch(
     """Store the batch, its recipients and its events; its chunks are enqueued once the
     session commits."""
     if idempotency_key is not None:
+        if not idempotency_key.strip():
+            raise ValidationFailed(
+                "The Idempotency-Key header is empty.",
+                details=[{"field": "header:Idempotency-Key", "message": "must not be blank"}],
+            )
         existing = await _replay_or_conflict(session, principal, idempotency_key, body_hash)
         if existing is not None:
             return CreateResult(existing, existing.response or {}, replayed=True, jobs=[])

@@ -11,6 +11,7 @@ from mailer.auth.dependencies import AdminKey
 from mailer.deadletters import service
 from mailer.deadletters.schemas import DeadLetterOut, PurgeOut, RetryOut, RetryRequest
 from mailer.deps import ApiRoute, Paging, Session, State
+from mailer.jsonbody import json_body, request_body_doc
 from mailer.schemas import PageOut
 
 router = APIRouter(prefix="/admin/dead-letters", tags=["admin"], route_class=ApiRoute)
@@ -34,12 +35,16 @@ async def list_dead_letters(
     )
 
 
-@router.post("/retry", response_model=RetryOut)
+@router.post(
+    "/retry",
+    response_model=RetryOut,
+    openapi_extra=request_body_doc(RetryRequest, required=False),
+)
 async def retry_dead_letters(
+    _: AdminKey,
+    body: Annotated[RetryRequest | None, json_body(RetryRequest, optional=True)],
     session: Session,
     state: State,
-    _: AdminKey,
-    body: RetryRequest | None = None,
 ) -> RetryOut:
     """Send the dead letters' recipients again (all, or the ids given)."""
     result = await service.retry_dead_letters(session, state.queue, body.ids if body else None)

@@ -48,7 +48,7 @@ def batch_context(
 ) -> BatchContext:
     from_addr = batch.from_address or settings.mail_from
     domain = parseaddr(from_addr)[1].rpartition("@")[2] or "localhost"
-    tags = {"mailer_batch": batch.id, **batch.tags}
+    tags = {**batch.tags, "mailer_batch": batch.id}
     return BatchContext(
         batch_id=batch.id,
         version=version,

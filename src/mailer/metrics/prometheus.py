@@ -89,6 +89,20 @@ class _Instruments:
             buckets=HTTP_BUCKETS,
             registry=registry,
         )
+        self.ses_events = Counter(
+            "mailer_ses_events",
+            "SES notifications processed, by whether they were about a message mailer sent "
+            "(ours) or not (not_ours: another sender on the account, or no messageId); the "
+            "latter suppress the addresses they name without any check against our sends.",
+            ["message"],
+            registry=registry,
+        )
+        self.ses_ignored = Counter(
+            "mailer_ses_addresses_ignored",
+            "Addresses named by an SES notification about one of our messages that the "
+            "message was not sent to: ignored (a forged or mistaken event).",
+            registry=registry,
+        )
         self.rate_wait = Counter(
             "mailer_rate_limiter_wait_seconds",
             "Time sends spent waiting for the global send-rate limiter.",
@@ -245,6 +259,11 @@ class MetricsRegistry:
     def observe_webhook_counts(self, counts: Mapping[str, int], transport: str = "ses") -> None:
         """What one provider notification changed (bounced, complained, delivered, ...)."""
         self.observe_counts(counts, transport)
+
+    def observe_ses_event(self, ours: bool, ignored: int) -> None:
+        self._m.ses_events.labels("ours" if ours else "not_ours").inc()
+        if ignored:
+            self._m.ses_ignored.inc(ignored)
 
     def observe_send_latency(self, transport: str, seconds: float) -> None:
         self._m.send_duration.labels(transport).observe(seconds)

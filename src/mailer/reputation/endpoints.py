@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter
 
 from mailer.auth.dependencies import AdminKey
 from mailer.deps import ApiRoute, Session
+from mailer.jsonbody import json_body, request_body_doc
 from mailer.reputation import service
 from mailer.reputation.schemas import PauseRequest, SendingState
 
@@ -23,9 +26,15 @@ async def sending_state(session: Session, _: AdminKey) -> SendingState:
     return _out(await service.current(session))
 
 
-@router.post("/pause", response_model=SendingState)
+@router.post(
+    "/pause",
+    response_model=SendingState,
+    openapi_extra=request_body_doc(PauseRequest, required=False),
+)
 async def pause_sending(
-    session: Session, principal: AdminKey, body: PauseRequest | None = None
+    principal: AdminKey,
+    body: Annotated[PauseRequest | None, json_body(PauseRequest, optional=True)],
+    session: Session,
 ) -> SendingState:
     reason = body.reason if body else "paused by an admin"
     return _out(await service.pause(session, reason, by=f"api-key:{principal.key_id}"))

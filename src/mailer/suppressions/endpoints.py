@@ -10,6 +10,7 @@ from mailer.addresses import InvalidAddress, normalize_email
 from mailer.auth.dependencies import AdminKey
 from mailer.deps import ApiRoute, Paging, Session
 from mailer.errors import NotFound, ValidationFailed
+from mailer.jsonbody import json_body, request_body_doc
 from mailer.models.enums import SuppressionReason
 from mailer.schemas import PageOut
 from mailer.suppressions import service
@@ -37,9 +38,16 @@ async def list_suppressions(
     )
 
 
-@router.post("", status_code=201, response_model=SuppressionAdded)
+@router.post(
+    "",
+    status_code=201,
+    response_model=SuppressionAdded,
+    openapi_extra=request_body_doc(SuppressionCreate),
+)
 async def add_suppressions(
-    body: SuppressionCreate, session: Session, principal: AdminKey
+    principal: AdminKey,
+    body: Annotated[SuppressionCreate, json_body(SuppressionCreate)],
+    session: Session,
 ) -> SuppressionAdded:
     addresses = body.addresses
     problems = []

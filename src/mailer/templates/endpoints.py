@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 from fastapi import APIRouter, Response
 
 from mailer.auth.dependencies import SendKey
 from mailer.deps import ApiRoute, Paging, Session, State
+from mailer.jsonbody import json_body, request_body_doc
 from mailer.models import Template, TemplateVersion
 from mailer.schemas import PageOut
 from mailer.templates import service, versions
@@ -20,6 +22,11 @@ from mailer.templates.schemas import (
 )
 
 router = APIRouter(prefix="/templates", tags=["templates"], route_class=ApiRoute)
+
+# Bodies are read after the key is checked (see mailer.jsonbody): the key comes first.
+CreateBody = Annotated[TemplateCreate, json_body(TemplateCreate)]
+UpdateBody = Annotated[TemplateUpdate, json_body(TemplateUpdate)]
+RenderBody = Annotated[RenderRequest, json_body(RenderRequest)]
 
 
 async def _out(template: Template, version: TemplateVersion) -> TemplateOut:
@@ -46,8 +53,10 @@ async def list_templates(session: Session, page: Paging, _: SendKey) -> PageOut[
     )
 
 
-@router.post("", status_code=201, response_model=TemplateOut)
-async def create_template(body: TemplateCreate, session: Session, _: SendKey) -> TemplateOut:
+@router.post(
+    "", status_code=201, response_model=TemplateOut, openapi_extra=request_body_doc(TemplateCreate)
+)
+async def create_template(_: SendKey, body: CreateBody, session: Session) -> TemplateOut:
     template, version = await service.create_template(
         session,
         name=body.name,
@@ -64,9 +73,11 @@ async def get_template(template_id: str, session: Session, _: SendKey) -> Templa
     return await _out(*await service.get_template(session, template_id))
 
 
-@router.put("/{template_id}", response_model=TemplateOut)
+@router.put(
+    "/{template_id}", response_model=TemplateOut, openapi_extra=request_body_doc(TemplateUpdate)
+)
 async def update_template(
-    template_id: str, body: TemplateUpdate, session: Session, _: SendKey
+    template_id: str, _: SendKey, body: UpdateBody, session: Session
 ) -> TemplateOut:
     changes = body.model_dump(exclude_unset=True)
     return await _out(*await service.update_template(session, template_id, changes))
@@ -78,9 +89,13 @@ async def delete_template(template_id: str, session: Session, _: SendKey) -> Res
     return Response(status_code=204)
 
 
-@router.post("/{template_id}/render", response_model=RenderedOut)
+@router.post(
+    "/{template_id}/render",
+    response_model=RenderedOut,
+    openapi_extra=request_body_doc(RenderRequest),
+)
 async def render_template(
-    template_id: str, body: RenderRequest, session: Session, state: State, _: SendKey
+    template_id: str, _: SendKey, body: RenderBody, session: Session, state: State
 ) -> RenderedOut:
     """Render with the variables given. {{unsubscribe_url}} shows an example link (a real
     message gets its recipient's own)."""

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Header, Request
 
 from mailer.deps import Session, State
 from mailer.errors import MailerError
 from mailer.metrics import get_metrics
 from mailer.responses import JsonResponse
-from mailer.webhooks.service import handle_webhook
+from mailer.webhooks.service import handle_webhook, topic_refusal
 from mailer.webhooks.ses_events import SesMessageInvalid
-from mailer.webhooks.sns import SnsError
+from mailer.webhooks.sns import SnsError, load_json_object
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
@@ -37,19 +36,25 @@ async def ses_webhook(
     state: State,
     x_amz_sns_message_type: Annotated[str | None, Header()] = None,
 ) -> JsonResponse:
-    body = await request.body()
-    if state.settings.sns_verify and not _looks_signed(body):
-        raise MailerError(
-            "Not a signed SNS message (SNS_VERIFY is on).", code="forbidden"
-        ).with_status(403)
+    settings = state.settings
+    if not settings.sns_topic_arns and not settings.sns_any_topic:
+        # Production without SNS_TOPIC_ARNS: refused before the body is even read.
+        raise MailerError(topic_refusal(settings, None), code="forbidden").with_status(403)
+    metrics = get_metrics(state)
     try:
+        data = load_json_object(await request.body())
+        if settings.sns_verify and not ("Type" in data and "Signature" in data):
+            raise MailerError(
+                "Not a signed SNS message (SNS_VERIFY is on).", code="forbidden"
+            ).with_status(403)
         outcome = await handle_webhook(
             session,
-            body,
+            data,
             settings=state.settings,
             verifier=state.sns_verifier,
             header_type=x_amz_sns_message_type,
-            on_counts=get_metrics(state).observe_webhook_counts,
+            on_counts=metrics.observe_webhook_counts,
+            on_event=metrics.observe_ses_event,
         )
     except SnsError as exc:
         status = getattr(exc, "status_code", 400)
@@ -59,12 +64,3 @@ async def ses_webhook(
     except SesMessageInvalid as exc:
         raise MailerError(str(exc), code="bad_request").with_status(400) from None
     return JsonResponse({"status": outcome.value})
-
-
-def _looks_signed(body: bytes) -> bool:
-    """An SNS envelope has Type and Signature; anything else can't be verified."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return True  # let the parser report malformed JSON as 400
-    return not isinstance(data, dict) or ("Type" in data and "Signature" in data)

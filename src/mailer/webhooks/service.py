@@ -62,6 +62,9 @@ _LATE_FINAL_FROM = (RecipientStatus.SENT, RecipientStatus.DELIVERED)
 
 
 CountsObserver = Callable[[Mapping[str, int]], None]
+# (the event is about a message we sent, addresses it named that the message was not sent to)
+EventObserver = Callable[[bool, int], None]
+_IGNORED_SHOWN = 20
 
 
 class Outcome(StrEnum):
@@ -73,26 +76,35 @@ class Outcome(StrEnum):
 
 async def handle_webhook(
     session: AsyncSession,
-    body: bytes,
+    body: bytes | Mapping[str, Any],
     *,
     settings: Settings,
     verifier: SnsVerifier | None,
     header_type: str | None = None,
     http_get: HttpGet | None = None,
     on_counts: CountsObserver | None = None,
+    on_event: EventObserver | None = None,
 ) -> Outcome:
     """Everything POST /webhooks/ses does. Raises SnsError subclasses (see their status_code)
     and SesMessageInvalid (400) for a raw dev-mode body that is not an SES message.
-    `on_counts` receives what the notification changed (for Prometheus)."""
-    data = load_json_object(body)
+    `on_counts` receives what the notification changed, `on_event` whether it was about one
+    of our messages and how many addresses it named were ignored (both for Prometheus)."""
+    data = load_json_object(body) if isinstance(body, bytes) else dict(body)
     if "Type" not in data and not settings.sns_verify:
         log.warning("ses_webhook_unverified_raw_message")
         return await handle_notification(
-            session, None, parse_ses_message(data), settings=settings, on_counts=on_counts
+            session,
+            None,
+            parse_ses_message(data),
+            settings=settings,
+            on_counts=on_counts,
+            on_event=on_event,
         )
     env = parse_envelope(data, header_type=header_type)
-    if not is_topic_allowed(env.topic_arn, settings.sns_topic_arns):
-        raise SnsTopicNotAllowed(f"topic {env.topic_arn} is not in SNS_TOPIC_ARNS")
+    if not is_topic_allowed(
+        env.topic_arn, settings.sns_topic_arns, any_when_unset=settings.sns_any_topic
+    ):
+        raise SnsTopicNotAllowed(topic_refusal(settings, env.topic_arn))
     if settings.sns_verify:
         if verifier is None:
             raise RuntimeError("an SnsVerifier is required while SNS_VERIFY is on")
@@ -115,7 +127,18 @@ async def handle_webhook(
             message_id=None,
             detail={"message": env.message[:1000]},
         )
-    return await handle_notification(session, env, ses, settings=settings, on_counts=on_counts)
+    return await handle_notification(
+        session, env, ses, settings=settings, on_counts=on_counts, on_event=on_event
+    )
+
+
+def topic_refusal(settings: Settings, topic_arn: str | None) -> str:
+    if not settings.sns_topic_arns:
+        return (
+            "SNS_TOPIC_ARNS is not set: with APP_ENV=production no SNS topic is accepted. "
+            "Set it to the ARNs of the topics your SES notifications are published to."
+        )
+    return f"topic {topic_arn} is not in SNS_TOPIC_ARNS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,18 +164,35 @@ async def handle_notification(
     *,
     settings: Settings,
     on_counts: CountsObserver | None = None,
+    on_event: EventObserver | None = None,
 ) -> Outcome:
-    """Apply one SES event. `env` is None for an unsigned raw message (development only)."""
+    """Apply one SES event. `env` is None for an unsigned raw message (development only).
+
+    An event about one of our messages (its mail.messageId is a recipient's provider id)
+    acts only on the addresses that message was sent to: anyone can have SNS deliver
+    genuinely signed messages from a topic of their own (when SNS_TOPIC_ARNS allows it), so
+    a bounce naming a bystander must not suppress them. The other addresses are recorded as
+    ignored in the event's data. Events about messages we did not send (another application
+    on the account, or no messageId) act on the addresses they name, as before."""
     now = utcnow()
     if not await _claim(session, env, ses, now):
         log.info("ses_event_duplicate", sns_message_id=env.message_id if env else None)
         return Outcome.DUPLICATE
     matches = await _recipients_of(session, ses.message_id)
-    entries = _entries(ses, matches)
+    entries, ignored = _entries(ses, matches)
     batch_ids = {m.batch_id for m in matches}
     message_batch = next(iter(batch_ids)) if len(batch_ids) == 1 else None
     event_type = _event_type(ses)
     extra = {"snsMessageId": env.message_id} if env is not None else {}
+    noted: dict[str, Any] = {}
+    if ignored:
+        noted = {"ignoredAddresses": ignored[:_IGNORED_SHOWN], "ignoredCount": len(ignored)}
+        log.warning(
+            "ses_event_addresses_ignored",
+            ses_message_id=ses.message_id,
+            ignored=len(ignored),
+            sns_topic_arn=env.topic_arn if env else None,
+        )
     await record_events(
         session,
         [
@@ -161,7 +201,7 @@ async def handle_notification(
                 "recipient_id": e.match.id if e.match else None,
                 "email": _event_email(e),
                 "type": event_type,
-                "data": {**ses.event_data(e.named), **extra},
+                "data": {**ses.event_data(e.named), **extra, **noted},
                 "created_at": now,
             }
             for e in entries
@@ -171,12 +211,15 @@ async def handle_notification(
     await bump_metrics(session, counts, at=now)
     if on_counts is not None:
         on_counts({str(kind): n for kind, n in counts.items()})
+    if on_event is not None:
+        on_event(bool(matches), len(ignored))
     log.info(
         "ses_event_processed",
         kind=ses.kind.value,
         ses_message_id=ses.message_id,
         events=len(entries),
         matched=len(matches),
+        ignored=len(ignored),
     )
     return Outcome.PROCESSED
 
@@ -232,21 +275,27 @@ async def _recipients_of(session: AsyncSession, message_id: str | None) -> list[
     ]
 
 
-def _entries(ses: SesEvent, matches: Sequence[_Match]) -> list[_Entry]:
+def _entries(ses: SesEvent, matches: Sequence[_Match]) -> tuple[list[_Entry], list[str]]:
+    """The events to record, and the addresses ignored: named by an event about one of our
+    messages (`matches` not empty) that the message was not sent to."""
     if not ses.recipients:
         # message-level events (Send, Open, Click, ...): one per recipient of the message
-        return [_Entry(None, m) for m in matches] or [_Entry(None, None)]
+        return [_Entry(None, m) for m in matches] or [_Entry(None, None)], []
     by_email: dict[str, list[_Match]] = {}
     for m in matches:
         by_email.setdefault(m.email, []).append(m)
     entries: list[_Entry] = []
+    ignored: list[str] = []
     for named in ses.recipients:
         found = by_email.get(named.email)
         if found:
             entries.extend(_Entry(named, m) for m in found)
+        elif matches:
+            ignored.append(named.email[:320])
         else:
             entries.append(_Entry(named, None))
-    return entries
+    # Every address ignored: one event about the message still records what was claimed.
+    return entries or [_Entry(None, None)], ignored
 
 
 _STATUS_COUNTER = {
@@ -290,6 +339,8 @@ async def _apply(
 ) -> dict[MetricKind, int]:
     """Recipient state changes and suppressions. Returns the metric counts to add."""
     named_ids = [e.match.id for e in entries if e.match and e.named]
+    # Addresses acted on (those ignored are not in `entries`), each once.
+    named_count = len({id(e.named) for e in entries if e.named is not None})
     named_valid = list(dict.fromkeys(e.named.email for e in entries if e.named and e.named.valid))
     source = {
         "type": "ses",
@@ -305,7 +356,7 @@ async def _apply(
     if ses.kind is SesEventKind.DELIVERY:
         ids = [e.match.id for e in entries if e.match]
         await _set_status(session, ids, RecipientStatus.DELIVERED, [RecipientStatus.SENT], now)
-        counts[MetricKind.DELIVERED] = len(entries) if ses.recipients else len(ids)
+        counts[MetricKind.DELIVERED] = named_count if ses.recipients else len(ids)
     elif ses.kind is SesEventKind.BOUNCE:
         bounce_type = (ses.bounce_type or "").lower()
         source.update(bounceType=ses.bounce_type, bounceSubType=ses.bounce_subtype)
@@ -314,7 +365,7 @@ async def _apply(
             suppressed += await suppressions.add(
                 session, named_valid, SuppressionReason.BOUNCE, source
             )
-            counts[MetricKind.BOUNCED] = len(ses.recipients)
+            counts[MetricKind.BOUNCED] = named_count
         elif bounce_type == "transient":
             suppressed += await _soft_bounces(session, named_valid, now, settings, source)
     elif ses.kind is SesEventKind.COMPLAINT:
@@ -324,7 +375,7 @@ async def _apply(
             suppressed += await suppressions.add(
                 session, named_valid, SuppressionReason.COMPLAINT, source
             )
-            counts[MetricKind.COMPLAINED] = len(ses.recipients)
+            counts[MetricKind.COMPLAINED] = named_count
     elif ses.kind is SesEventKind.SUBSCRIPTION and ses.unsubscribe_all:
         # The event names no address: the recipients we sent this message to unsubscribed.
         emails = list(dict.fromkeys(e.match.email for e in entries if e.match))

@@ -17,10 +17,13 @@ from typing import Any
 
 import aiohttp
 import orjson
+import structlog
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from mailer.jsonbody import check_depth
 
 NOTIFICATION = "Notification"
 SUBSCRIPTION_CONFIRMATION = "SubscriptionConfirmation"
@@ -51,10 +54,17 @@ _CONFIRMATION_SIGNED = (
     "Type",
 )
 
-_HOST = r"sns\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?"
+# SNS's own hosts only: sns.<region>.amazonaws.com (commercial and GovCloud regions, e.g.
+# us-east-1, us-gov-west-1) and sns.<region>.amazonaws.com.cn (China regions). Nothing
+# looser: `sns.s3.amazonaws.com` is S3's host for a bucket named "sns", where anyone can
+# publish a certificate.
+_REGION = r"(?!cn-)[a-z]{2}(?:-gov)?-[a-z]+-[0-9]{1,2}"
+_HOST = rf"sns\.(?:{_REGION}\.amazonaws\.com|cn-[a-z]+-[0-9]{{1,2}}\.amazonaws\.com\.cn)"
 # Whole-URL patterns: no userinfo, port, query or fragment can slip through.
 _CERT_URL = re.compile(rf"https://{_HOST}/SimpleNotificationService-[A-Za-z0-9]+\.pem")
 _SUBSCRIBE_URL = re.compile(rf"https://{_HOST}/(?:\?[A-Za-z0-9\-._~%!$&'()*+,;=:@/?]*)?")
+
+log = structlog.get_logger(__name__)
 
 CERT_FETCH_TIMEOUT = 10.0
 CERT_MAX_BYTES = 64 * 1024
@@ -132,9 +142,11 @@ class SnsEnvelope:
     def message_json(self) -> Any:
         """The Message field decoded as JSON, or None when it is not JSON."""
         try:
-            return orjson.loads(self.message)
+            data = orjson.loads(self.message)
         except orjson.JSONDecodeError:
             return None
+        check_depth(data)
+        return data
 
 
 def load_json_object(body: bytes) -> dict[str, Any]:
@@ -145,6 +157,7 @@ def load_json_object(body: bytes) -> dict[str, Any]:
         raise SnsMessageInvalid(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise SnsMessageInvalid("body must be a JSON object")
+    check_depth(data)
     return data
 
 
@@ -189,9 +202,9 @@ def check_subscribe_url(url: str) -> bool:
     return _SUBSCRIBE_URL.fullmatch(url) is not None
 
 
-def is_topic_allowed(arn: str, allowed: list[str]) -> bool:
-    """True when `allowed` is empty (every topic) or names `arn` exactly."""
-    return not allowed or arn in allowed
+def is_topic_allowed(arn: str, allowed: list[str], *, any_when_unset: bool = True) -> bool:
+    """True when `allowed` names `arn` exactly, or is empty and `any_when_unset`."""
+    return arn in allowed if allowed else any_when_unset
 
 
 async def _read_limited(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
@@ -215,11 +228,16 @@ async def fetch_certificate(
             http.get(url, allow_redirects=False) as response,
         ):
             if response.status != 200:
-                raise SnsCertificateUnavailable(f"certificate fetch answered {response.status}")
+                log.warning("sns_certificate_fetch_status", url=url, status=response.status)
+                raise SnsCertificateUnavailable(_CERT_UNAVAILABLE)
             return await _read_limited(response, max_bytes)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise SnsCertificateUnavailable(f"certificate fetch failed: {exc!r}") from None
+        # The exception's text (addresses, resolver and TLS details) goes to the log only.
+        log.warning("sns_certificate_fetch_failed", url=url, error=repr(exc))
+        raise SnsCertificateUnavailable(_CERT_UNAVAILABLE) from None
 
+
+_CERT_UNAVAILABLE = "the signing certificate could not be fetched; retry later"
 
 CertFetcher = Callable[[str], Awaitable[bytes]]
 
@@ -315,7 +333,8 @@ async def http_get_status(url: str, *, timeout: float = 10.0) -> int:
             await response.content.read(CERT_MAX_BYTES)
             return response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise SnsConfirmationFailed(f"SubscribeURL request failed: {exc!r}") from None
+        log.warning("sns_subscribe_url_failed", url=url, error=repr(exc))
+        raise SnsConfirmationFailed("the SubscribeURL could not be visited") from None
 
 
 async def confirm_subscription(url: str, http_get: HttpGet | None = None) -> None:
