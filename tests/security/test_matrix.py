@@ -140,6 +140,7 @@ class Row:
 
 
 ROWS = [
+    Row("GET", "/", fixed("/"), 307, 307, public=True),  # to the console's sign-in page
     Row("GET", "/openapi.json", fixed("/openapi.json"), 200, 200, public=True),
     Row("GET", "/docs", fixed("/docs"), 200, 200, public=True),
     Row("GET", "/docs/oauth2-redirect", fixed("/docs/oauth2-redirect"), 200, 200, public=True),
