@@ -225,13 +225,14 @@ async def test_allow_lists_every_method_of_the_path(client: ApiClient, send_key:
 
 async def test_timestamps_are_utc_with_z(client: ApiClient, send_key: str) -> None:
     template_id = await create_template(client.http, send_key)
-    send_at = datetime(2030, 1, 1, 2, 0, tzinfo=UTC).astimezone(timezone(timedelta(hours=2)))
+    at = (datetime.now(UTC) + timedelta(days=30)).replace(minute=0, second=0, microsecond=0)
+    send_at = at.astimezone(timezone(timedelta(hours=2)))
     created = await post_batch(
         client.http, send_key, template_id, make_recipients(1), send_at=send_at.isoformat()
     )
     assert created.status_code == 201, created.text
     out = created.json()
-    assert out["sendAt"] == "2030-01-01T02:00:00Z"
+    assert out["sendAt"] == at.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert out["createdAt"].endswith("Z")
     got = (await client.http.get(f"{API}/batches/{out['id']}", headers=auth(send_key))).json()
     assert got["sendAt"] == out["sendAt"]
