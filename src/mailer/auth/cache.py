@@ -44,14 +44,7 @@ class KeyCache:
         self._generation = 0
         self._listening = False
         self._listener = Listener(
-            engine,
-            CHANNEL,
-            on_notify=self._on_notify,
-            on_up=self._on_up,
-            on_down=self._on_down,
-            log=log,
-            up_event="api_key_cache_on",
-            down_event="api_key_cache_off",
+            engine, CHANNEL, self, log, ("api_key_cache_on", "api_key_cache_off")
         )
 
     @property
@@ -96,14 +89,14 @@ class KeyCache:
     async def stop(self) -> None:
         await self._listener.stop()
 
-    def _on_up(self) -> None:
+    def on_listening(self) -> None:
         # Anything revoked while no one listened is unknown: start from nothing.
         self.clear()
         self._listening = True
 
-    def _on_down(self) -> None:
+    def on_not_listening(self) -> None:
         self._listening = False
         self.clear()
 
-    def _on_notify(self, _payload: str) -> None:
+    def on_notice(self, _payload: str) -> None:
         self.clear()

@@ -1,17 +1,17 @@
 """A PostgreSQL LISTEN kept open in the background, re-established whenever it is lost.
 
-The owner is told when the LISTEN is up (`on_up`: notices from now on arrive) and whenever it
-may have missed a notice (`on_down`: lost, not yet re-established, or stopped); between the
-two, each notice's payload goes to `on_notify`. A failure is logged once, not on every retry
-while the database is away.
+Its subscriber is told when the LISTEN is up (`on_listening`: notices from now on arrive) and
+whenever it may have missed a notice (`on_not_listening`: lost, not yet re-established, or
+stopped); between the two, each notice's payload goes to `on_notice`. A failure is logged once
+(the `events` named at construction: up again, down), not on every retry while the database
+is away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -20,27 +20,28 @@ from mailer.db import pg
 RECONNECT_SECONDS = 1.0
 
 
+class Subscriber(Protocol):
+    def on_notice(self, payload: str) -> None: ...
+
+    def on_listening(self) -> None: ...
+
+    def on_not_listening(self) -> None: ...
+
+
 class Listener:
     def __init__(
         self,
         engine: AsyncEngine,
         channel: str,
-        *,
-        on_notify: Callable[[str], None],
-        on_up: Callable[[], None],
-        on_down: Callable[[], None],
+        subscriber: Subscriber,
         log: Any,
-        up_event: str,
-        down_event: str,
+        events: tuple[str, str],
     ) -> None:
         self._engine = engine
         self._channel = channel
-        self._on_notify_payload = on_notify
-        self._on_up = on_up
-        self._on_down = on_down
+        self._subscriber = subscriber
         self._log = log
-        self._up_event = up_event
-        self._down_event = down_event
+        self._up_event, self._down_event = events
         self._connection: AsyncConnection | None = None
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -80,10 +81,10 @@ class Listener:
         connection = await self._engine.connect()
         self._connection = connection
         await pg.listen(connection, self._channel, self._on_notify, self._on_terminated)
-        self._on_up()
+        self._subscriber.on_listening()
 
     async def _disconnect(self) -> None:
-        self._on_down()
+        self._subscriber.on_not_listening()
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(Exception):
@@ -92,8 +93,8 @@ class Listener:
                 await connection.close()
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        self._on_notify_payload(payload)
+        self._subscriber.on_notice(payload)
 
     def _on_terminated(self, *_: Any) -> None:
-        self._on_down()
+        self._subscriber.on_not_listening()
         self._lost.set()

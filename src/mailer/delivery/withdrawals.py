@@ -115,14 +115,7 @@ class Withdrawals:
         self._epoch = 0  # bumped whenever notices may have been missed
         self._listening = False
         self._listener = Listener(
-            engine,
-            CHANNEL,
-            on_notify=self._on_notify,
-            on_up=self._on_up,
-            on_down=self._on_down,
-            log=log,
-            up_event="withdrawals_listening",
-            down_event="withdrawals_not_listening",
+            engine, CHANNEL, self, log, ("withdrawals_listening", "withdrawals_not_listening")
         )
 
     def mark(self) -> int:
@@ -168,14 +161,14 @@ class Withdrawals:
         _local.discard(self)
         await self._listener.stop()
 
-    def _on_up(self) -> None:
+    def on_listening(self) -> None:
         self._epoch += 1  # claims made before this point may have missed notices
         self._listening = True
 
-    def _on_down(self) -> None:
+    def on_not_listening(self) -> None:
         self._listening = False
 
-    def _on_notify(self, payload: str) -> None:
+    def on_notice(self, payload: str) -> None:
         try:
             notice = orjson.loads(payload)
         except orjson.JSONDecodeError:
