@@ -26,9 +26,8 @@ from common import (
     Proc,
     Stack,
     batch_body,
-    busy_neighbours,
-    machine,
     mock_stats,
+    new_report,
     print_table,
     recipients,
     start_mock_ses,
@@ -72,13 +71,11 @@ def load(
 
 async def main_async(args: argparse.Namespace) -> int:
     stack = Stack("api")
-    report: dict[str, Any] = {
-        "machine": machine(),
-        "neighbours": busy_neighbours(),
-        "rate": args.rate,
-        "post_every": args.post_every,
-        "api_workers": args.api_workers,
-    }
+    report = new_report(
+        rate=args.rate,
+        post_every=args.post_every,
+        api_workers=args.api_workers,
+    )
     try:
         await stack.create()
         mock, url = start_mock_ses(stack, latency=0.03)

@@ -228,6 +228,12 @@ class Sampler:
                     self.redis_peak = max(self.redis_peak, redis_used_memory(self.redis))
 
 
+def new_report(**fields: Any) -> dict[str, Any]:
+    """What every bench report starts with: the machine and who else is using it, then
+    `fields`."""
+    return {"machine": machine(), "neighbours": busy_neighbours(), **fields}
+
+
 def redis_used_memory(client: Any) -> int:
     return int(client.info("memory")["used_memory"])
 

@@ -30,11 +30,10 @@ from common import (
     Sampler,
     Stack,
     batch_body,
-    busy_neighbours,
-    machine,
     mb,
     mock_reset,
     mock_stats,
+    new_report,
     print_table,
     recipients,
     smtp_sink_path,
@@ -175,14 +174,12 @@ async def main_async(args: argparse.Namespace) -> int:
     phases = ["ses30"] if args.smoke else args.phases.split(",")
     count = 10_000 if args.smoke else args.recipients
     stack = Stack("deliver")
-    report: dict[str, Any] = {
-        "machine": machine(),
-        "neighbours": busy_neighbours(),
-        "recipients": count,
-        "concurrency": args.concurrency,
-        "chunk_size": args.chunk_size,
-        "phases": {},
-    }
+    report = new_report(
+        recipients=count,
+        concurrency=args.concurrency,
+        chunk_size=args.chunk_size,
+        phases={},
+    )
     if count > MAX_PER_POST:
         stack.env["MAX_BATCH_RECIPIENTS"] = str(count)
         stack.env["MAX_BODY_BYTES"] = str(1 << 30)

@@ -25,9 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     Stack,
     batch_body,
-    busy_neighbours,
-    machine,
     mb,
+    new_report,
     print_table,
     recipients,
     write_results,
@@ -101,7 +100,7 @@ async def durable_count(stack: Stack, batch_id: str) -> int:
 
 async def main_async(args: argparse.Namespace) -> int:
     stack = Stack("ingest")
-    report: dict[str, Any] = {"machine": machine(), "neighbours": busy_neighbours(), "runs": {}}
+    report = new_report(runs={})
     try:
         await stack.create()
         api = stack.start_api()

@@ -22,10 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     Stack,
     batch_body,
-    busy_neighbours,
-    machine,
     mock_reset,
     mock_stats,
+    new_report,
     print_table,
     recipients,
     start_mock_ses,
@@ -112,12 +111,10 @@ async def run_purge(stack: Stack, duty: float) -> Any:
 
 async def main_async(args: argparse.Namespace) -> int:
     stack = Stack("purge")
-    report: dict[str, Any] = {
-        "machine": machine(),
-        "neighbours": busy_neighbours(),
-        "old_rows": args.old_rows,
-        "recipients": args.recipients,
-    }
+    report = new_report(
+        old_rows=args.old_rows,
+        recipients=args.recipients,
+    )
     try:
         await stack.create()
         mock, url = start_mock_ses(stack, latency=args.latency)

@@ -13,17 +13,15 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
     Stack,
     batch_body,
-    busy_neighbours,
-    machine,
     mock_reset,
     mock_stats,
+    new_report,
     print_table,
     recipients,
     start_mock_ses,
@@ -33,13 +31,11 @@ from common import (
 
 async def main_async(args: argparse.Namespace) -> int:
     stack = Stack("rate")
-    report: dict[str, Any] = {
-        "machine": machine(),
-        "neighbours": busy_neighbours(),
-        "send_rate": args.rate,
-        "workers": args.workers,
-        "recipients": args.recipients,
-    }
+    report = new_report(
+        send_rate=args.rate,
+        workers=args.workers,
+        recipients=args.recipients,
+    )
     try:
         await stack.create()
         mock, url = start_mock_ses(stack, latency=args.latency)

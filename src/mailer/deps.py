@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode
@@ -15,7 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 from starlette.types import Scope
 
-from mailer.db.after_commit import run_logged, take_committed
+from mailer.db.after_commit import run_logged
+from mailer.db.engine import session_scope
 from mailer.error_handlers import error_response
 from mailer.responses import JsonResponse
 from mailer.state import AppState
@@ -40,16 +42,17 @@ async def get_session(request: Request, background: BackgroundTasks) -> AsyncIte
     sent, so anything acknowledged is durable; rolls back on any error. What the request
     registered with `after_commit` runs after the response is sent."""
     state: AppState = request.app.state.mailer
-    maker = state.read_sessionmaker if request.method in READ_METHODS else state.sessionmaker
-    async with maker() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
-        for callback in take_committed(session):
-            background.add_task(run_logged, callback)
+    async with request_session(state, request.method in READ_METHODS, background) as session:
+        yield session
+
+
+def request_session(
+    state: AppState, read_only: bool, background: BackgroundTasks
+) -> AbstractAsyncContextManager[AsyncSession]:
+    """A request's unit of work (the API's and the console's): a read-only request gets a
+    read session. What it registered with `after_commit` runs after the response is sent."""
+    maker = state.read_sessionmaker if read_only else state.sessionmaker
+    return session_scope(maker, defer=lambda callback: background.add_task(run_logged, callback))
 
 
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -4,11 +4,7 @@ database (SQLite file or PostgreSQL), with the API checked in-process on the sam
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +15,10 @@ from typer.testing import CliRunner
 from mailer.cli import app as cli_app
 from mailer.config import Settings
 from mailer.migrate import head_revision
+from tests.cli import process
+from tests.cli.process import HEX64, Result, clean_env, one_key
 from tests.fixtures.client import api_client, auth
 from tests.fixtures.database import create_fresh_database, drop_fresh_database
-
-HEX64 = re.compile(r"\b[0-9a-f]{64}\b")
-CONFIG_NAMES = {name.upper() for name in Settings.model_fields} | {"APP_ENV", "NODE_ENV"}
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
 
 
 async def mailer(
@@ -38,34 +26,8 @@ async def mailer(
 ) -> Result:
     """Run `python -m mailer ARGS` with a clean configuration pointing at database_url
     (plus `env`)."""
-    environment = {k: v for k, v in os.environ.items() if k.upper() not in CONFIG_NAMES}
-    environment.update({"DATABASE_URL": database_url, "APP_ENV": "test", "LOG_LEVEL": "warning"})
-    environment.update(env or {})
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mailer",
-        *args,
-        cwd=cwd,
-        env=environment,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout=120)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode is not None
-    return Result(process.returncode, out.decode(), err.decode())
-
-
-def one_key(output: str) -> str:
-    keys = HEX64.findall(output)
-    assert len(keys) == 1, output
-    key: str = keys[0]
-    return key
+    environment = clean_env(DATABASE_URL=database_url, **(env or {}))
+    return await process.mailer(*args, env=environment, cwd=cwd, timeout=120)
 
 
 @pytest.fixture

@@ -83,6 +83,26 @@ async def _states(client: ApiClient, batch_id: str) -> dict[int, tuple[str, str 
         return {int(seq): (str(status), by) for seq, status, by in rows.tuples()}
 
 
+async def _claim_chunk(
+    session: AsyncSession,
+    client: ApiClient,
+    batch_id: str,
+    liveness: Liveness,
+    dead_before: datetime | None,
+) -> list[repository.Claimed]:
+    """The whole chunk (seq 0 to 3), claimed as the worker of `liveness`."""
+    return await repository.claim_chunk(
+        session,
+        batch_id,
+        0,
+        4,
+        client.state.settings.claim_lease,
+        limit=10,
+        worker=liveness.key,
+        dead_before=dead_before,
+    )
+
+
 async def test_reconciler_releases_a_dead_workers_claims_only(
     client: ApiClient, send_key: str
 ) -> None:
@@ -112,16 +132,7 @@ async def test_claim_path_takes_a_dead_workers_claims(client: ApiClient, send_ke
         session_scope(client.state.sessionmaker) as session,
     ):
         await worker_heartbeat(session, LIVE, {})
-        claimed = await repository.claim_chunk(
-            session,
-            batch_id,
-            0,
-            4,
-            client.state.settings.claim_lease,
-            limit=10,
-            worker=liveness.key,
-            dead_before=liveness.alive_cutoff(),
-        )
+        claimed = await _claim_chunk(session, client, batch_id, liveness, liveness.alive_cutoff())
     assert [r.seq for r in claimed] == [0, 2, 3]
     states = await _states(client, batch_id)
     assert states[0] == ("SENDING", liveness.key)
@@ -138,16 +149,8 @@ async def test_a_worker_that_cannot_judge_yet_takes_no_workers_claims(
     await liveness.beat()
     assert not liveness.judging()
     async with session_scope(client.state.sessionmaker) as session:
-        claimed = await repository.claim_chunk(
-            session,
-            batch_id,
-            0,
-            4,
-            client.state.settings.claim_lease,
-            limit=10,
-            worker=liveness.key,
-            dead_before=liveness.alive_cutoff() if liveness.judging() else None,
-        )
+        dead_before = liveness.alive_cutoff() if liveness.judging() else None
+        claimed = await _claim_chunk(session, client, batch_id, liveness, dead_before)
         until = await repository.busy_claims_until(
             session, batch_id, 0, 4, lease=client.state.settings.claim_lease, dead_after=DEAD_AFTER
         )

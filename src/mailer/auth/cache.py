@@ -14,17 +14,14 @@ bumps a generation, and `put()` only stores what was read under the current one.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from mailer.auth.principal import Principal
-from mailer.db import pg
 from mailer.db.dialect import can_listen, notify
+from mailer.db.listener import Listener
 
 log = structlog.get_logger("mailer.auth")
 
@@ -32,7 +29,6 @@ CHANNEL = "mailer_api_keys"
 # An upper bound on how long a key is trusted without reading it, whatever happens.
 TTL_SECONDS = 60.0
 MAX_ENTRIES = 10_000
-RECONNECT_SECONDS = 1.0
 
 
 async def notify_revoked(session: AsyncSession, key_id: str) -> None:
@@ -47,9 +43,9 @@ class KeyCache:
         self._entries: dict[str, tuple[Principal, float]] = {}
         self._generation = 0
         self._listening = False
-        self._connection: AsyncConnection | None = None
-        self._lost = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._listener = Listener(
+            engine, CHANNEL, self, log, ("api_key_cache_on", "api_key_cache_off")
+        )
 
     @property
     def enabled(self) -> bool:
@@ -88,58 +84,19 @@ class KeyCache:
     async def start(self) -> None:
         if not can_listen(self._engine):
             return
-        self._task = asyncio.create_task(self._run(), name="api-key-cache")
+        self._listener.start("api-key-cache")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._disconnect()
+        await self._listener.stop()
 
-    async def _run(self) -> None:
-        failing = False  # log a failure once, not on every retry while the database is away
-        while True:
-            try:
-                await self._listen()
-                if failing:
-                    log.info("api_key_cache_on")
-                failing = False
-                await self._lost.wait()
-                log.warning("api_key_cache_off", reason="listen connection lost")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database is away: retry, uncached meanwhile
-                if not failing:
-                    log.warning("api_key_cache_off", reason=type(exc).__name__)
-                failing = True
-            await self._disconnect()
-            await asyncio.sleep(RECONNECT_SECONDS)
-
-    async def _listen(self) -> None:
-        self._lost.clear()
-        connection = await self._engine.connect()
-        self._connection = connection
-        await pg.listen(connection, CHANNEL, self._on_notify, self._on_terminated)
+    def on_listening(self) -> None:
         # Anything revoked while no one listened is unknown: start from nothing.
         self.clear()
         self._listening = True
 
-    async def _disconnect(self) -> None:
+    def on_not_listening(self) -> None:
         self._listening = False
         self.clear()
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.invalidate()
-            with contextlib.suppress(Exception):
-                await connection.close()
 
-    def _on_notify(self, *_: Any) -> None:
+    def on_notice(self, _payload: str) -> None:
         self.clear()
-
-    def _on_terminated(self, *_: Any) -> None:
-        self._listening = False
-        self.clear()
-        self._lost.set()

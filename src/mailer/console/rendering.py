@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -78,3 +78,8 @@ def render_page(
     }
     html = environment.get_template(name).render(full)
     return HTMLResponse(html, status_code=status_code, headers=headers)
+
+
+def redirect_to(request: Request, path: str) -> RedirectResponse:
+    """A 303 (see other) to `path` inside the console, wherever it is mounted."""
+    return RedirectResponse(request.scope.get("root_path", "") + path, status_code=303)

@@ -18,7 +18,7 @@ from mailer.console import sessions
 from mailer.console.rendering import render_page
 from mailer.console.security import SecurityHeadersMiddleware
 from mailer.console.sessions import ConsoleUser
-from mailer.db.after_commit import run_logged, take_committed
+from mailer.deps import request_session
 from mailer.errors import MailerError
 from mailer.state import AppState
 
@@ -45,16 +45,8 @@ async def get_db(request: Request, background: BackgroundTasks) -> AsyncIterator
     """One database session per request, committed when the route returns; what the request
     registered with `after_commit` (queueing work) runs after the response is sent."""
     state = host_state(request)
-    maker = state.read_sessionmaker if request.method in SAFE_METHODS else state.sessionmaker
-    async with maker() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
-        for callback in take_committed(session):
-            background.add_task(run_logged, callback)
+    async with request_session(state, request.method in SAFE_METHODS, background) as session:
+        yield session
 
 
 Db = Annotated[AsyncSession, Depends(get_db, scope="function")]

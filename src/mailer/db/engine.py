@@ -8,7 +8,7 @@ read lock would have to be upgraded. PostgreSQL uses asyncpg with a pool.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from mailer.config import Settings
-from mailer.db.after_commit import run_callbacks, take_committed
+from mailer.db.after_commit import Callback, run_callbacks, take_committed
 from mailer.db.dialect import is_postgresql
 
 
@@ -114,9 +114,12 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
 @asynccontextmanager
 async def session_scope(
     sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    defer: Callable[[Callback], object] | None = None,
 ) -> AsyncIterator[AsyncSession]:
     """One unit of work: commit on success, roll back on any exception. Callbacks registered
-    with `after_commit` run once the commit has succeeded (awaited here, in order)."""
+    with `after_commit` run once the commit has succeeded: awaited here, in order, or each
+    handed to `defer` to run later (a request's background tasks)."""
     async with sessionmaker() as session:
         try:
             yield session
@@ -125,4 +128,8 @@ async def session_scope(
             await session.rollback()
             raise
         committed = take_committed(session)
+    if defer is not None:
+        for callback in committed:
+            defer(callback)
+        return
     await run_callbacks(committed)  # the connection is back in the pool meanwhile

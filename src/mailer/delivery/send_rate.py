@@ -69,7 +69,22 @@ def _interval(rate: float | None) -> float | None:
     return 1.0 / rate if rate is not None and rate > 0 else None
 
 
-class LocalRateLimiter:
+class _Paced:
+    """What both limiters share: the interval between sends (None: no limit)."""
+
+    _interval: float | None
+
+    def late(self, since: float) -> bool:
+        interval = self._interval
+        if interval is None:
+            return False
+        return asyncio.get_running_loop().time() - since > _lateness_limit(interval)
+
+    async def set_rate(self, rate: float | None) -> None:
+        self._interval = _interval(rate)
+
+
+class LocalRateLimiter(_Paced):
     """In-process GCRA for the embedded default (one process sends)."""
 
     def __init__(self, rate: float | None, *, burst: int = 1) -> None:
@@ -95,20 +110,11 @@ class LocalRateLimiter:
             # Woken too late (a stalled event loop): the slot is spent, take a new one, so
             # that late sends never bunch up with punctual ones.
 
-    def late(self, since: float) -> bool:
-        interval = self._interval
-        if interval is None:
-            return False
-        return asyncio.get_running_loop().time() - since > _lateness_limit(interval)
-
-    async def set_rate(self, rate: float | None) -> None:
-        self._interval = _interval(rate)
-
     async def close(self) -> None:
         return None
 
 
-class RedisRateLimiter:
+class RedisRateLimiter(_Paced):
     """GCRA in one Lua script (EVALSHA) on a key shared by all processes."""
 
     def __init__(self, redis_url: str, key: str, rate: float | None, *, burst: int = 1) -> None:
@@ -167,15 +173,6 @@ class RedisRateLimiter:
             for i, f in enumerate(batch):
                 if not f.done():
                     f.set_result(received + max(0.0, int(first_us) + i * interval_us) / 1e6)
-
-    def late(self, since: float) -> bool:
-        interval = self._interval
-        if interval is None:
-            return False
-        return asyncio.get_running_loop().time() - since > _lateness_limit(interval)
-
-    async def set_rate(self, rate: float | None) -> None:
-        self._interval = _interval(rate)
 
     async def close(self) -> None:
         if self._flusher is not None and not self._flusher.done():

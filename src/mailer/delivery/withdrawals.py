@@ -19,8 +19,6 @@ in-memory sets overflowed), the check asks the database instead, for that messag
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import enum
 from collections.abc import Iterable
 from typing import Any
@@ -28,13 +26,14 @@ from typing import Any
 import orjson
 import structlog
 from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
+
+from mailer.db.listener import Listener
 
 log = structlog.get_logger("mailer.withdrawals")
 
 CHANNEL = "mailer_withdrawals"
-RECONNECT_SECONDS = 1.0
 MAX_LISTED = 1000  # more addresses in one change: announced as "some addresses" (bulk)
 _PAYLOAD_MAX = 7000  # NOTIFY payloads must stay under 8000 bytes
 MAX_REMEMBERED = 100_000  # per set; beyond it the sets restart (and claims re-check)
@@ -115,9 +114,9 @@ class Withdrawals:
         self._suppressed: set[str] = set()
         self._epoch = 0  # bumped whenever notices may have been missed
         self._listening = False
-        self._connection: AsyncConnection | None = None
-        self._lost = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._listener = Listener(
+            engine, CHANNEL, self, log, ("withdrawals_listening", "withdrawals_not_listening")
+        )
 
     def mark(self) -> int:
         """Taken before a claim; verdict() needs it."""
@@ -156,57 +155,20 @@ class Withdrawals:
             _local.add(self)
             self._listening = True
             return
-        self._task = asyncio.create_task(self._run(), name="withdrawals")
+        self._listener.start("withdrawals")
 
     async def stop(self) -> None:
         _local.discard(self)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._disconnect()
+        await self._listener.stop()
 
-    async def _run(self) -> None:
-        failing = False
-        while True:
-            try:
-                await self._listen()
-                if failing:
-                    log.info("withdrawals_listening")
-                failing = False
-                await self._lost.wait()
-                log.warning("withdrawals_not_listening", reason="listen connection lost")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database is away: each send asks it meanwhile
-                if not failing:
-                    log.warning("withdrawals_not_listening", reason=type(exc).__name__)
-                failing = True
-            await self._disconnect()
-            await asyncio.sleep(RECONNECT_SECONDS)
-
-    async def _listen(self) -> None:
-        self._lost.clear()
-        connection = await self._engine.connect()
-        self._connection = connection
-        raw = (await connection.get_raw_connection()).driver_connection
-        assert raw is not None
-        raw.add_termination_listener(self._on_terminated)
-        await raw.add_listener(CHANNEL, self._on_notify)
+    def on_listening(self) -> None:
         self._epoch += 1  # claims made before this point may have missed notices
         self._listening = True
 
-    async def _disconnect(self) -> None:
+    def on_not_listening(self) -> None:
         self._listening = False
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.invalidate()
-            with contextlib.suppress(Exception):
-                await connection.close()
 
-    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def on_notice(self, payload: str) -> None:
         try:
             notice = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -214,7 +176,3 @@ class Withdrawals:
             return
         if isinstance(notice, dict):
             self.receive(notice)
-
-    def _on_terminated(self, *_: Any) -> None:
-        self._listening = False
-        self._lost.set()

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.batches import service as batches
 from mailer.console import repository
-from mailer.console.rendering import render_page
+from mailer.console.rendering import redirect_to, render_page
 from mailer.console.site import Db, User
 from mailer.models import Batch
 from mailer.models.enums import BatchStatus, EventType
@@ -117,6 +117,4 @@ async def batch_live(batch_id: str, session: Db, user: User) -> JSONResponse:
 @router.post("/batches/{batch_id}/cancel")
 async def cancel(request: Request, batch_id: str, session: Db, user: User) -> Response:
     await batches.cancel_batch(session, batch_id)
-    return RedirectResponse(
-        f"{request.scope.get('root_path', '')}/batches/{batch_id}", status_code=303
-    )
+    return redirect_to(request, f"/batches/{batch_id}")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 
 from mailer.console import repository
-from mailer.console.rendering import render_page
+from mailer.console.rendering import redirect_to, render_page
 from mailer.console.site import Db, User, host_state
 from mailer.deadletters import service as dead_letters
 
@@ -49,10 +49,7 @@ async def retry(
     ids = [dead_letter_id] if dead_letter_id is not None else None
     # The service queues the chunks once this request's transaction commits.
     result = await dead_letters.retry_dead_letters(session, host_state(request).queue, ids)
-    return RedirectResponse(
-        f"{request.scope.get('root_path', '')}/dead-letters?retried={result.recipients}",
-        status_code=303,
-    )
+    return redirect_to(request, f"/dead-letters?retried={result.recipients}")
 
 
 @router.post("/dead-letters/purge")
@@ -64,6 +61,4 @@ async def purge(
 ) -> Response:
     ids = [dead_letter_id] if dead_letter_id is not None else None
     deleted = await dead_letters.purge_dead_letters(session, ids=ids)
-    return RedirectResponse(
-        f"{request.scope.get('root_path', '')}/dead-letters?purged={deleted}", status_code=303
-    )
+    return redirect_to(request, f"/dead-letters?purged={deleted}")

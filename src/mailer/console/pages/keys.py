@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from mailer.auth import service as keys
 from mailer.auth.schemas import KeyCreate
 from mailer.console import sessions
-from mailer.console.rendering import render_page
+from mailer.console.rendering import redirect_to, render_page
 from mailer.console.site import Db, User, host_state
 
 router = APIRouter()
@@ -70,4 +70,4 @@ async def revoke(request: Request, key_id: str, session: Db, user: User) -> Resp
     await sessions.end_sessions_of_key(session, key_id)
     await session.commit()
     host_state(request).key_cache.clear()
-    return RedirectResponse(f"{request.scope.get('root_path', '')}/keys", status_code=303)
+    return redirect_to(request, "/keys")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
 from mailer.console import sessions
-from mailer.console.rendering import render_page
+from mailer.console.rendering import redirect_to, render_page
 from mailer.console.site import CSRF_FIELD, Db, User, host_state
 
 router = APIRouter()
@@ -92,6 +92,6 @@ async def login(
 @router.post("/logout")
 async def logout(request: Request, session: Db, user: User) -> Response:
     await sessions.sign_out(session, user)
-    response = RedirectResponse(request.scope.get("root_path", "") + "/login", status_code=303)
+    response = redirect_to(request, "/login")
     response.delete_cookie(sessions.COOKIE, path=request.scope.get("root_path", "") or "/")
     return response

@@ -8,13 +8,13 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.config import TransportName
 from mailer.console import repository
 from mailer.console.charts import KINDS, line_chart
-from mailer.console.rendering import render_page
+from mailer.console.rendering import redirect_to, render_page
 from mailer.console.ses_quota import SesQuotaCache
 from mailer.console.site import Db, User, host_state
 from mailer.metrics import worker_window
@@ -93,10 +93,10 @@ async def overview(request: Request, session: Db, user: User) -> Response:
 @router.post("/sending/pause")
 async def pause(request: Request, session: Db, user: User) -> Response:
     await reputation.pause(session, "paused from the console", by=f"api-key:{user.key_id}")
-    return RedirectResponse(request.scope.get("root_path", "") + "/", status_code=303)
+    return redirect_to(request, "/")
 
 
 @router.post("/sending/resume")
 async def resume(request: Request, session: Db, user: User) -> Response:
     await reputation.resume(session, by=f"api-key:{user.key_id}")
-    return RedirectResponse(request.scope.get("root_path", "") + "/", status_code=303)
+    return redirect_to(request, "/")

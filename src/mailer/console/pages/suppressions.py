@@ -6,11 +6,11 @@ import io
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, Response
 
 from mailer.addresses import InvalidAddress
 from mailer.console import repository
-from mailer.console.rendering import render_page
+from mailer.console.rendering import redirect_to, render_page
 from mailer.console.site import Db, User
 from mailer.models.enums import SuppressionReason
 from mailer.suppressions import service as suppressions
@@ -74,9 +74,7 @@ async def suppression_list(
 
 
 def _back(request: Request, notice: str) -> Response:
-    return RedirectResponse(
-        f"{request.scope.get('root_path', '')}/suppressions?notice={notice}", status_code=303
-    )
+    return redirect_to(request, f"/suppressions?notice={notice}")
 
 
 @router.post("/suppressions/add")

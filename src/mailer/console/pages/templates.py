@@ -11,11 +11,11 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from mailer.console import repository
-from mailer.console.rendering import environment, render_page
+from mailer.console.rendering import environment, redirect_to, render_page
 from mailer.console.security import PREVIEW_CSP
 from mailer.console.site import Db, User, host_state
 from mailer.errors import MailerError, validation_details
@@ -183,9 +183,7 @@ async def create_template(
     except (ValidationError, MailerError) as exc:
         draft.errors = _problems(exc)
         return _edit_page(request, draft, template_id=None, status=422)
-    return RedirectResponse(
-        f"{request.scope.get('root_path', '')}/templates/{template.id}", status_code=303
-    )
+    return redirect_to(request, f"/templates/{template.id}")
 
 
 @router.get("/templates/{template_id}")
@@ -251,9 +249,7 @@ async def save_template(
             shown_version=shown_version,
             status=422,
         )
-    return RedirectResponse(
-        f"{request.scope.get('root_path', '')}/templates/{template_id}", status_code=303
-    )
+    return redirect_to(request, f"/templates/{template_id}")
 
 
 def _preview_version(
