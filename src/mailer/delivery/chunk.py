@@ -165,8 +165,7 @@ class ChunkProcessor:
     async def _process(self, job: ChunkJob, ctx: JobContext) -> None:
         if not self.liveness.has_beaten():
             raise DelayJob(int(self.liveness.interval * 1000))  # claims must name a live worker
-        async with session_scope(self.sessionmaker) as session:
-            bctx = await self.contexts.get(session, job.batch_id)
+        bctx = await self.contexts.get(self.sessionmaker, job.batch_id)
         if bctx is None or bctx.status != BatchStatus.SENDING:
             return  # gone, scheduled, cancelled or completed: nothing to send
         if bctx.unsubscribe and await self.pause.is_paused():

@@ -9,6 +9,7 @@ from collections import OrderedDict
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailer.config import Settings
+from mailer.db import session_scope
 from mailer.delivery.compose import BatchContext, batch_context
 from mailer.models import Batch, TemplateVersion
 from mailer.reputation import service as reputation
@@ -28,17 +29,26 @@ class BatchContexts:
         self._items: OrderedDict[str, tuple[float, BatchContext]] = OrderedDict()
         self._compiling: dict[str, asyncio.Task[CompiledTemplate]] = {}
 
-    async def get(self, session: AsyncSession, batch_id: str) -> BatchContext | None:
+    async def get(
+        self, sessionmaker: async_sessionmaker[AsyncSession], batch_id: str
+    ) -> BatchContext | None:
         hit = self._items.get(batch_id)
         now = time.monotonic()
         if hit is not None and now - hit[0] < self._ttl:
             self._items.move_to_end(batch_id)
             return hit[1]
-        batch = await session.get(Batch, batch_id, populate_existing=True)
+        # Read in a short transaction and compile after it: on SQLite every transaction
+        # holds the write lock, which a compile of seconds must not keep.
+        async with session_scope(sessionmaker) as session:
+            batch = await session.get(Batch, batch_id, populate_existing=True)
+            version = (
+                await session.get(TemplateVersion, batch.template_version_id)
+                if batch is not None
+                else None
+            )
         if batch is None:
             self._items.pop(batch_id, None)
             return None
-        version = await session.get(TemplateVersion, batch.template_version_id)
         if version is None:
             return None
         ctx = batch_context(
