@@ -6,11 +6,10 @@ from typing import Annotated
 
 import structlog
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailer.auth.keys import hash_key
 from mailer.auth.principal import Principal
 from mailer.auth.service import authenticate
-from mailer.deps import Session
 from mailer.errors import Forbidden, RateLimited, Unauthorized
 from mailer.models.enums import Scope
 from mailer.state import AppState
@@ -26,14 +25,19 @@ def _bearer(request: Request) -> str | None:
     return token.strip()
 
 
-async def authenticate_request(
-    request: Request, session: AsyncSession, state: AppState
-) -> Principal:
-    """The request's principal from its Bearer key, or 401/429."""
+async def authenticate_request(request: Request, state: AppState) -> Principal:
+    """The request's principal from its Bearer key, or 401/429.
+
+    The key is read in a read session of its own, not in the request's session: on SQLite
+    the request's first statement would begin its write transaction (the write lock), which
+    would then be held through whatever slow work the request does before it writes."""
     token = _bearer(request)
     if token is None:
         raise Unauthorized("Missing API key: send 'Authorization: Bearer <key>'.")
-    principal = await authenticate(session, token, state.key_cache)
+    principal = state.key_cache.get(hash_key(token))
+    if principal is None:
+        async with state.read_sessionmaker() as session:
+            principal = await authenticate(session, token, state.key_cache)
     if principal is None:
         raise Unauthorized("Invalid or revoked API key.")
     wait = state.key_limiter.check(principal.key_id)
@@ -47,9 +51,9 @@ async def authenticate_request(
 def _require(scope: Scope) -> object:
     # One dependency doing the whole check: FastAPI spends tens of µs per dependency it
     # solves, on every request.
-    async def dependency(request: Request, session: Session) -> Principal:
+    async def dependency(request: Request) -> Principal:
         state: AppState = request.app.state.mailer
-        principal = await authenticate_request(request, session, state)
+        principal = await authenticate_request(request, state)
         if not principal.has(scope):
             raise Forbidden(
                 f"This API key lacks the '{scope.value}' scope.", code="insufficient_scope"

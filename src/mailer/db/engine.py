@@ -1,8 +1,9 @@
 """Engine and session factories.
 
-SQLite (the embedded default) runs in WAL mode and every transaction starts with
+SQLite (the embedded default) runs in WAL mode and every write transaction starts with
 BEGIN IMMEDIATE, so concurrent writers queue on the busy timeout instead of failing when a
-read lock would have to be upgraded. PostgreSQL uses asyncpg with a pool.
+read lock would have to be upgraded. Read sessions run without a transaction on both
+databases: a SQLite reader never takes the write lock. PostgreSQL uses asyncpg with a pool.
 """
 
 from __future__ import annotations
@@ -93,9 +94,15 @@ def _sqlite_engine(url: str) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if not conn.get_execution_options().get(_SQLITE_AUTOCOMMIT):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+# Execution option of SQLite read sessions: no BEGIN, so each statement is its own implicit
+# transaction (the driver connection is in autocommit mode) and takes no write lock.
+_SQLITE_AUTOCOMMIT = "mailer_sqlite_autocommit"
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -103,11 +110,14 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 
 
 def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions for requests that only read. On PostgreSQL they run without BEGIN/COMMIT
-    (autocommit): each statement sees the latest committed data, as it would inside a READ
-    COMMITTED transaction, at one round trip instead of three. SQLite: as for writes."""
+    """Sessions for requests that only read. They run without BEGIN/COMMIT (autocommit):
+    each statement sees the latest committed data, as it would inside a READ COMMITTED
+    transaction. On PostgreSQL that is one round trip instead of three; on SQLite a reader
+    does not take the write lock (BEGIN IMMEDIATE), so reads never wait behind a writer and
+    never hold one up. A write made in a read session (a console page refreshing its sign-in)
+    commits on its own."""
     if not is_postgresql(engine):
-        return create_sessionmaker(engine)
+        return create_sessionmaker(engine.execution_options(**{_SQLITE_AUTOCOMMIT: True}))
     return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
 

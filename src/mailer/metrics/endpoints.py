@@ -30,11 +30,11 @@ from mailer.reputation.service import current as current_pause
 MAX_HOURS = 720
 
 
-async def metrics_access(request: Request, session: Session, state: State) -> None:
+async def metrics_access(request: Request, state: State) -> None:
     """Open by default; a send key when METRICS_REQUIRE_KEY is set."""
     if not state.settings.metrics_require_key:
         return
-    principal = await authenticate_request(request, session, state)
+    principal = await authenticate_request(request, state)
     if not principal.has(Scope.SEND):
         raise Forbidden("This API key lacks the 'send' scope.", code="insufficient_scope")
 

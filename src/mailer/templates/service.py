@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -120,17 +121,24 @@ def specs_dump(specs: Mapping[str, VariableSpec]) -> dict[str, Any]:
     return {name: spec.model_dump(mode="json") for name, spec in specs.items()}
 
 
-async def _new_version(
-    session: AsyncSession,
-    template: Template,
-    number: int,
-    *,
-    name: str,
-    subject: str,
-    html: str | None,
-    text: str | None,
-    variables: Mapping[str, Any],
-) -> TemplateVersion:
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """A version's content, checked and with its derived parts: everything slow about saving
+    a template, done before the save's transaction (on SQLite a transaction holds the write
+    lock, so a compile of seconds inside it would hold up every other writer)."""
+
+    name: str
+    subject: str
+    html: str | None
+    text: str | None
+    text_derived: bool
+    specs: dict[str, VariableSpec]
+    used: list[str]
+
+
+async def _prepare(
+    *, name: str, subject: str, html: str | None, text: str | None, variables: Mapping[str, Any]
+) -> _Source:
     await _check_source(subject, html, text)
     specs = _specs(variables)
     used = await _used_variables(subject, html, text, specs)
@@ -148,20 +156,26 @@ async def _new_version(
         )
     if derived:
         text = await asyncio.to_thread(_derived_text, html)
+    return _Source(name, subject, html, text, derived, specs, used)
+
+
+async def _new_version(
+    session: AsyncSession, template: Template, number: int, source: _Source
+) -> TemplateVersion:
     version = TemplateVersion(
         template_id=template.id,
         version=number,
-        name=name,
-        subject=subject,
-        html=html,
-        text=text,
-        text_derived=derived,
-        variables=specs_dump(specs),
+        name=source.name,
+        subject=source.subject,
+        html=source.html,
+        text=source.text,
+        text_derived=source.text_derived,
+        variables=specs_dump(source.specs),
         created_at=utcnow(),
     )
     session.add(version)
     await session.flush()
-    remember_used(version.id, used)
+    remember_used(version.id, source.used)
     return version
 
 
@@ -174,20 +188,14 @@ async def create_template(
     text: str | None,
     variables: Mapping[str, Any],
 ) -> tuple[Template, TemplateVersion]:
+    source = await _prepare(
+        name=name, subject=subject or name, html=html, text=text, variables=variables
+    )
     now = utcnow()
     template = Template(name=name, version_count=1, created_at=now, updated_at=now)
     session.add(template)
     await session.flush()
-    version = await _new_version(
-        session,
-        template,
-        1,
-        name=name,
-        subject=subject or name,
-        html=html,
-        text=text,
-        variables=variables,
-    )
+    version = await _new_version(session, template, 1, source)
     template.current_version_id = version.id
     await session.flush()
     return template, version
@@ -217,17 +225,11 @@ async def update_template(
         )
     subject = changes.get("subject") or current.subject
     variables = changes["variables"] if changes.get("variables") is not None else current.variables
+    # The new content depends on the current version, so on SQLite this check runs inside
+    # the write transaction (a large template's compile holds other writers up meanwhile).
+    source = await _prepare(name=name, subject=subject, html=html, text=text, variables=variables)
     template.version_count += 1
-    version = await _new_version(
-        session,
-        template,
-        template.version_count,
-        name=name,
-        subject=subject,
-        html=html,
-        text=text,
-        variables=variables,
-    )
+    version = await _new_version(session, template, template.version_count, source)
     template.name = name
     template.current_version_id = version.id
     template.updated_at = version.created_at
