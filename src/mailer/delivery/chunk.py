@@ -44,6 +44,10 @@ from mailer.transports.base import (
 log = structlog.get_logger("mailer.delivery")
 
 SENDING_PAUSED_RETRY_S = 60.0
+# Unpaced sends in flight: a claim waits this long for more sends to ask, unless this many
+# already have (see _Claims._gather_for).
+CLAIM_GATHER_S = 0.05
+CLAIM_GATHER_ASKS = 32
 
 
 @dataclass
@@ -77,10 +81,21 @@ class _Claims:
             self._claiming = asyncio.create_task(self._claim())
         return await ask
 
+    def _gather_for(self) -> float:
+        """How long a claim waits for more sends to ask (a run's first claim never waits: a
+        lone email goes at once). Without a send rate, once sends are in flight, slots
+        free one by one: claiming as they ask made a
+        claim statement per 2 or 3 emails and ~40 % more worker CPU per email than claims of
+        dozens (bench/deliver ses30). A paced send claims at once: its rate slot is now,
+        and holding it back would bunch sends up at the provider."""
+        if len(self._asks) >= CLAIM_GATHER_ASKS or not self._run.attempted:
+            return 0.0
+        return 0.0 if self._p.limiter.limited else CLAIM_GATHER_S
+
     async def _claim(self) -> None:
-        await asyncio.sleep(0)  # let the sends whose slots came together ask first
         p, job, run = self._p, self._job, self._run
         while self._asks:
+            await asyncio.sleep(self._gather_for())
             asks, self._asks = self._asks, []
             if run.exhausted:
                 for ask in asks:
