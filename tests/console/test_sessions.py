@@ -16,23 +16,8 @@ from mailer.db import session_scope
 from mailer.models import ConsoleSession
 from mailer.models.base import utcnow
 from tests.fixtures.client import api_client
+from tests.fixtures.console import sign_in as _sign_in
 from tests.fixtures.ses_server import SES_ACCESS_KEY, SES_SECRET_KEY, SesTestServer
-
-
-async def _sign_in(client: Any, key: str) -> str:
-    """Sign in; the page's CSRF token."""
-    form = await client.http.get("/console/login")
-    token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-    assert token is not None
-    answer = await client.http.post(
-        "/console/login", data={"key": key, "csrf_token": token.group(1)}
-    )
-    assert answer.status_code == 303, answer.text
-    page = await client.http.get("/console/")
-    assert page.status_code == 200
-    csrf = re.search(r'data-csrf="([^"]+)"', page.text)
-    assert csrf is not None
-    return csrf.group(1)
 
 
 async def _age_sessions(client: Any, **changes: Any) -> None:
