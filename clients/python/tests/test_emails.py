@@ -4,6 +4,8 @@ them."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from mailer_client import (
@@ -62,7 +64,7 @@ def test_send_to_several_with_an_attachment(client: MailerClient, server: LiveSe
     assert [s.to for s in sent.data] == [first, second]
     assert len({s.id for s in sent.data}) == 2
     for item in sent.data:
-        wait_for(lambda i=item: client.emails.get(i.id), lambda e: e.status in FINAL)
+        wait_for(partial(client.emails.get, item.id), lambda e: e.status in FINAL)
     [message] = outbox_messages_to(server.outbox, first)
     assert "invoice.txt" in message
 
