@@ -42,9 +42,9 @@ def test_send_inline_and_look_it_up(client: MailerClient, server: LiveServer) ->
     assert email.id == one.id
     assert email.to == to
     assert email.subject == "Reset your password"
-    assert email.batch_id is None
     assert email.created_at is not None
     assert email.events
+    assert {e.type for e in email.events} >= {"SENT"}
     [message] = outbox_messages_to(server.outbox, to)
     assert "Subject: Reset your password" in message
 
@@ -69,7 +69,7 @@ def test_send_to_several_with_an_attachment(client: MailerClient, server: LiveSe
     assert "invoice.txt" in message
 
 
-def test_send_with_a_template(client: MailerClient) -> None:
+def test_send_with_a_template(client: MailerClient, server: LiveServer) -> None:
     template = client.templates.create(
         unique("single-tpl"),
         subject="Hi {{name}}",
@@ -79,8 +79,11 @@ def test_send_with_a_template(client: MailerClient) -> None:
     to = address("tpl")
     [one] = client.emails.send(to, template_id=template.id, variables={"name": "Ada"}).data
     email = wait_for(lambda: client.emails.get(one.id), lambda e: e.status in FINAL)
-    assert email.subject == "Hi Ada"
+    assert email.status == "SENT"
     assert email.template_id == template.id
+    assert email.template_version == 1
+    [message] = outbox_messages_to(server.outbox, to)
+    assert "Subject: Hi Ada" in message
 
 
 def test_idempotent_retry_sends_once(client: MailerClient) -> None:

@@ -135,6 +135,7 @@ def test_email_detail_reads_camel_case(scripted: ScriptedServer) -> None:
     assert email.from_ == "shop@example.com"
     assert email.provider_message_id == "pm-1"
     assert email.sent_at == datetime(2030, 1, 1, 0, 0, 1, tzinfo=UTC)
+    assert email.events is not None
     assert email.events[0].type == "SENT"
     assert email.model_extra == {"somethingNew": 1}  # a field added later is kept
 

@@ -233,7 +233,8 @@ class EmailsSent(ApiModel):
 
 
 class Email(ApiModel):
-    """One message (a single email, or one recipient of a batch)."""
+    """One message (a single email, or one recipient of a batch). `subject` is the
+    template's, unrendered."""
 
     id: str
     status: str
@@ -245,13 +246,16 @@ class Email(ApiModel):
     template_version: int | None = None
     template_version_id: str | None = None
     provider_message_id: str | None = None
+    attempts: int = 0
+    last_error: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime | None = None
     sent_at: datetime | None = None
     delivered_at: datetime | None = None
-    last_error: str | None = None
-    events: list[Event] = Field(default_factory=list)
+    updated_at: datetime | None = None
+    events: list[Event] | None = None
+    """Its events, oldest first (`emails.get`); None in lists."""
 
 
 # --- suppressions ----------------------------------------------------------------------
