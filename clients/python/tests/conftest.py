@@ -52,3 +52,13 @@ def emails_api(server: LiveServer) -> None:
             "this mailer has no /api/v1/emails yet (its /openapi.json lacks the path); "
             "these tests run once the single-email endpoints are merged"
         )
+
+
+@pytest.fixture
+def webhooks_api(server: LiveServer) -> None:
+    """Skips unless the server has the outbound webhook endpoints."""
+    if not server.has_path("/api/v1/webhook-endpoints"):
+        pytest.skip(
+            "this mailer has no /api/v1/webhook-endpoints yet (its /openapi.json lacks the "
+            "path); these tests run once outbound webhooks are merged"
+        )

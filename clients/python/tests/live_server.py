@@ -62,6 +62,8 @@ def _environment(data_dir: Path, database: str | None) -> dict[str, str]:
             "OUTBOX_DIR": str(data_dir / "outbox"),
             "LOG_FORMAT": "json",
             "SNS_VERIFY": "false",
+            # Outbound webhooks may reach the tests' receiver on 127.0.0.1.
+            "WEBHOOK_ALLOW_PRIVATE": "true",
         }
     )
     if database is not None:

@@ -26,6 +26,7 @@ from mailer_client.models import (
     BatchCreated,
     BatchSummary,
     CreatedApiKey,
+    CreatedWebhookEndpoint,
     CursorPage,
     DeadLetter,
     DeadLettersPurged,
@@ -46,6 +47,12 @@ from mailer_client.models import (
     Suppression,
     SuppressionsAdded,
     Template,
+    WebhookDeliveriesReplayed,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+    WebhookSecret,
+    WebhookTestResult,
 )
 from mailer_client.retry import NO_RETRIES, RetryPolicy
 
@@ -63,6 +70,7 @@ __all__ = [
     "BatchSummary",
     "ConflictError",
     "CreatedApiKey",
+    "CreatedWebhookEndpoint",
     "CursorPage",
     "DeadLetter",
     "DeadLettersPurged",
@@ -93,5 +101,11 @@ __all__ = [
     "SuppressionsAdded",
     "Template",
     "ValidationError",
+    "WebhookDeliveriesReplayed",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
+    "WebhookSecret",
+    "WebhookTestResult",
     "__version__",
 ]

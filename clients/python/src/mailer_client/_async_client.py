@@ -69,6 +69,7 @@ class AsyncMailerClient:
         self.sending = AsyncSending(self)
         self.domains = AsyncDomains(self)
         self.metrics = AsyncMetrics(self)
+        self.webhook_endpoints = AsyncWebhookEndpoints(self)
 
     async def __aenter__(self) -> Self:
         return self
@@ -482,3 +483,77 @@ class AsyncMetrics(_Resource):
 
     async def admin(self, *, hours: int | None = None) -> m.AdminMetrics:
         return await self._c.send(calls.metrics_admin(hours))
+
+
+class AsyncWebhookEndpoints(_Resource):
+    """Receivers of mailer's events (outbound webhooks); verify their messages with
+    `mailer_client.webhooks.verify`."""
+
+    async def create(
+        self,
+        url: str,
+        *,
+        events: Sequence[str] | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+    ) -> m.CreatedWebhookEndpoint:
+        """A new endpoint; its signing secret (`.secret`) is shown this once."""
+        return await self._c.send(calls.webhook_endpoints_create(url, events, description, enabled))
+
+    async def list(
+        self, *, limit: int = DEFAULT_PAGE_SIZE, offset: int = 0
+    ) -> m.Page[m.WebhookEndpoint]:
+        return await self._c.send(calls.webhook_endpoints_list(limit, offset))
+
+    def iter(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> AsyncIterator[m.WebhookEndpoint]:
+        return self._c.iter_offset(calls.webhook_endpoints_list, page_size)
+
+    async def get(self, endpoint_id: str) -> m.WebhookEndpoint:
+        return await self._c.send(calls.webhook_endpoints_get(endpoint_id))
+
+    async def update(
+        self,
+        endpoint_id: str,
+        *,
+        url: str | None = None,
+        events: Sequence[str] | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+    ) -> m.WebhookEndpoint:
+        """Change the fields given; enabling clears the disabled reason."""
+        return await self._c.send(
+            calls.webhook_endpoints_update(endpoint_id, url, events, description, enabled)
+        )
+
+    async def delete(self, endpoint_id: str) -> None:
+        await self._c.send(calls.webhook_endpoints_delete(endpoint_id))
+
+    async def rotate_secret(self, endpoint_id: str) -> m.WebhookSecret:
+        return await self._c.send(calls.webhook_endpoints_rotate_secret(endpoint_id))
+
+    async def test(self, endpoint_id: str) -> m.WebhookTestResult:
+        """Send a webhook.test event now: the receiver's status and the latency."""
+        return await self._c.send(calls.webhook_endpoints_test(endpoint_id))
+
+    async def deliveries(
+        self, endpoint_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> m.CursorPage[m.WebhookDelivery]:
+        """One page of the endpoint's deliveries, newest first."""
+        return await self._c.send(calls.webhook_endpoints_deliveries(endpoint_id, limit, cursor))
+
+    def iter_deliveries(
+        self, endpoint_id: str, *, page_size: int | None = None
+    ) -> AsyncIterator[m.WebhookDelivery]:
+        return self._c.iter_cursor(
+            lambda cursor: calls.webhook_endpoints_deliveries(endpoint_id, page_size, cursor)
+        )
+
+    async def replay(self, endpoint_id: str, delivery_id: int) -> m.WebhookDelivery:
+        """Deliver that event again (same webhook-id)."""
+        return await self._c.send(calls.webhook_endpoints_replay(endpoint_id, delivery_id))
+
+    async def replay_failed(
+        self, endpoint_id: str, since: datetime | str
+    ) -> m.WebhookDeliveriesReplayed:
+        """Deliver again every event that failed at or after `since`."""
+        return await self._c.send(calls.webhook_endpoints_replay_failed(endpoint_id, since))

@@ -450,3 +450,100 @@ def metrics_summary() -> Call[m.MetricsSummary]:
 
 def metrics_admin(hours: int | None) -> Call[m.AdminMetrics]:
     return Call("GET", f"{API}/admin/metrics", _model(m.AdminMetrics), params=_query(hours=hours))
+
+
+# --- outbound webhook endpoints --------------------------------------------------------
+
+_HOOKS = f"{API}/webhook-endpoints"
+
+
+def webhook_endpoints_create(
+    url: str, events: Sequence[str] | None, description: str | None, enabled: bool | None
+) -> Call[m.CreatedWebhookEndpoint]:
+    body = _body(
+        url=url,
+        events=list(events) if events is not None else None,
+        description=description,
+        enabled=enabled,
+    )
+    return Call("POST", _HOOKS, _model(m.CreatedWebhookEndpoint), json=body, idempotent=False)
+
+
+def webhook_endpoints_list(limit: int, offset: int) -> Call[m.Page[m.WebhookEndpoint]]:
+    return Call(
+        "GET", _HOOKS, _model(m.Page[m.WebhookEndpoint]), params=_query(limit=limit, offset=offset)
+    )
+
+
+def webhook_endpoints_get(endpoint_id: str) -> Call[m.WebhookEndpoint]:
+    return Call("GET", f"{_HOOKS}/{_seg(endpoint_id)}", _model(m.WebhookEndpoint))
+
+
+def webhook_endpoints_update(
+    endpoint_id: str,
+    url: str | None,
+    events: Sequence[str] | None,
+    description: str | None,
+    enabled: bool | None,
+) -> Call[m.WebhookEndpoint]:
+    body = _body(
+        url=url,
+        events=list(events) if events is not None else None,
+        description=description,
+        enabled=enabled,
+    )
+    return Call("PATCH", f"{_HOOKS}/{_seg(endpoint_id)}", _model(m.WebhookEndpoint), json=body)
+
+
+def webhook_endpoints_delete(endpoint_id: str) -> Call[None]:
+    return Call("DELETE", f"{_HOOKS}/{_seg(endpoint_id)}", _none, idempotent=False)
+
+
+def webhook_endpoints_rotate_secret(endpoint_id: str) -> Call[m.WebhookSecret]:
+    return Call(
+        "POST",
+        f"{_HOOKS}/{_seg(endpoint_id)}/rotate-secret",
+        _model(m.WebhookSecret),
+        idempotent=False,
+    )
+
+
+def webhook_endpoints_test(endpoint_id: str) -> Call[m.WebhookTestResult]:
+    return Call(
+        "POST",
+        f"{_HOOKS}/{_seg(endpoint_id)}/test",
+        _model(m.WebhookTestResult),
+        idempotent=False,
+    )
+
+
+def webhook_endpoints_deliveries(
+    endpoint_id: str, limit: int | None, cursor: str | None
+) -> Call[m.CursorPage[m.WebhookDelivery]]:
+    return Call(
+        "GET",
+        f"{_HOOKS}/{_seg(endpoint_id)}/deliveries",
+        _model(m.CursorPage[m.WebhookDelivery]),
+        params=_query(limit=limit, cursor=cursor),
+    )
+
+
+def webhook_endpoints_replay(endpoint_id: str, delivery_id: int) -> Call[m.WebhookDelivery]:
+    return Call(
+        "POST",
+        f"{_HOOKS}/{_seg(endpoint_id)}/deliveries/{delivery_id}/replay",
+        _model(m.WebhookDelivery),
+        idempotent=False,
+    )
+
+
+def webhook_endpoints_replay_failed(
+    endpoint_id: str, since: datetime | str
+) -> Call[m.WebhookDeliveriesReplayed]:
+    return Call(
+        "POST",
+        f"{_HOOKS}/{_seg(endpoint_id)}/deliveries/replay-failed",
+        _model(m.WebhookDeliveriesReplayed),
+        json=_body(since=since),
+        idempotent=False,
+    )

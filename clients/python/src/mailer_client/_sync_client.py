@@ -69,6 +69,7 @@ class MailerClient:
         self.sending = Sending(self)
         self.domains = Domains(self)
         self.metrics = Metrics(self)
+        self.webhook_endpoints = WebhookEndpoints(self)
 
     def __enter__(self) -> Self:
         return self
@@ -480,3 +481,73 @@ class Metrics(_Resource):
 
     def admin(self, *, hours: int | None = None) -> m.AdminMetrics:
         return self._c.send(calls.metrics_admin(hours))
+
+
+class WebhookEndpoints(_Resource):
+    """Receivers of mailer's events (outbound webhooks); verify their messages with
+    `mailer_client.webhooks.verify`."""
+
+    def create(
+        self,
+        url: str,
+        *,
+        events: Sequence[str] | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+    ) -> m.CreatedWebhookEndpoint:
+        """A new endpoint; its signing secret (`.secret`) is shown this once."""
+        return self._c.send(calls.webhook_endpoints_create(url, events, description, enabled))
+
+    def list(self, *, limit: int = DEFAULT_PAGE_SIZE, offset: int = 0) -> m.Page[m.WebhookEndpoint]:
+        return self._c.send(calls.webhook_endpoints_list(limit, offset))
+
+    def iter(self, *, page_size: int = DEFAULT_PAGE_SIZE) -> Iterator[m.WebhookEndpoint]:
+        return self._c.iter_offset(calls.webhook_endpoints_list, page_size)
+
+    def get(self, endpoint_id: str) -> m.WebhookEndpoint:
+        return self._c.send(calls.webhook_endpoints_get(endpoint_id))
+
+    def update(
+        self,
+        endpoint_id: str,
+        *,
+        url: str | None = None,
+        events: Sequence[str] | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+    ) -> m.WebhookEndpoint:
+        """Change the fields given; enabling clears the disabled reason."""
+        return self._c.send(
+            calls.webhook_endpoints_update(endpoint_id, url, events, description, enabled)
+        )
+
+    def delete(self, endpoint_id: str) -> None:
+        self._c.send(calls.webhook_endpoints_delete(endpoint_id))
+
+    def rotate_secret(self, endpoint_id: str) -> m.WebhookSecret:
+        return self._c.send(calls.webhook_endpoints_rotate_secret(endpoint_id))
+
+    def test(self, endpoint_id: str) -> m.WebhookTestResult:
+        """Send a webhook.test event now: the receiver's status and the latency."""
+        return self._c.send(calls.webhook_endpoints_test(endpoint_id))
+
+    def deliveries(
+        self, endpoint_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> m.CursorPage[m.WebhookDelivery]:
+        """One page of the endpoint's deliveries, newest first."""
+        return self._c.send(calls.webhook_endpoints_deliveries(endpoint_id, limit, cursor))
+
+    def iter_deliveries(
+        self, endpoint_id: str, *, page_size: int | None = None
+    ) -> Iterator[m.WebhookDelivery]:
+        return self._c.iter_cursor(
+            lambda cursor: calls.webhook_endpoints_deliveries(endpoint_id, page_size, cursor)
+        )
+
+    def replay(self, endpoint_id: str, delivery_id: int) -> m.WebhookDelivery:
+        """Deliver that event again (same webhook-id)."""
+        return self._c.send(calls.webhook_endpoints_replay(endpoint_id, delivery_id))
+
+    def replay_failed(self, endpoint_id: str, since: datetime | str) -> m.WebhookDeliveriesReplayed:
+        """Deliver again every event that failed at or after `since`."""
+        return self._c.send(calls.webhook_endpoints_replay_failed(endpoint_id, since))

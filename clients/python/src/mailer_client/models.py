@@ -365,3 +365,74 @@ class AdminMetrics(ApiModel):
     bounce_rate: float | None = None
     complaint_rate: float | None = None
     reputation: SendingState
+
+
+# --- outbound webhooks -----------------------------------------------------------------
+
+
+class WebhookEndpoint(ApiModel):
+    """A receiver of mailer's events. `events` empty: every type."""
+
+    id: str
+    url: str
+    events: list[str] = Field(default_factory=list)
+    description: str = ""
+    enabled: bool
+    disabled_reason: str | None = None
+    failing_since: datetime | None = None
+    previous_secret_expires_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class CreatedWebhookEndpoint(WebhookEndpoint):
+    """A new endpoint: `secret` (whsec_...) signs its messages and is shown this once."""
+
+    secret: str
+
+
+class WebhookSecret(ApiModel):
+    """A rotated secret; the previous one still signs until `previous_secret_expires_at`."""
+
+    id: str
+    secret: str
+    previous_secret_expires_at: datetime | None = None
+
+
+class WebhookTestResult(ApiModel):
+    delivery_id: int
+    event_id: str
+    success: bool
+    status_code: int | None = None
+    latency_ms: int
+    error: str | None = None
+    response: str | None = None
+
+
+class WebhookDelivery(ApiModel):
+    id: int
+    event_id: str
+    type: str
+    state: str
+    attempts: int
+    status_code: int | None = None
+    error: str | None = None
+    latency_ms: int | None = None
+    response: str | None = None
+    created_at: datetime
+    last_attempt_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+
+
+class WebhookDeliveriesReplayed(ApiModel):
+    replayed: int
+
+
+class WebhookEvent(ApiModel):
+    """The body of a webhook message: `type` (`email.bounced`, ...), `timestamp`, `data`
+    (camelCase keys, as the API sends them), plus `id`, the webhook-id header."""
+
+    id: str = ""
+    type: str
+    timestamp: datetime
+    data: dict[str, Any] = Field(default_factory=dict)
