@@ -32,6 +32,8 @@ class LiveServer:
     log_path: Path
     process: subprocess.Popen[bytes]
     paths: frozenset[str]
+    database: str | None
+    queue: str
 
     def has_path(self, path: str) -> bool:
         return path in self.paths
@@ -47,7 +49,7 @@ def free_port() -> int:
         return port
 
 
-def _environment(data_dir: Path, database: str | None) -> dict[str, str]:
+def _environment(data_dir: Path, database: str | None, name: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -70,7 +72,7 @@ def _environment(data_dir: Path, database: str | None) -> dict[str, str]:
         redis_db = os.environ.get("MAILER_TEST_REDIS_DB", "15")
         env["DATABASE_URL"] = f"{PG}/{database}"
         env["REDIS_URL"] = f"redis://127.0.0.1:6379/{redis_db}"
-        env["QUEUE_NAME"] = f"client-tests-{os.getpid()}"
+        env["QUEUE_NAME"] = _queue(name)
     return env
 
 
@@ -103,13 +105,16 @@ def _get_json(url: str) -> object:
         return json.load(answer)
 
 
-def start(data_dir: Path) -> LiveServer:
+def start(data_dir: Path, name: str = "main", settings: dict[str, str] | None = None) -> LiveServer:
+    """A mailer on a free port; `name` tells apart several in one session, `settings` are
+    extra environment variables (API_RATE_LIMIT=...)."""
     database = None
     if BACKEND == "postgres":
-        database = f"mailer_client_tests_{os.getpid()}"
+        database = f"mailer_client_tests_{os.getpid()}_{name}"
         _psql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         _psql(f'CREATE DATABASE "{database}"')
-    env = _environment(data_dir, database)
+    env = _environment(data_dir, database, name)
+    env.update(settings or {})
     _mailer(["migrate"], env, data_dir)
     created = _mailer(["keys", "create", "client-tests", "--admin"], env, data_dir)
     keys = [line.strip() for line in created.splitlines() if _KEY.match(line.strip())]
@@ -144,6 +149,8 @@ def start(data_dir: Path) -> LiveServer:
         log_path=log_path,
         process=process,
         paths=frozenset(spec.get("paths", {})),
+        database=database,
+        queue=_queue(name),
     )
 
 
@@ -159,19 +166,23 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 
 def stop(server: LiveServer) -> None:
     stop_process(server.process)
-    if BACKEND == "postgres":
-        _psql(f'DROP DATABASE IF EXISTS "mailer_client_tests_{os.getpid()}" WITH (FORCE)')
-        _drop_queue_keys()
+    if server.database is not None:
+        _psql(f'DROP DATABASE IF EXISTS "{server.database}" WITH (FORCE)')
+        _drop_queue_keys(server.queue)
 
 
-def _drop_queue_keys() -> None:
-    """The queue's keys in the test Redis database (its name is this process's own)."""
+def _queue(name: str) -> str:
+    return f"client-tests-{os.getpid()}-{name}"
+
+
+def _drop_queue_keys(queue: str) -> None:
+    """The queue's keys in the test Redis database (its name is this server's own)."""
     import redis
 
     db = int(os.environ.get("MAILER_TEST_REDIS_DB", "15"))
     connection = redis.Redis(host="127.0.0.1", port=6379, db=db)
     try:
-        keys = list(connection.scan_iter(match=f"*client-tests-{os.getpid()}*", count=1000))
+        keys = list(connection.scan_iter(match=f"*:{queue}:*", count=1000))
         if keys:
             connection.delete(*keys)
     finally:
