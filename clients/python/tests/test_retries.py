@@ -19,6 +19,7 @@ from mailer_client import (
     RateLimitError,
     RetryPolicy,
     ServerError,
+    UnexpectedResponseError,
 )
 from tests.scripted_server import DROP, Answer, ScriptedServer
 
@@ -248,3 +249,14 @@ def test_authorization_and_user_agent_are_sent(scripted: ScriptedServer, waits: 
     assert (
         received.path == "/api/v1/admin/suppressions?limit=100&offset=0&reason=BOUNCE&search=x%40y"
     )
+
+
+def test_a_success_that_is_not_the_expected_shape(scripted: ScriptedServer, waits: Waits) -> None:
+    scripted.answer(Answer(200, raw=b"<html>captive portal</html>"), Answer(200, {"data": 1}))
+    with _client(scripted, waits, NO_RETRIES) as c:
+        with pytest.raises(UnexpectedResponseError) as caught:
+            c.templates.list()
+        assert caught.value.status == 200
+        assert "captive portal" in caught.value.body
+        with pytest.raises(UnexpectedResponseError, match="templates"):
+            c.templates.list()

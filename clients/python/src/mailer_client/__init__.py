@@ -16,6 +16,7 @@ from mailer_client.errors import (
     PermissionDeniedError,
     RateLimitError,
     ServerError,
+    UnexpectedResponseError,
     ValidationError,
 )
 from mailer_client.models import (
@@ -100,6 +101,7 @@ __all__ = [
     "Suppression",
     "SuppressionsAdded",
     "Template",
+    "UnexpectedResponseError",
     "ValidationError",
     "WebhookDeliveriesReplayed",
     "WebhookDelivery",

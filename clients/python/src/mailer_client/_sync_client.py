@@ -11,11 +11,16 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
+import pydantic
 
 from mailer_client import _calls as calls
 from mailer_client import models as m
 from mailer_client._version import __version__
-from mailer_client.errors import MailerConnectionError, error_from_response
+from mailer_client.errors import (
+    MailerConnectionError,
+    UnexpectedResponseError,
+    error_from_response,
+)
 from mailer_client.retry import RetryPolicy
 
 T = TypeVar("T")
@@ -27,6 +32,18 @@ DEFAULT_PAGE_SIZE = 100
 def _base_url(url: str | None) -> str:
     url = (url or os.environ.get("MAILER_URL") or DEFAULT_URL).rstrip("/")
     return url.removesuffix("/api/v1")
+
+
+def _parse(call: calls.Call[T], response: httpx.Response) -> T:
+    try:
+        return call.parse(response)
+    except pydantic.ValidationError as exc:
+        raise UnexpectedResponseError(
+            f"{call.method} {call.path}: the {response.status_code} answer is not the "
+            f"expected shape: {exc}",
+            response.status_code,
+            response.text[:2000],
+        ) from exc
 
 
 class MailerClient:
@@ -110,7 +127,7 @@ class MailerClient:
                 self._sleep(wait)
                 continue
             if response.status_code < 400 or response.status_code in call.accept:
-                return call.parse(response)
+                return _parse(call, response)
             wait = self.retry.retry_after_status(response, attempt, call.idempotent)
             if wait is None:
                 raise error_from_response(response)

@@ -17,6 +17,16 @@ class MailerConnectionError(MailerClientError):
     """No answer: the server could not be reached or the connection failed (after retries)."""
 
 
+class UnexpectedResponseError(MailerClientError):
+    """A success answer whose body is not what the call expects (not JSON, or not the
+    documented shape: a proxy's page, or a server of another version)."""
+
+    def __init__(self, message: str, status: int, body: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
 class APIError(MailerClientError):
     """The API answered with an error status.
 
