@@ -26,7 +26,7 @@ REPLACEMENTS = [
         "from collections.abc import AsyncIterator, Awaitable, Callable,",
         "from collections.abc import Callable, Iterator,",
     ),
-    ("import asyncio\nimport os\n", "import os\nimport time\n"),
+    ("import asyncio\nimport os\nimport time\n", "import os\nimport time\n"),
     ("Awaitable[None]", "None"),
     ("asyncio.sleep", "time.sleep"),
     ("async def __aenter__", "def __enter__"),

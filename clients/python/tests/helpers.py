@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
-
-T = TypeVar("T")
 
 
 def unique(prefix: str) -> str:
@@ -17,17 +12,6 @@ def unique(prefix: str) -> str:
 
 def address(prefix: str = "user") -> str:
     return f"{unique(prefix)}@example.com"
-
-
-def wait_for(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 60.0) -> T:
-    """Read until `done` holds (the worker sends in the background); the last value read.
-    The deadline only bounds a hang: nothing is asserted about how long it took."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
 
 
 def outbox_messages_to(outbox: Path, email: str) -> list[str]:

@@ -15,7 +15,7 @@ from mailer_client import (
     Recipient,
     ValidationError,
 )
-from tests.helpers import address, outbox_messages_to, unique, wait_for
+from tests.helpers import address, outbox_messages_to, unique
 from tests.live_server import LiveServer
 
 
@@ -45,7 +45,7 @@ def test_send_follow_and_read_events(
     assert (created.recipients, created.queued, created.suppressed) == (2, 2, 0)
     assert created.replayed is False
 
-    batch = wait_for(lambda: client.batches.get(created.id), lambda b: b.status == "COMPLETED")
+    batch = client.batches.wait(created.id, poll_interval=0.1, timeout=60)
     assert batch.status == "COMPLETED"
     assert batch.result == "all_sent"
     assert batch.counts["SENT"] == 2
@@ -95,6 +95,9 @@ def test_schedule_then_cancel(client: MailerClient, template_id: str) -> None:
     assert created.send_at is not None and abs(created.send_at - send_at) < timedelta(seconds=1)
     assert created.id in {b.id for b in client.batches.iter(status="SCHEDULED", page_size=2)}
 
+    with pytest.raises(TimeoutError, match="SCHEDULED"):
+        client.batches.wait(created.id, timeout=0)
+
     cancelled = client.batches.cancel(created.id)
     assert cancelled.status == "CANCELLED"
     assert cancelled.counts["CANCELLED"] == 1
@@ -134,3 +137,6 @@ async def test_async_batches(aclient: AsyncMailerClient, server: LiveServer) -> 
     assert created.id in {b.id async for b in aclient.batches.iter(page_size=5)}
     summary = await aclient.batches.summary(created.id)
     assert summary.total == 1
+    done = await aclient.batches.wait(created.id, poll_interval=0.1, timeout=60)
+    assert done.status == "COMPLETED"
+    assert done.counts["SENT"] == 1

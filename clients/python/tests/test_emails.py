@@ -4,8 +4,6 @@ them."""
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 
 from mailer_client import (
@@ -15,12 +13,10 @@ from mailer_client import (
     NotFoundError,
     ValidationError,
 )
-from tests.helpers import address, outbox_messages_to, unique, wait_for
+from tests.helpers import address, outbox_messages_to, unique
 from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.usefixtures("emails_api")
-
-FINAL = {"SENT", "DELIVERED", "FAILED", "SUPPRESSED", "BOUNCED", "COMPLAINED", "CANCELLED"}
 
 
 def test_send_inline_and_look_it_up(client: MailerClient, server: LiveServer) -> None:
@@ -37,7 +33,7 @@ def test_send_inline_and_look_it_up(client: MailerClient, server: LiveServer) ->
     assert one.status == "QUEUED"
     assert sent.replayed is False
 
-    email = wait_for(lambda: client.emails.get(one.id), lambda e: e.status in FINAL)
+    email = client.emails.wait(one.id, poll_interval=0.1, timeout=60)
     assert email.status == "SENT"
     assert email.id == one.id
     assert email.to == to
@@ -64,7 +60,7 @@ def test_send_to_several_with_an_attachment(client: MailerClient, server: LiveSe
     assert [s.to for s in sent.data] == [first, second]
     assert len({s.id for s in sent.data}) == 2
     for item in sent.data:
-        wait_for(partial(client.emails.get, item.id), lambda e: e.status in FINAL)
+        assert client.emails.wait(item.id, poll_interval=0.1, timeout=60).status == "SENT"
     [message] = outbox_messages_to(server.outbox, first)
     assert "invoice.txt" in message
 
@@ -78,7 +74,7 @@ def test_send_with_a_template(client: MailerClient, server: LiveServer) -> None:
     )
     to = address("tpl")
     [one] = client.emails.send(to, template_id=template.id, variables={"name": "Ada"}).data
-    email = wait_for(lambda: client.emails.get(one.id), lambda e: e.status in FINAL)
+    email = client.emails.wait(one.id, poll_interval=0.1, timeout=60)
     assert email.status == "SENT"
     assert email.template_id == template.id
     assert email.template_version == 1
@@ -120,6 +116,7 @@ async def test_async_send_and_list(aclient: AsyncMailerClient) -> None:
     sent = await aclient.emails.send(to, subject="Async", html="<p>hi</p>")
     [one] = sent.data
     assert (await aclient.emails.get(one.id)).to == to
+    assert (await aclient.emails.wait(one.id, poll_interval=0.1, timeout=60)).status == "SENT"
     page = await aclient.emails.list(to=to)
     assert [e.id for e in page.data] == [one.id]
     assert [e.id async for e in aclient.emails.iter(to=to)] == [one.id]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -27,6 +28,8 @@ T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:3000"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_PAGE_SIZE = 100
+FINAL_BATCH_STATUSES = frozenset({"COMPLETED", "CANCELLED"})
+UNSENT_EMAIL_STATUSES = frozenset({"QUEUED", "SCHEDULED", "PENDING", "SENDING", "RETRYING"})
 
 
 def _base_url(url: str | None) -> str:
@@ -277,6 +280,20 @@ class AsyncBatches(_Resource):
     async def summary(self, batch_id: str) -> m.BatchSummary:
         return await self._c.send(calls.batches_summary(batch_id))
 
+    async def wait(
+        self, batch_id: str, *, poll_interval: float = 1.0, timeout: float | None = None
+    ) -> m.Batch:
+        """Poll the batch until it is COMPLETED or CANCELLED; it then. TimeoutError after
+        `timeout` seconds (None: no limit). A SCHEDULED batch is waited for too."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            batch = await self._c.send(calls.batches_get(batch_id))
+            if batch.status in FINAL_BATCH_STATUSES:
+                return batch
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"batch {batch_id} is still {batch.status} after {timeout} s")
+            await self._c._sleep(poll_interval)
+
     async def cancel(self, batch_id: str) -> m.Batch:
         return await self._c.send(calls.batches_cancel(batch_id))
 
@@ -354,6 +371,20 @@ class AsyncEmails(_Resource):
     async def get(self, email_id: str) -> m.Email:
         """One message with its events (a single email or a batch recipient)."""
         return await self._c.send(calls.emails_get(email_id))
+
+    async def wait(
+        self, email_id: str, *, poll_interval: float = 1.0, timeout: float | None = None
+    ) -> m.Email:
+        """Poll the message until the provider took it or it ended otherwise (SENT,
+        DELIVERED, FAILED, SUPPRESSED, ...); it then. TimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            email = await self._c.send(calls.emails_get(email_id))
+            if email.status not in UNSENT_EMAIL_STATUSES:
+                return email
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"email {email_id} is still {email.status} after {timeout} s")
+            await self._c._sleep(poll_interval)
 
     async def list(
         self,

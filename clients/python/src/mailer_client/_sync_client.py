@@ -27,6 +27,8 @@ T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:3000"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_PAGE_SIZE = 100
+FINAL_BATCH_STATUSES = frozenset({"COMPLETED", "CANCELLED"})
+UNSENT_EMAIL_STATUSES = frozenset({"QUEUED", "SCHEDULED", "PENDING", "SENDING", "RETRYING"})
 
 
 def _base_url(url: str | None) -> str:
@@ -275,6 +277,20 @@ class Batches(_Resource):
     def summary(self, batch_id: str) -> m.BatchSummary:
         return self._c.send(calls.batches_summary(batch_id))
 
+    def wait(
+        self, batch_id: str, *, poll_interval: float = 1.0, timeout: float | None = None
+    ) -> m.Batch:
+        """Poll the batch until it is COMPLETED or CANCELLED; it then. TimeoutError after
+        `timeout` seconds (None: no limit). A SCHEDULED batch is waited for too."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            batch = self._c.send(calls.batches_get(batch_id))
+            if batch.status in FINAL_BATCH_STATUSES:
+                return batch
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"batch {batch_id} is still {batch.status} after {timeout} s")
+            self._c._sleep(poll_interval)
+
     def cancel(self, batch_id: str) -> m.Batch:
         return self._c.send(calls.batches_cancel(batch_id))
 
@@ -352,6 +368,20 @@ class Emails(_Resource):
     def get(self, email_id: str) -> m.Email:
         """One message with its events (a single email or a batch recipient)."""
         return self._c.send(calls.emails_get(email_id))
+
+    def wait(
+        self, email_id: str, *, poll_interval: float = 1.0, timeout: float | None = None
+    ) -> m.Email:
+        """Poll the message until the provider took it or it ended otherwise (SENT,
+        DELIVERED, FAILED, SUPPRESSED, ...); it then. TimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            email = self._c.send(calls.emails_get(email_id))
+            if email.status not in UNSENT_EMAIL_STATUSES:
+                return email
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"email {email_id} is still {email.status} after {timeout} s")
+            self._c._sleep(poll_interval)
 
     def list(
         self,
