@@ -5,6 +5,7 @@ Idempotency-Key across its retries."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -171,11 +172,13 @@ def test_a_dropped_connection_is_retried_for_a_get(scripted: ScriptedServer, wai
 
 
 def test_a_server_that_is_not_there_is_tried_then_reported(waits: Waits) -> None:
-    with ScriptedServer() as gone:
-        url = gone.url
-    client = MailerClient(url, "k", retry=POLICY, sleep=waits)
-    with client as c, pytest.raises(MailerConnectionError) as caught:
-        c.templates.create("n")  # never sent: safe to retry even without idempotency
+    # A port bound but not listening: connections are refused, and no one else can take it.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        client = MailerClient(url, "k", retry=POLICY, sleep=waits)
+        with client as c, pytest.raises(MailerConnectionError) as caught:
+            c.templates.create("n")  # never sent: safe to retry even without idempotency
     assert len(waits.asked) == POLICY.max_attempts - 1
     assert "ConnectError" in str(caught.value)
 
