@@ -120,27 +120,15 @@ def start(data_dir: Path, name: str = "main", settings: dict[str, str] | None = 
     keys = [line.strip() for line in created.splitlines() if _KEY.match(line.strip())]
     if len(keys) != 1:
         raise RuntimeError(f"no key in the output of mailer keys create: {created}")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log_path = data_dir / "mailer.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mailer", "dev", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=data_dir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            spec = _get_json(f"{url}/openapi.json")
+    for _ in range(3):  # a free port can be taken before mailer binds it: then another
+        url, process, spec = _serve(env, data_dir, log_path)
+        if spec is not None:
             break
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            if process.poll() is not None or time.monotonic() > deadline:
-                stop_process(process)
-                raise RuntimeError(f"mailer dev did not start: {log_path.read_text()}") from None
-            time.sleep(0.1)
+        if "already in use" not in log_path.read_text(errors="replace"):
+            raise RuntimeError(f"mailer dev did not start: {log_path.read_text()}")
+    else:
+        raise RuntimeError(f"mailer dev found no free port: {log_path.read_text()}")
     assert isinstance(spec, dict)
     return LiveServer(
         url=url,
@@ -152,6 +140,32 @@ def start(data_dir: Path, name: str = "main", settings: dict[str, str] | None = 
         database=database,
         queue=_queue(name),
     )
+
+
+def _serve(
+    env: dict[str, str], data_dir: Path, log_path: Path
+) -> tuple[str, subprocess.Popen[bytes], object]:
+    """`mailer dev` on a free port: its URL, process and OpenAPI document (None: it exited
+    or did not answer within a minute)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mailer", "dev", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=data_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return url, process, _get_json(f"{url}/openapi.json")
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop_process(process)
+                return url, process, None
+            time.sleep(0.1)
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
