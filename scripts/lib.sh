@@ -3,15 +3,22 @@
 PYTHON="${PYTHON:-python3}"
 
 ensure_venv() {
-  # ensure_venv runtime|dev : create .venv and install mailer (with test tools for "dev")
+  # ensure_venv runtime|dev : create .venv and install mailer (with test tools and the
+  # Python client for "dev")
   local extra="$1" stamp=".venv/.installed-$1"
   if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
       echo "mailer needs Python 3.11 or newer (found $("$PYTHON" --version 2>&1))." >&2; exit 1; }
     "$PYTHON" -m venv .venv
   fi
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] \
+      || [ clients/python/pyproject.toml -nt "$stamp" ]; then
     bash deploy/install.sh .venv "$extra"
+    if [ "$extra" = "dev" ]; then
+      # The Python client (clients/python), whose tests run against this mailer.
+      .venv/bin/python -m pip install --quiet -e clients/python 2>&1 \
+        | { grep -v "is ignored: it is neither" || true; }
+    fi
     touch "$stamp"
   fi
 }
