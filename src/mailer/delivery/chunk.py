@@ -61,8 +61,15 @@ class _Claims:
     asks for one recipient once it holds its rate slot; asks that arrive while a claim
     statement runs are served by the next one."""
 
-    def __init__(self, processor: ChunkProcessor, job: ChunkJob, run: _ChunkRun) -> None:
+    def __init__(
+        self,
+        processor: ChunkProcessor,
+        job: ChunkJob,
+        run: _ChunkRun,
+        ignored: tuple[str, ...] = (),
+    ) -> None:
         self._p = processor
+        self._ignored = ignored
         self._job = job
         self._run = run
         self._asks: list[asyncio.Future[repository.Claimed | None]] = []
@@ -98,6 +105,7 @@ class _Claims:
                         worker=p.liveness.key,
                         dead_before=p.liveness.alive_cutoff() if p.liveness.judging() else None,
                         exclude=run.attempted,
+                        ignored_reasons=self._ignored,
                     )
             except Exception as exc:
                 run.exhausted = True  # stop claiming: the job fails with this error
@@ -216,7 +224,7 @@ class ChunkProcessor:
         claims its recipient (claims of sends due together are made in one statement): no
         recipient waits claimed for a rate slot, so a cancellation, a suppression or a
         shutdown finds the rest of the chunk unclaimed."""
-        claims = _Claims(self, job, run)
+        claims = _Claims(self, job, run, bctx.ignored_suppressions)
         tasks: list[asyncio.Task[None]] = []
         while not self.stopping.is_set() and run.pause_for is None and not run.exhausted:
             await self.slots.acquire()

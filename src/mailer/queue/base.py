@@ -22,6 +22,8 @@ class ChunkJob:
     # be enqueued again after its earlier job completed, while repeats within one reconcile
     # pass still deduplicate.
     tag: str = ""
+    # The transactional lane: the queue serves these before bulk work (queue/lanes.py).
+    high: bool = False
 
     @property
     def job_id(self) -> str:
