@@ -24,6 +24,7 @@ from mailer.db import session_scope
 from mailer.delivery import repository
 from mailer.delivery.compose import BatchContext, InvalidContent, compose_message
 from mailer.delivery.contexts import BatchContexts, PauseCache
+from mailer.delivery.lanes import LaneArbiter
 from mailer.delivery.liveness import Liveness
 from mailer.delivery.recorder import Outcome, Recorder
 from mailer.delivery.send_rate import RateLimiter
@@ -153,6 +154,9 @@ class ChunkProcessor:
         self.sessionmaker = sessionmaker
         self.transport = transport
         self.limiter = limiter
+        # Transactional sends take rate slots first (BULK_MIN_SHARE aside) and have
+        # concurrency places of their own: bulk sends never hold theirs.
+        self.lanes = LaneArbiter(limiter, settings.bulk_min_share)
         self.queue = queue
         self.recorder = recorder
         self.stopping = stopping
@@ -160,6 +164,7 @@ class ChunkProcessor:
         self.contexts = BatchContexts(settings)
         self.pause = PauseCache(sessionmaker)
         self.slots = asyncio.Semaphore(settings.worker_concurrency)
+        self.high_slots = asyncio.Semaphore(settings.worker_concurrency)
         self.liveness = liveness
         self.withdrawals = withdrawals
 
@@ -225,11 +230,12 @@ class ChunkProcessor:
         recipient waits claimed for a rate slot, so a cancellation, a suppression or a
         shutdown finds the rest of the chunk unclaimed."""
         claims = _Claims(self, job, run, bctx.ignored_suppressions)
+        slots = self.high_slots if bctx.high_priority else self.slots
         tasks: list[asyncio.Task[None]] = []
         while not self.stopping.is_set() and run.pause_for is None and not run.exhausted:
-            await self.slots.acquire()
+            await slots.acquire()
             if self.stopping.is_set() or run.pause_for is not None or run.exhausted:
-                self.slots.release()
+                slots.release()
                 break
             slotted = asyncio.Event()
             tasks.append(asyncio.create_task(self._send_one(bctx, run, claims, slotted)))
@@ -247,7 +253,7 @@ class ChunkProcessor:
     ) -> None:
         try:
             try:
-                self.metrics.observe_rate_wait(await self.limiter.acquire())
+                self.metrics.observe_rate_wait(await self.lanes.acquire(bctx.high_priority))
             finally:
                 slotted.set()
             while not self.stopping.is_set() and run.pause_for is None:
@@ -276,7 +282,7 @@ class ChunkProcessor:
                     await self.recorder.record(outcome)
                 return
         finally:
-            self.slots.release()
+            (self.high_slots if bctx.high_priority else self.slots).release()
 
     async def _attempt(
         self, bctx: BatchContext, run: _ChunkRun, r: repository.Claimed, slot_at: float, mark: int
@@ -303,7 +309,7 @@ class ChunkProcessor:
             # arrive: a send held up after its slot (a connection being opened, TLS) takes a
             # fresh slot rather than reach the provider together with later punctual ones.
             if self.limiter.late(slot_at):
-                self.metrics.observe_rate_wait(await self.limiter.acquire())
+                self.metrics.observe_rate_wait(await self.lanes.acquire(bctx.high_priority))
             # The last moment to hold the message back: cancelled or suppressed since the
             # claim (notices in memory; the database only when they may have missed one).
             await self._check_withdrawn(bctx.batch_id, r.email, mark)
