@@ -378,10 +378,27 @@ async def list_batches(
 
 
 async def list_events(
-    session: AsyncSession, batch_id: str, *, limit: int, offset: int, type_: str | None
+    session: AsyncSession,
+    batch_id: str,
+    *,
+    limit: int,
+    offset: int,
+    type_: str | None,
+    email: str | None = None,
 ) -> tuple[Sequence[Event], int]:
+    address = None
+    if email is not None:
+        try:
+            address = normalize_email(email)
+        except InvalidAddress as exc:
+            raise ValidationFailed(
+                "Invalid query parameter 'email'.",
+                details=[{"field": "query:email", "message": f"invalid address: {exc}"}],
+            ) from None
     await get_batch(session, batch_id)
-    return await repository.list_events(session, batch_id, limit=limit, offset=offset, type_=type_)
+    return await repository.list_events(
+        session, batch_id, limit=limit, offset=offset, type_=type_, email=address
+    )
 
 
 def _rate(part: int, whole: int) -> float | None:

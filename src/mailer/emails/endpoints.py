@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 
 from mailer.auth.dependencies import SendKey
+from mailer.batches.schemas import EventOut
 from mailer.batches.service import request_hash
 from mailer.deps import ApiRoute, Session, State
-from mailer.emails import service
-from mailer.emails.schemas import EmailCreate, EmailsCreated
+from mailer.emails import lookup, service
+from mailer.emails.schemas import EmailCreate, EmailOut, EmailPage, EmailsCreated
 from mailer.jsonbody import json_body, request_body_doc
+from mailer.models.enums import RecipientStatus
 from mailer.responses import JsonResponse
 
 router = APIRouter(prefix="/emails", tags=["emails"], route_class=ApiRoute)
 
 CreateBody = Annotated[EmailCreate, json_body(EmailCreate)]
+_STATUSES: dict[str, Any] = {"enum": list(RecipientStatus)}
 
 
 @router.post(
@@ -48,3 +52,45 @@ async def send_email(
     )
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
     return JsonResponse(result.response, status_code=202, headers=headers)
+
+
+@router.get("", response_model=EmailPage)
+async def list_emails(
+    session: Session,
+    state: State,
+    _: SendKey,
+    to: Annotated[str | None, Query(max_length=320, description="the address")] = None,
+    status: Annotated[
+        str | None,
+        Query(max_length=16, description="a message status", json_schema_extra=_STATUSES),
+    ] = None,
+    batch_id: Annotated[str | None, Query(max_length=64)] = None,
+    tag: Annotated[str | None, Query(max_length=600, description="name:value")] = None,
+    since: Annotated[datetime | None, Query(description="created at or after (ISO 8601)")] = None,
+    cursor: Annotated[str | None, Query(max_length=32, description="nextCursor")] = None,
+    limit: Annotated[int, Query(ge=1, le=lookup.MAX_PAGE)] = 50,
+) -> EmailPage:
+    """Messages (single emails and batch recipients alike), newest first, page by page:
+    pass the answer's nextCursor as `cursor`. `to` and `batch_id` are the indexed filters;
+    the others narrow them."""
+    page, next_cursor = await lookup.find_messages(
+        session,
+        to=to,
+        status=status,
+        batch_id=batch_id,
+        tag=tag,
+        since=since,
+        cursor=cursor,
+        limit=limit,
+        mail_from=state.settings.mail_from,
+    )
+    return EmailPage(data=[EmailOut.model_validate(m) for m in page], next_cursor=next_cursor)
+
+
+@router.get("/{email_id}", response_model=EmailOut)
+async def get_email(email_id: str, session: Session, state: State, _: SendKey) -> EmailOut:
+    """One message: its status, addresses, batch, template, provider id, times and events."""
+    found = await lookup.get_message(session, email_id, mail_from=state.settings.mail_from)
+    return EmailOut.model_validate(
+        {**found, "events": [EventOut.model_validate(e) for e in found["events"]]}
+    )
