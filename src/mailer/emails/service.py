@@ -279,7 +279,7 @@ async def create_emails(
     if files:
         await repository.add_attachments(session, batch.id, files)
     ids = await repository.recipient_ids(session, batch.id)
-    batch.response = {
+    response: dict[str, Any] = {
         "data": [
             {
                 "id": str(ids[seq]),
@@ -289,10 +289,11 @@ async def create_emails(
             for seq, (email, _) in enumerate(rows)
         ]
     }
-    await repository.save_response(session, batch.id, batch.response)
+    # Stored for Idempotency-Key replays (the ids exist only once the rows do).
+    await repository.save_response(session, batch.id, response)
     if held:
         await bump_metrics(session, {MetricKind.SUPPRESSED: len(held)})
     if not scheduled and queued:
         jobs = batches.chunk_jobs(batch.id, len(rows), chunk_size, high=True)
         enqueue_after_commit(session, queue, jobs)
-    return CreateResult(batch.response, replayed=False)
+    return CreateResult(response, replayed=False)
