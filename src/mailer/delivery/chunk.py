@@ -312,7 +312,7 @@ class ChunkProcessor:
                 self.metrics.observe_rate_wait(await self.lanes.acquire(bctx.high_priority))
             # The last moment to hold the message back: cancelled or suppressed since the
             # claim (notices in memory; the database only when they may have missed one).
-            await self._check_withdrawn(bctx.batch_id, r.email, mark)
+            await self._check_withdrawn(bctx.batch_id, r.email, mark, bctx.ignored_suppressions)
 
         started = time.perf_counter()
         try:
@@ -385,15 +385,18 @@ class ChunkProcessor:
             data={"transport": self.transport.name},
         )
 
-    async def _check_withdrawn(self, batch_id: str, email: str, mark: int) -> None:
+    async def _check_withdrawn(
+        self, batch_id: str, email: str, mark: int, ignored: tuple[str, ...] = ()
+    ) -> None:
         verdict = self.withdrawals.verdict(batch_id, email, mark)
         if verdict is Verdict.CANCELLED:
             raise _Withheld(RecipientStatus.CANCELLED)
-        if verdict is Verdict.SUPPRESSED:
+        if verdict is Verdict.SUPPRESSED and not ignored:
             raise _Withheld(RecipientStatus.SUPPRESSED)
-        if verdict is Verdict.ASK_DATABASE:
+        if verdict is not Verdict.SEND:
+            # A notice names no reason: mail that ignores some asks the database.
             async with session_scope(self.sessionmaker) as session:
-                status = await repository.withdrawn_now(session, batch_id, email)
+                status = await repository.withdrawn_now(session, batch_id, email, ignored)
             if status is not None:
                 raise _Withheld(status)
 

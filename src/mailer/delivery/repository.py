@@ -237,13 +237,19 @@ async def busy_claims_until(
     return min(moments)
 
 
-async def withdrawn_now(session: AsyncSession, batch_id: str, email: str) -> RecipientStatus | None:
+async def withdrawn_now(
+    session: AsyncSession, batch_id: str, email: str, ignored_reasons: Collection[str] = ()
+) -> RecipientStatus | None:
     """The database's answer when a worker's notices may have missed something: CANCELLED
-    if the batch was cancelled, SUPPRESSED if the address is on the list."""
+    if the batch was cancelled, SUPPRESSED if the address is on the list (for another
+    reason than one of `ignored_reasons`)."""
     status = await session.scalar(select(Batch.status).where(Batch.id == batch_id))
     if status is None or status == BatchStatus.CANCELLED:
         return RecipientStatus.CANCELLED
-    listed = await session.scalar(select(exists().where(Suppression.email == email)))
+    listed_for = [Suppression.email == email]
+    if ignored_reasons:
+        listed_for.append(Suppression.reason.not_in(list(ignored_reasons)))
+    listed = await session.scalar(select(exists().where(*listed_for)))
     return RecipientStatus.SUPPRESSED if listed else None
 
 
