@@ -17,14 +17,13 @@ from collections import deque
 
 from mailer.delivery.send_rate import RateLimiter
 
-_MAX_CREDIT = 2.0  # bulk's earned slots are not hoarded beyond this
-
 
 class LaneArbiter:
     def __init__(self, limiter: RateLimiter, bulk_min_share: float) -> None:
         self._limiter = limiter
         share = min(max(bulk_min_share, 0.0), 1.0)
         self._earn = 1e9 if share >= 1.0 else share / (1.0 - share)
+        self._max_credit = self._earn + 1.0  # earned slots are not hoarded beyond one grant's
         self._waiting: dict[bool, deque[asyncio.Future[None]]] = {True: deque(), False: deque()}
         self._acquiring = 0
         self._credit = 0.0
@@ -76,7 +75,7 @@ class LaneArbiter:
         high, bulk = self._waiting[True], self._waiting[False]
         if high and (not bulk or self._credit < 1.0):
             if bulk:
-                self._credit = min(self._credit + self._earn, _MAX_CREDIT)
+                self._credit = min(self._credit + self._earn, self._max_credit)
             self.granted[True] += 1
             return high.popleft()
         if bulk:
