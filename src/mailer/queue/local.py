@@ -114,16 +114,21 @@ class LocalQueue:
 
     async def run_worker(self, handler: JobHandler, *, concurrency: int) -> None:
         """One loop per lane, each with `concurrency` places."""
-        await asyncio.gather(
-            self._run_lane(handler, concurrency, high=False),
-            self._run_lane(handler, concurrency, high=True),
-        )
+        # Registered before the first await: a stop() from now on waits for these loops.
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._loops.add(done)
+        try:
+            await asyncio.gather(
+                self._run_lane(handler, concurrency, high=False),
+                self._run_lane(handler, concurrency, high=True),
+            )
+        finally:
+            self._loops.discard(done)
+            done.set_result(None)
 
     async def _run_lane(self, handler: JobHandler, concurrency: int, *, high: bool) -> None:
         slots = asyncio.Semaphore(max(1, concurrency))
         mine: set[asyncio.Task[None]] = set()
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._loops.add(done)
 
         def finished(task: asyncio.Task[None]) -> None:
             mine.discard(task)
@@ -148,8 +153,6 @@ class LocalQueue:
                 task.cancel()
             if mine:
                 await asyncio.wait(set(mine))
-            self._loops.discard(done)
-            done.set_result(None)
 
     async def stop(self, timeout: float) -> None:
         self._stopping = True
