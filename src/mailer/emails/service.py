@@ -203,7 +203,7 @@ async def _check_variables(body: EmailCreate, version: TemplateVersion) -> None:
 
 async def create_emails(
     session: AsyncSession,
-    principal: Principal,
+    principal: Principal | None,
     body: EmailCreate,
     *,
     body_hash: str,
@@ -211,7 +211,9 @@ async def create_emails(
     chunk_size: int,
     queue: JobQueue,
 ) -> CreateResult:
-    if idempotency_key is not None:
+    """Store the messages (202's answer); their chunk is enqueued once the session commits.
+    `principal` None: sent by the command line (no key, no Idempotency-Key)."""
+    if idempotency_key is not None and principal is not None:
         if not idempotency_key.strip():
             raise _fail("header:Idempotency-Key", "must not be blank")
         existing = await batches.replay_or_conflict(session, principal, idempotency_key, body_hash)
@@ -247,9 +249,9 @@ async def create_emails(
         priority=BatchPriority.HIGH,
         respect_unsubscribe=body.respect_unsubscribe,
         headers=headers,
-        api_key_id=principal.key_id,
-        idempotency_key=idempotency_key,
-        request_hash=body_hash if idempotency_key else None,
+        api_key_id=principal.key_id if principal else None,
+        idempotency_key=idempotency_key if principal else None,
+        request_hash=body_hash if idempotency_key and principal else None,
         total_recipients=len(rows),
         duplicate_count=0,
         suppressed_count=len(held),
