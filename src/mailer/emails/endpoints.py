@@ -31,11 +31,11 @@ _STATUSES: dict[str, Any] = {"enum": list(RecipientStatus)}
     responses={409: {"description": "Idempotency-Key reused with another body"}},
 )
 async def send_email(
+    principal: SendKey,  # before the body: the key is checked before the body is read
     request: Request,
     body: CreateBody,
     session: Session,
     state: State,
-    principal: SendKey,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JsonResponse:
     """Send one email, to one address or up to 50 (each its own message and id), in the
