@@ -139,6 +139,11 @@ REFUSALS: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("subject CRLF", {**INLINE, "subject": "a\r\nBcc: x@example.com"}, "subject"),
     ("unknown template", {"to": "a@example.com", "template_id": "nope"}, "template_id"),
+    (
+        "subject with template",
+        {"to": "a@example.com", "template_id": "nope", "subject": "s"},
+        "subject",
+    ),
     ("bad tag", {**INLINE, "tags": {"mailer_x": "1"}}, "tags"),
     ("send_at number", {**INLINE, "send_at": 99999999999}, "send_at"),
     ("bad from", {**INLINE, "from": "nobody"}, "from"),

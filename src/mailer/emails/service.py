@@ -163,6 +163,8 @@ async def _content(
             "The email has no content.",
         )
     if body.template_id is not None:
+        if body.subject is not None:
+            raise _fail("subject", "the template has its subject; give subject only with html/text")
         try:
             template, version = await templates.get_template(session, body.template_id)
         except NotFound:
