@@ -57,12 +57,20 @@ async def _wait(settings: Settings, message_ids: list[str], timeout: float) -> d
 
 def send_command(
     to: list[str] = typer.Option(..., "--to", metavar="ADDRESS", help="Recipient; repeatable."),
-    subject: str | None = typer.Option(None, help="Subject (with --html/--text)."),
-    html: str | None = typer.Option(None, help="HTML body ({{name}} reads --var)."),
-    text: str | None = typer.Option(None, help="Plain-text body (derived from --html if unset)."),
+    subject: str | None = typer.Option(
+        None, metavar="SUBJECT", help="Subject (with --html/--text)."
+    ),
+    html: str | None = typer.Option(
+        None, metavar="HTML", help="HTML body; variables (--var) fill its placeholders."
+    ),
+    text: str | None = typer.Option(
+        None, metavar="TEXT", help="Plain-text body (derived from --html if unset)."
+    ),
     template: str | None = typer.Option(None, metavar="TEMPLATE_ID", help="Send a template."),
     var: list[str] = typer.Option([], "--var", metavar="NAME=VALUE", help="Variable; repeatable."),
-    sender: str | None = typer.Option(None, "--from", help="From (default MAIL_FROM)."),
+    sender: str | None = typer.Option(
+        None, "--from", metavar="ADDRESS", help="From (default MAIL_FROM)."
+    ),
     wait: bool = typer.Option(False, "--wait", help="Follow the email to a final status."),
     timeout: float = typer.Option(300, metavar="SECONDS", help="How long --wait waits."),
 ) -> None:
