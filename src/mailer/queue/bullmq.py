@@ -366,12 +366,15 @@ class BullQueue:
         blocking.connection_pool.connection_kwargs["socket_timeout"] = None
         return worker
 
-    async def run_worker(self, handler: JobHandler, *, concurrency: int) -> None:
-        """A worker per lane, each with `concurrency` places."""
+    async def run_worker(
+        self, handler: JobHandler, *, concurrency: int, high_concurrency: int | None = None
+    ) -> None:
+        """A worker per lane: `concurrency` places for bulk jobs, `high_concurrency` (default
+        the same) for the high lane's."""
         if self._worker is not None or self._starting:
             raise RuntimeError("this BullQueue already runs a worker")
         worker = self._new_worker(self._name, handler, concurrency)
-        high = self._new_worker(self._name + HIGH_SUFFIX, handler, concurrency)
+        high = self._new_worker(self._name + HIGH_SUFFIX, handler, high_concurrency or concurrency)
         self._starting, self._stop_requested = True, False
         try:
             await self.check_server()

@@ -112,15 +112,18 @@ class LocalQueue:
 
     # Worker side
 
-    async def run_worker(self, handler: JobHandler, *, concurrency: int) -> None:
-        """One loop per lane, each with `concurrency` places."""
+    async def run_worker(
+        self, handler: JobHandler, *, concurrency: int, high_concurrency: int | None = None
+    ) -> None:
+        """One loop per lane: `concurrency` places for bulk jobs, `high_concurrency` (default
+        the same) for the high lane's."""
         # Registered before the first await: a stop() from now on waits for these loops.
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._loops.add(done)
         try:
             await asyncio.gather(
                 self._run_lane(handler, concurrency, high=False),
-                self._run_lane(handler, concurrency, high=True),
+                self._run_lane(handler, high_concurrency or concurrency, high=True),
             )
         finally:
             self._loops.discard(done)
