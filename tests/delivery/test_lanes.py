@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from mailer.delivery.lanes import LaneArbiter
+from mailer.delivery.lanes import InFlight, LaneArbiter
 from mailer.delivery.send_rate import LocalRateLimiter
 
 
@@ -74,3 +74,25 @@ async def test_no_rate_steps_aside() -> None:
     assert await arbiter.acquire(True) == 0.0
     assert await arbiter.acquire(False) == 0.0
     assert arbiter.granted == {True: 0, False: 0}
+
+
+async def test_bulk_in_flight_is_capped_only_while_transactional_sends_are() -> None:
+    gate = InFlight(cap=2)
+    for _ in range(3):  # no transactional send in flight: bulk is not capped
+        await gate.start(False)
+    assert gate.bulk == 3
+    await gate.start(True)
+    gate.done(False)  # 2 bulk left, at the cap: the next one waits
+    held = asyncio.create_task(gate.start(False))
+    while gate.waiting == 0:
+        await asyncio.sleep(0)
+    assert gate.bulk == 2 and not held.done()
+    gate.done(False)  # below the cap: it goes
+    await held
+    assert gate.bulk == 2 and gate.waiting == 0
+    held = asyncio.create_task(gate.start(False))
+    while gate.waiting == 0:
+        await asyncio.sleep(0)
+    gate.done(True)  # no transactional send left: bulk is free again
+    await held
+    assert gate.bulk == 3 and gate.high == 0

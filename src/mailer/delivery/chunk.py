@@ -24,7 +24,7 @@ from mailer.db import session_scope
 from mailer.delivery import repository
 from mailer.delivery.compose import BatchContext, InvalidContent, compose_message
 from mailer.delivery.contexts import BatchContexts, PauseCache
-from mailer.delivery.lanes import LaneArbiter
+from mailer.delivery.lanes import InFlight, LaneArbiter
 from mailer.delivery.liveness import Liveness
 from mailer.delivery.recorder import Outcome, Recorder
 from mailer.delivery.send_rate import RateLimiter
@@ -165,6 +165,7 @@ class ChunkProcessor:
         self.pause = PauseCache(sessionmaker)
         self.slots = asyncio.Semaphore(settings.worker_concurrency)
         self.high_slots = asyncio.Semaphore(settings.worker_concurrency)
+        self.in_flight = InFlight(int(settings.worker_concurrency * settings.bulk_min_share))
         self.liveness = liveness
         self.withdrawals = withdrawals
 
@@ -237,6 +238,11 @@ class ChunkProcessor:
             if self.stopping.is_set() or run.pause_for is not None or run.exhausted:
                 slots.release()
                 break
+            try:
+                await self.in_flight.start(bctx.high_priority)
+            except BaseException:
+                slots.release()
+                raise
             slotted = asyncio.Event()
             tasks.append(asyncio.create_task(self._send_one(bctx, run, claims, slotted)))
             # One send of this chunk waits for a rate slot at a time: a slot taken when the
@@ -282,6 +288,7 @@ class ChunkProcessor:
                     await self.recorder.record(outcome)
                 return
         finally:
+            self.in_flight.done(bctx.high_priority)
             (self.high_slots if bctx.high_priority else self.slots).release()
 
     async def _attempt(

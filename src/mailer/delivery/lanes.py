@@ -90,3 +90,39 @@ class LaneArbiter:
             task.cancel()
         if self._tasks:
             await asyncio.wait(set(self._tasks))
+
+
+class InFlight:
+    """Sends in flight per lane in one worker. While transactional sends are in flight, bulk
+    sends beyond `cap` (BULK_MIN_SHARE times WORKER_CONCURRENCY) wait to start: at full speed
+    every send's callbacks share the worker's event loop, so fewer bulk sends in flight
+    means a transactional send's steps wait behind fewer of theirs."""
+
+    def __init__(self, cap: int) -> None:
+        self._cap = max(1, cap)
+        self.high = 0
+        self.bulk = 0
+        self.waiting = 0  # bulk sends held back right now
+        self._changed = asyncio.Event()
+
+    async def start(self, high: bool) -> None:
+        if high:
+            self.high += 1
+            return
+        while self.high and self.bulk >= self._cap:
+            self.waiting += 1
+            try:
+                await self._changed.wait()
+            finally:
+                self.waiting -= 1
+        self.bulk += 1
+
+    def done(self, high: bool) -> None:
+        if high:
+            self.high -= 1
+        else:
+            self.bulk -= 1
+        if self.waiting and (not high or self.high == 0):
+            # Broadcast: every waiter holds the old event; later waiters get a fresh one.
+            self._changed.set()
+            self._changed = asyncio.Event()
