@@ -138,6 +138,8 @@ class Settings(BaseSettings):
     send_rate: float | None = Field(None, ge=0)
     # Under SEND_RATE, the share of sends bulk mail keeps while transactional mail (POST
     # /emails, priority "high" batches) also waits; transactional takes the rest first.
+    # While transactional sends are in flight, bulk sends in flight are held to this share
+    # of WORKER_CONCURRENCY (delivery/lanes.py).
     bulk_min_share: float = Field(0.5, ge=0, le=1)
 
     # Worker
