@@ -293,7 +293,7 @@ class Stack:
         """Delete this run's keys (queue and rate limiter), nobody else's."""
         client = self.redis()
         queue = self.env["QUEUE_NAME"]
-        for pattern in (f"bull:{queue}:*", f"mailer:{queue}:*"):
+        for pattern in (f"bull:{queue}:*", f"bull:{queue}-high:*", f"mailer:{queue}:*"):
             keys = list(client.scan_iter(match=pattern, count=1000))
             for start in range(0, len(keys), 1000):
                 client.delete(*keys[start : start + 1000])

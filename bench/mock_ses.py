@@ -2,6 +2,7 @@
 
     python bench/mock_ses.py --port 8025 --latency 0.03 [--throttle-rate 200]
         [--throttle-fraction 0.01] [--error-fraction 0.01] [--max-send-rate 14]
+        [--watch-prefix urgent]
 
 Raw asyncio protocol + httptools on uvloop (about 30 µs of CPU a request): keep-alive
 HTTP/1.1, no auth check (any SigV4 header is accepted). Routes:
@@ -12,7 +13,8 @@ HTTP/1.1, no auth check (any SigV4 header is accepted). Routes:
     GET  /v2/email/account          GetAccount with SendQuota.MaxSendRate (--max-send-rate)
     GET  /_bench/stats              accepted sends per wall-clock second, the busiest second
                                     and sliding 1-second window, duplicates (same To twice),
-                                    throttled, errors, first/last arrival
+                                    throttled, errors, first/last arrival; `watched`: the
+                                    arrival time of each address starting with --watch-prefix
     POST /_bench/reset              forget everything counted
 Error answers use the rest-json form botocore parses (header x-amzn-ErrorType).
 """
@@ -52,6 +54,7 @@ class Stats:
         self.errors = 0
         self.bad_requests = 0
         self.requests = 0
+        self.watched: dict[str, float] = {}  # address -> time.time() of its arrival
 
     def summary(self) -> dict[str, Any]:
         arrivals = self.arrivals
@@ -73,6 +76,7 @@ class Stats:
             "busiest_second": max(full.values()) if full else 0,
             "busiest_sliding_1s": busiest_sliding,
             "per_second": {str(k): v for k, v in full.items()},
+            "watched": self.watched,
         }
 
 
@@ -82,6 +86,7 @@ class Config:
     throttle_fraction = 0.0
     error_fraction = 0.0
     max_send_rate = -1.0
+    watch_prefix = ""
 
 
 STATS = Stats()
@@ -190,6 +195,8 @@ class HttpProtocol(asyncio.Protocol):
             return
         stats.arrivals.append(now)
         stats.per_second[second] += 1
+        if CONFIG.watch_prefix and to.startswith(CONFIG.watch_prefix):
+            stats.watched[to] = now
         if to in stats.seen:
             stats.duplicates += 1
         else:
@@ -235,12 +242,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--throttle-fraction", type=float, default=0.0)
     parser.add_argument("--error-fraction", type=float, default=0.0)
     parser.add_argument("--max-send-rate", type=float, default=-1.0, help="GetAccount answer")
+    parser.add_argument("--watch-prefix", default="", help="record arrivals of these addresses")
     args = parser.parse_args(argv)
     CONFIG.latency = args.latency
     CONFIG.throttle_rate = args.throttle_rate
     CONFIG.throttle_fraction = args.throttle_fraction
     CONFIG.error_fraction = args.error_fraction
     CONFIG.max_send_rate = args.max_send_rate
+    CONFIG.watch_prefix = args.watch_prefix
     if uvloop is not None:
         uvloop.install()
     with contextlib.suppress(KeyboardInterrupt):

@@ -23,6 +23,7 @@ from mailer.console import create_console
 from mailer.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from mailer.deadletters.endpoints import router as dead_letters_router
 from mailer.domains.endpoints import router as domains_router
+from mailer.emails.endpoints import router as emails_router
 from mailer.error_handlers import install_error_handlers
 from mailer.health.endpoints import router as health_router
 from mailer.jsonbody import DOCUMENTED_MODELS
@@ -54,6 +55,7 @@ BODY_LIMITS = (
     (f"{API_PREFIX}/batches", 2**62),
     (f"{API_PREFIX}/webhooks/", MiB // 2),
     (f"{API_PREFIX}/templates", 16 * MiB),
+    (f"{API_PREFIX}/emails", 24 * MiB),  # 10 MB of attachments in base64, and the content
     (f"{API_PREFIX}/admin/suppressions", 8 * MiB),
 )
 DEFAULT_BODY_LIMIT = MiB
@@ -132,6 +134,7 @@ def create_app(
         keys_router,
         templates_router,
         batches_router,
+        emails_router,
         dead_letters_router,
         domains_router,
         suppressions_router,

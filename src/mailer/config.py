@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = None
     ses_configuration_set: str | None = None
     send_rate: float | None = Field(None, ge=0)
+    # Under SEND_RATE, the share of sends bulk mail keeps while transactional mail (POST
+    # /emails, priority "high" batches) also waits; transactional takes the rest first.
+    # While transactional sends are in flight, bulk sends in flight are held to this share
+    # of WORKER_CONCURRENCY (delivery/lanes.py).
+    bulk_min_share: float = Field(0.5, ge=0, le=1)
 
     # Worker
     worker_concurrency: int = Field(10, ge=1, le=1000)

@@ -158,3 +158,21 @@ async def test_well_formed_senders_are_kept(
 def test_mail_from_must_be_one_address(value: str) -> None:
     with pytest.raises(ConfigError, match="MAIL_FROM"):
         load_settings(_env_file=None, mail_from=value)
+
+
+async def test_priority_high_puts_the_batch_in_the_transactional_lane(
+    client: ApiClient, send_key: str
+) -> None:
+    template_id = await create_template(client.http, send_key)
+    high = await post_batch(client.http, send_key, template_id, make_recipients(2), priority="high")
+    bulk = await post_batch(client.http, send_key, template_id, make_recipients(2))
+    assert high.status_code == 201 and bulk.status_code == 201, high.text
+    async with session_scope(client.state.sessionmaker) as session:
+        got = {b.id: b.priority for b in (await session.scalars(select(Batch))).all()}
+    assert got == {high.json()["id"]: "high", bulk.json()["id"]: "bulk"}
+    before = await _batches(client)
+    wrong = await post_batch(
+        client.http, send_key, template_id, make_recipients(2), priority="urgent"
+    )
+    _names(wrong, "priority")
+    assert await _batches(client) == before

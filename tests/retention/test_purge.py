@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 
 from mailer.cli.purge import parse_age
 from mailer.db import session_scope
-from mailer.models import Batch, DeadLetter, Event, Metric, Recipient
+from mailer.models import Attachment, Batch, DeadLetter, Event, Metric, Recipient
 from mailer.retention import service
 from tests.fixtures.client import ApiClient
 from tests.fixtures.pipeline import create_template, make_recipients, post_batch
@@ -42,6 +42,15 @@ async def _batch(c: ApiClient, key: str, count: int, status: str, completed_at: 
             )
         for _ in range(3):
             session.add(Event(batch_id=out["id"], type="SENT", data={}, created_at=completed_at))
+        session.add(
+            Attachment(
+                batch_id=out["id"],
+                position=0,
+                filename="a.txt",
+                content_type="text/plain",
+                content=b"x",
+            )
+        )
         session.add(
             DeadLetter(
                 batch_id=out["id"],
@@ -104,6 +113,9 @@ async def test_purge_deletes_only_what_is_old_and_finished(
         kept = await session.get(Batch, old)
         letters = await session.scalar(select(func.count()).select_from(DeadLetter))
         metrics = await session.scalar(select(func.count()).select_from(Metric))
+        files = await session.scalars(select(Attachment.batch_id))
+        kept_files = sorted(files.all())
+    assert kept_files == sorted([recent, unfinished])  # purged batches' attachments went
     assert kept is not None and kept.sent_count == 7 and kept.purged_at is not None
     assert letters == 1  # the recent batch's
     assert metrics == 1

@@ -122,6 +122,17 @@ async def new_batch(ctx: Ctx) -> Request:
     return f"{V1}/batches", {"json": body}
 
 
+async def new_email(_: Ctx) -> Request:
+    body = {"to": "one@example.com", "subject": "S", "text": "t", "send_at": far_send_at()}
+    return f"{V1}/emails", {"json": body}
+
+
+async def an_email(ctx: Ctx) -> Request:
+    body = {"to": "one@example.com", "subject": "S", "text": "t", "send_at": far_send_at()}
+    email_id = (await ctx.call("POST", f"{V1}/emails", json=body))["data"][0]["id"]
+    return f"{V1}/emails/{email_id}", {}
+
+
 TEMPLATE = {"name": "t", "subject": "S {{name}}", "html": "<p>{{name}}</p>"}
 UNSIGNED_SNS = {
     "content": b'{"Type": "Notification", "Message": "{}"}',
@@ -163,6 +174,9 @@ ROWS = [
         200,
     ),
     Row("POST", f"{V1}/batches", new_batch, 201, 201),
+    Row("POST", f"{V1}/emails", new_email, 202, 202),
+    Row("GET", f"{V1}/emails", fixed(f"{V1}/emails"), 200, 200),
+    Row("GET", f"{V1}/emails/{{email_id}}", an_email, 200, 200),
     Row("GET", f"{V1}/batches", fixed(f"{V1}/batches"), 200, 200),
     Row("GET", f"{V1}/batches/{{batch_id}}", with_batch(), 200, 200),
     Row("GET", f"{V1}/batches/{{batch_id}}/events", with_batch("/events"), 200, 200),

@@ -11,7 +11,7 @@ from typing import Any
 import dkim
 import pytest
 
-from mailer.transports.base import PermanentError
+from mailer.transports.base import MailAttachment, PermanentError
 from mailer.transports.dkim import DkimSigner, load_private_key
 from mailer.transports.mime import build_mime
 from tests.transports.helpers import (
@@ -158,3 +158,38 @@ def test_dkim_domain_setting_and_key_forms(tmp_path: Path) -> None:
 def test_tags_header_is_sanitised() -> None:
     raw = build_mime(make_message(tags={"a b": "x=y, z", "empty": "", "ok": "1"}))
     assert parse(raw)["X-SES-MESSAGE-TAGS"] == "a_b=x_y__z, ok=1"
+
+
+@pytest.mark.parametrize(("html", "text"), [(HTML, TEXT), (HTML, None), (None, TEXT)])
+def test_attachments_make_multipart_mixed_and_sign(html: str | None, text: str | None) -> None:
+    files = (
+        MailAttachment("report.pdf", "application/pdf", bytes(range(256)) * 40),
+        MailAttachment("été.txt", "text/plain", "é\n".encode()),
+    )
+    raw = build_mime(make_message(html=html, text=text, attachments=files))
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    parsed = parse(raw)
+    assert parsed.get_content_type() == "multipart/mixed"
+    body = parsed.get_body(("html", "plain"))
+    assert body is not None
+    assert body.get_content_type() == ("text/html" if html is not None else "text/plain")
+    got = [
+        (p.get_filename(), p.get_content_type(), p.get_payload(decode=True))
+        for p in parsed.iter_attachments()
+    ]
+    assert got == [(f.filename, f.content_type, f.content) for f in files]
+    key = DkimKey()
+    assert dkim.verify(_sign(key, raw), dnsfunc=key.dnsfunc)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        MailAttachment('a"b.txt', "text/plain", b"x"),
+        MailAttachment("a\r\nb.txt", "text/plain", b"x"),
+        MailAttachment("a.txt", "text/plain; x=\r\ny", b"x"),
+    ],
+)
+def test_bad_attachments_are_permanent_errors(bad: MailAttachment) -> None:
+    with pytest.raises(PermanentError):
+        build_mime(make_message(attachments=(bad,)))

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import email
+import email.policy
 import socket
 from collections.abc import AsyncIterator, Iterator
 from email.header import decode_header, make_header
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mailer.transports.base import (
+    MailAttachment,
     PermanentError,
     SendingPausedError,
     ThrottledError,
@@ -115,6 +120,30 @@ async def test_text_only_and_no_optional_fields(server: SesTestServer, tmp_path:
     assert "Headers" not in received.simple
     for key in ("ReplyToAddresses", "EmailTags", "ConfigurationSetName"):
         assert key not in received.request
+
+
+async def test_attachments_go_as_raw_mime(server: SesTestServer, tmp_path: Path) -> None:
+    files = (MailAttachment("a.pdf", "application/pdf", b"%PDF\x00" * 50),)
+    t = SesTransport(_settings(tmp_path, server.url, ses_configuration_set="mailer-events"))
+    await t.start()
+    try:
+        await t.send(make_message(GOOD, attachments=files, tags={"batch": "b-1"}))
+    finally:
+        await t.close()
+    [received] = server.messages
+    request = received.request
+    assert set(request["Content"]) == {"Raw"}
+    raw = base64.b64decode(request["Content"]["Raw"]["Data"])
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    assert message["To"] == GOOD
+    assert message["List-Unsubscribe"] == f"<{UNSUB_URL}>"
+    assert [(p.get_filename(), p.get_payload(decode=True)) for p in message.iter_attachments()] == [
+        ("a.pdf", b"%PDF\x00" * 50)
+    ]
+    # Tags and the configuration set still travel as request fields.
+    assert received.tags == {"batch": "b-1"}
+    assert request["ConfigurationSetName"] == "mailer-events"
 
 
 async def test_client_and_connection_are_reused(

@@ -134,6 +134,9 @@ async def list_events(
             json_schema_extra={"enum": list(EVENT_TYPE_FILTERS)},
         ),
     ] = None,
+    email: Annotated[
+        str | None, Query(max_length=320, description="only events of this address")
+    ] = None,
 ) -> PageOut[EventOut]:
     event_type = None
     if type is not None:
@@ -150,7 +153,7 @@ async def list_events(
                 ],
             )
     rows, total = await service.list_events(
-        session, batch_id, limit=page.limit, offset=page.offset, type_=event_type
+        session, batch_id, limit=page.limit, offset=page.offset, type_=event_type, email=email
     )
     return PageOut[EventOut](
         data=[EventOut.model_validate(e) for e in rows],

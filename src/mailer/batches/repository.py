@@ -265,11 +265,19 @@ async def list_batches(
 
 
 async def list_events(
-    session: AsyncSession, batch_id: str, *, limit: int, offset: int, type_: str | None
+    session: AsyncSession,
+    batch_id: str,
+    *,
+    limit: int,
+    offset: int,
+    type_: str | None,
+    email: str | None = None,
 ) -> tuple[Sequence[Event], int]:
     where = [Event.batch_id == batch_id]
     if type_:
         where.append(Event.type == type_)
+    if email is not None:
+        where.append(Event.email == email)
     total = await session.scalar(select(func.count()).select_from(Event).where(*where))
     rows = await session.scalars(
         select(Event).where(*where).order_by(Event.id).limit(limit).offset(offset)

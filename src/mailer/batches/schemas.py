@@ -19,6 +19,51 @@ MAX_SCHEDULE_AHEAD = timedelta(days=365)
 _SEND_AT_EXAMPLE = "e.g. 2026-01-01T09:00:00Z"
 
 
+def check_tags(value: dict[str, str]) -> dict[str, str]:
+    for name, tag in value.items():
+        if not _TAG.match(name) or not _TAG.match(tag):
+            raise ValueError(f"tag {name!r}: names and values must be 1-256 of [A-Za-z0-9_-]")
+        if name.lower().startswith(RESERVED_TAG_PREFIX):
+            raise ValueError(
+                f"tag {name!r}: names starting with {RESERVED_TAG_PREFIX!r} are mailer's own"
+            )
+    return value
+
+
+def parse_send_at(value: Any) -> Any:
+    # Pydantic would also take a number (or a string of digits) as a Unix time, in
+    # seconds or milliseconds by its size: 99999999999 meant 1973 and sent at once.
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"must be an ISO 8601 date-time string, {_SEND_AT_EXAMPLE}")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"must be an ISO 8601 date-time, {_SEND_AT_EXAMPLE}") from None
+
+
+def send_at_in_range(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"must include a timezone, {_SEND_AT_EXAMPLE}")
+    now = datetime.now(UTC)
+    try:
+        when = value.astimezone(UTC)
+    except OverflowError:
+        # Year 1 or 9999 with an offset: beyond what a datetime (or the database) holds
+        # once in UTC.
+        when = now if value.year == 1 else datetime.max.replace(tzinfo=UTC)
+    latest = now + MAX_SCHEDULE_AHEAD
+    if when > latest:
+        raise ValueError(
+            f"must be at most {MAX_SCHEDULE_AHEAD.days} days ahead "
+            f"(before {latest.isoformat(timespec='seconds')})"
+        )
+    return max(when, now)  # a time in the past means now
+
+
 class RecipientIn(RequestModel):
     email: str = Field(max_length=320, examples=["user1@example.com"])
     variables: dict[str, Any] = Field(default_factory=dict)
@@ -45,54 +90,15 @@ class BatchOptions(RequestModel):
         description="for a template that declares no variables: send recipients that lack "
         "a variable the template uses (it renders empty) instead of refusing the batch",
     )
+    priority: Literal["bulk", "high"] = Field(
+        "bulk",
+        description="high: the transactional lane (its own queue, served before bulk "
+        "batches; see BULK_MIN_SHARE)",
+    )
 
-    @field_validator("tags")
-    @classmethod
-    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, tag in value.items():
-            if not _TAG.match(name) or not _TAG.match(tag):
-                raise ValueError(f"tag {name!r}: names and values must be 1-256 of [A-Za-z0-9_-]")
-            if name.lower().startswith(RESERVED_TAG_PREFIX):
-                raise ValueError(
-                    f"tag {name!r}: names starting with {RESERVED_TAG_PREFIX!r} are mailer's own"
-                )
-        return value
-
-    @field_validator("send_at", mode="before")
-    @classmethod
-    def _iso_8601(cls, value: Any) -> Any:
-        # Pydantic would also take a number (or a string of digits) as a Unix time, in
-        # seconds or milliseconds by its size: 99999999999 meant 1973 and sent at once.
-        if value is None:
-            return None
-        if not isinstance(value, str):
-            raise ValueError(f"must be an ISO 8601 date-time string, {_SEND_AT_EXAMPLE}")
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"must be an ISO 8601 date-time, {_SEND_AT_EXAMPLE}") from None
-
-    @field_validator("send_at")
-    @classmethod
-    def _in_range(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"must include a timezone, {_SEND_AT_EXAMPLE}")
-        now = datetime.now(UTC)
-        try:
-            when = value.astimezone(UTC)
-        except OverflowError:
-            # Year 1 or 9999 with an offset: beyond what a datetime (or the database) holds
-            # once in UTC.
-            when = now if value.year == 1 else datetime.max.replace(tzinfo=UTC)
-        latest = now + MAX_SCHEDULE_AHEAD
-        if when > latest:
-            raise ValueError(
-                f"must be at most {MAX_SCHEDULE_AHEAD.days} days ahead "
-                f"(before {latest.isoformat(timespec='seconds')})"
-            )
-        return max(when, now)  # a time in the past means now
+    _tags = field_validator("tags")(check_tags)
+    _send_at_iso = field_validator("send_at", mode="before")(parse_send_at)
+    _send_at_range = field_validator("send_at")(send_at_in_range)
 
 
 class BatchCreate(BatchOptions):

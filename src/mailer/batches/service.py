@@ -25,7 +25,7 @@ from mailer.events import bump_metrics, record_events
 from mailer.ids import new_id
 from mailer.models import Batch, Event
 from mailer.models.base import utcnow
-from mailer.models.enums import BatchStatus, EventType, MetricKind, RecipientStatus
+from mailer.models.enums import BatchPriority, BatchStatus, EventType, MetricKind, RecipientStatus
 from mailer.queue.base import ChunkJob, JobQueue
 from mailer.suppressions.service import suppressed_among
 from mailer.templates import service as templates
@@ -54,14 +54,14 @@ def request_hash(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def chunk_jobs(batch_id: str, total: int, chunk_size: int) -> list[ChunkJob]:
+def chunk_jobs(batch_id: str, total: int, chunk_size: int, *, high: bool = False) -> list[ChunkJob]:
     return [
-        ChunkJob(batch_id, start, min(start + chunk_size, total))
+        ChunkJob(batch_id, start, min(start + chunk_size, total), high=high)
         for start in range(0, total, chunk_size)
     ]
 
 
-def _check_sender(value: str, field: str) -> str:
+def check_sender(value: str, field: str) -> str:
     if has_control_chars(value):
         raise ValidationFailed(
             f"'{field}' contains control characters.",
@@ -78,7 +78,7 @@ def _check_sender(value: str, field: str) -> str:
     return formataddr((name, normalized)) if name else normalized
 
 
-async def _replay_or_conflict(
+async def replay_or_conflict(
     session: AsyncSession, principal: Principal, key: str, digest: str
 ) -> Batch | None:
     existing = await repository.find_by_idempotency_key(session, principal.key_id, key)
@@ -113,7 +113,7 @@ async def create_batch(
                 "The Idempotency-Key header is empty.",
                 details=[{"field": "header:Idempotency-Key", "message": "must not be blank"}],
             )
-        existing = await _replay_or_conflict(session, principal, idempotency_key, body_hash)
+        existing = await replay_or_conflict(session, principal, idempotency_key, body_hash)
         if existing is not None:
             return CreateResult(existing, existing.response or {}, replayed=True, jobs=[])
 
@@ -153,12 +153,12 @@ async def create_batch(
         checker.finish()
     sender_error: ValidationFailed | None = None
     try:
-        from_address = _check_sender(options.from_, "from") if options.from_ else None
+        from_address = check_sender(options.from_, "from") if options.from_ else None
         reply_to_raw = (
             [options.reply_to] if isinstance(options.reply_to, str) else options.reply_to or []
         )
         reply_to_field = parsed.sent_as("reply_to")
-        reply_to = [_check_sender(r, f"{reply_to_field}[{i}]") for i, r in enumerate(reply_to_raw)]
+        reply_to = [check_sender(r, f"{reply_to_field}[{i}]") for i, r in enumerate(reply_to_raw)]
     except ValidationFailed as exc:
         if not stream:
             raise
@@ -181,6 +181,7 @@ async def create_batch(
         from_address=from_address,
         reply_to=reply_to,
         unsubscribe=options.unsubscribe,
+        priority=options.priority,
         api_key_id=principal.key_id,
         idempotency_key=idempotency_key,
         request_hash=body_hash if idempotency_key else None,
@@ -222,7 +223,8 @@ async def create_batch(
     if stream:
         await session.flush()  # the counters and response found while copying
     response = batch.response or {}
-    jobs = [] if scheduled or queued == 0 else chunk_jobs(batch.id, total, chunk_size)
+    high = BatchPriority(options.priority) is BatchPriority.HIGH
+    jobs = [] if scheduled or queued == 0 else chunk_jobs(batch.id, total, chunk_size, high=high)
     # No write after the enqueue: the reconciler's grace counts from the batch's start,
     # which the batch's own insert recorded (a transaction fewer per POST).
     enqueue_after_commit(session, queue, jobs)
@@ -376,10 +378,27 @@ async def list_batches(
 
 
 async def list_events(
-    session: AsyncSession, batch_id: str, *, limit: int, offset: int, type_: str | None
+    session: AsyncSession,
+    batch_id: str,
+    *,
+    limit: int,
+    offset: int,
+    type_: str | None,
+    email: str | None = None,
 ) -> tuple[Sequence[Event], int]:
+    address = None
+    if email is not None:
+        try:
+            address = normalize_email(email)
+        except InvalidAddress as exc:
+            raise ValidationFailed(
+                "Invalid query parameter 'email'.",
+                details=[{"field": "query:email", "message": f"invalid address: {exc}"}],
+            ) from None
     await get_batch(session, batch_id)
-    return await repository.list_events(session, batch_id, limit=limit, offset=offset, type_=type_)
+    return await repository.list_events(
+        session, batch_id, limit=limit, offset=offset, type_=type_, email=address
+    )
 
 
 def _rate(part: int, whole: int) -> float | None:

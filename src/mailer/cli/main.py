@@ -10,6 +10,7 @@ from mailer.cli.common import exit_quietly_on_broken_pipe, run, settings_or_exit
 from mailer.cli.help import Command, new_app
 from mailer.cli.purge import purge_command
 from mailer.cli.seed import SeedResult
+from mailer.cli.send import send_command
 from mailer.config import url_for_bind
 
 app = new_app("mailer: self-hosted bulk email service.", add_completion=False)
@@ -18,6 +19,7 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(domain.app, name="domain")
 app.add_typer(sending.app, name="sending")
+app.command("send", cls=Command)(send_command)
 app.command("purge", cls=Command)(purge_command)
 
 NEW_ADMIN_KEY_HINT = "Lost the admin key? Make a new one: mailer keys create NAME --admin"

@@ -153,7 +153,8 @@ FROM (
 ) AS c
 WHERE r.id = c.id
 RETURNING r.id, r.seq, r.email, r.variables::text, r.attempts,
-          EXISTS (SELECT 1 FROM suppressions AS s WHERE s.email = r.email)
+          EXISTS (SELECT 1 FROM suppressions AS s
+                  WHERE s.email = r.email AND s.reason <> ALL($11::text[]))
 """
 
 
@@ -169,10 +170,12 @@ async def claim(
     limit: int,
     worker: str,
     dead_before: datetime | None,
+    ignored_reasons: list[str],
 ) -> list[Any]:
     """Rows (id, seq, email, variables as JSON text, attempts, suppressed) just claimed by
     `worker`. Claimable: `statuses`, claims naming no worker older than `expired_before`,
-    and claims of workers with no heartbeat since `dead_before` (None: not judged)."""
+    and claims of workers with no heartbeat since `dead_before` (None: not judged).
+    Suppressions for `ignored_reasons` do not count as suppressed."""
     driver = await connection(session)
     rows: list[Any] = await driver.fetch(
         CLAIM_SQL,
@@ -186,6 +189,7 @@ async def claim(
         limit,
         worker,
         dead_before,
+        ignored_reasons,
     )
     return rows
 

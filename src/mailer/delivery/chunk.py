@@ -24,6 +24,7 @@ from mailer.db import session_scope
 from mailer.delivery import repository
 from mailer.delivery.compose import BatchContext, InvalidContent, compose_message
 from mailer.delivery.contexts import BatchContexts, PauseCache
+from mailer.delivery.lanes import InFlight, LaneArbiter
 from mailer.delivery.liveness import Liveness
 from mailer.delivery.recorder import Outcome, Recorder
 from mailer.delivery.send_rate import RateLimiter
@@ -65,8 +66,15 @@ class _Claims:
     asks for one recipient once it holds its rate slot; asks that arrive while a claim
     statement runs are served by the next one."""
 
-    def __init__(self, processor: ChunkProcessor, job: ChunkJob, run: _ChunkRun) -> None:
+    def __init__(
+        self,
+        processor: ChunkProcessor,
+        job: ChunkJob,
+        run: _ChunkRun,
+        ignored: tuple[str, ...] = (),
+    ) -> None:
         self._p = processor
+        self._ignored = ignored
         self._job = job
         self._run = run
         self._asks: list[asyncio.Future[repository.Claimed | None]] = []
@@ -113,6 +121,7 @@ class _Claims:
                         worker=p.liveness.key,
                         dead_before=p.liveness.alive_cutoff() if p.liveness.judging() else None,
                         exclude=run.attempted,
+                        ignored_reasons=self._ignored,
                     )
             except Exception as exc:
                 run.exhausted = True  # stop claiming: the job fails with this error
@@ -160,6 +169,9 @@ class ChunkProcessor:
         self.sessionmaker = sessionmaker
         self.transport = transport
         self.limiter = limiter
+        # Transactional sends take rate slots first (BULK_MIN_SHARE aside) and have
+        # concurrency places of their own: bulk sends never hold theirs.
+        self.lanes = LaneArbiter(limiter, settings.bulk_min_share)
         self.queue = queue
         self.recorder = recorder
         self.stopping = stopping
@@ -167,6 +179,8 @@ class ChunkProcessor:
         self.contexts = BatchContexts(settings)
         self.pause = PauseCache(sessionmaker)
         self.slots = asyncio.Semaphore(settings.worker_concurrency)
+        self.high_slots = asyncio.Semaphore(settings.worker_concurrency)
+        self.in_flight = InFlight(int(settings.worker_concurrency * settings.bulk_min_share))
         self.liveness = liveness
         self.withdrawals = withdrawals
 
@@ -231,13 +245,19 @@ class ChunkProcessor:
         claims its recipient (claims of sends due together are made in one statement): no
         recipient waits claimed for a rate slot, so a cancellation, a suppression or a
         shutdown finds the rest of the chunk unclaimed."""
-        claims = _Claims(self, job, run)
+        claims = _Claims(self, job, run, bctx.ignored_suppressions)
+        slots = self.high_slots if bctx.high_priority else self.slots
         tasks: list[asyncio.Task[None]] = []
         while not self.stopping.is_set() and run.pause_for is None and not run.exhausted:
-            await self.slots.acquire()
+            await slots.acquire()
             if self.stopping.is_set() or run.pause_for is not None or run.exhausted:
-                self.slots.release()
+                slots.release()
                 break
+            try:
+                await self.in_flight.start(bctx.high_priority)
+            except BaseException:
+                slots.release()
+                raise
             slotted = asyncio.Event()
             tasks.append(asyncio.create_task(self._send_one(bctx, run, claims, slotted)))
             # One send of this chunk waits for a rate slot at a time: a slot taken when the
@@ -254,7 +274,7 @@ class ChunkProcessor:
     ) -> None:
         try:
             try:
-                self.metrics.observe_rate_wait(await self.limiter.acquire())
+                self.metrics.observe_rate_wait(await self.lanes.acquire(bctx.high_priority))
             finally:
                 slotted.set()
             while not self.stopping.is_set() and run.pause_for is None:
@@ -283,7 +303,8 @@ class ChunkProcessor:
                     await self.recorder.record(outcome)
                 return
         finally:
-            self.slots.release()
+            self.in_flight.done(bctx.high_priority)
+            (self.high_slots if bctx.high_priority else self.slots).release()
 
     async def _attempt(
         self, bctx: BatchContext, run: _ChunkRun, r: repository.Claimed, slot_at: float, mark: int
@@ -310,10 +331,10 @@ class ChunkProcessor:
             # arrive: a send held up after its slot (a connection being opened, TLS) takes a
             # fresh slot rather than reach the provider together with later punctual ones.
             if self.limiter.late(slot_at):
-                self.metrics.observe_rate_wait(await self.limiter.acquire())
+                self.metrics.observe_rate_wait(await self.lanes.acquire(bctx.high_priority))
             # The last moment to hold the message back: cancelled or suppressed since the
             # claim (notices in memory; the database only when they may have missed one).
-            await self._check_withdrawn(bctx.batch_id, r.email, mark)
+            await self._check_withdrawn(bctx.batch_id, r.email, mark, bctx.ignored_suppressions)
 
         started = time.perf_counter()
         try:
@@ -386,15 +407,18 @@ class ChunkProcessor:
             data={"transport": self.transport.name},
         )
 
-    async def _check_withdrawn(self, batch_id: str, email: str, mark: int) -> None:
+    async def _check_withdrawn(
+        self, batch_id: str, email: str, mark: int, ignored: tuple[str, ...] = ()
+    ) -> None:
         verdict = self.withdrawals.verdict(batch_id, email, mark)
         if verdict is Verdict.CANCELLED:
             raise _Withheld(RecipientStatus.CANCELLED)
-        if verdict is Verdict.SUPPRESSED:
+        if verdict is Verdict.SUPPRESSED and not ignored:
             raise _Withheld(RecipientStatus.SUPPRESSED)
-        if verdict is Verdict.ASK_DATABASE:
+        if verdict is not Verdict.SEND:
+            # A notice names no reason: mail that ignores some asks the database.
             async with session_scope(self.sessionmaker) as session:
-                status = await repository.withdrawn_now(session, batch_id, email)
+                status = await repository.withdrawn_now(session, batch_id, email, ignored)
             if status is not None:
                 raise _Withheld(status)
 

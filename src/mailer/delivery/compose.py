@@ -6,17 +6,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any
 
 from mailer.config import Settings
 from mailer.control_chars import has_control_chars
 from mailer.models import Batch, TemplateVersion
+from mailer.models.enums import BatchPriority, SuppressionReason
 from mailer.templates.rendering import TemplateRenderError, peek_compiled
 from mailer.templates.usage import UNSUBSCRIBE_URL
 from mailer.templates.versions import render_version
-from mailer.transports.base import OutgoingMessage
+from mailer.transports.base import MailAttachment, OutgoingMessage
 from mailer.unsubscribe.tokens import make_token
 
 MAX_SUBJECT_CHARS = 998
@@ -38,13 +39,24 @@ class BatchContext:
     tags: Mapping[str, str]
     unsubscribe: bool
     status: str
+    headers: Mapping[str, str] = field(default_factory=dict)  # the batch's extra headers
+    attachments: tuple[MailAttachment, ...] = ()
+    high_priority: bool = False  # the transactional lane (see delivery/lanes.py)
+    # Suppression reasons that do not hold this batch's mail back (transactional mail
+    # ignores unsubscribes unless asked otherwise).
+    ignored_suppressions: tuple[str, ...] = ()
     # The version's compiled template is small and complete (no text derived per message):
     # its messages render on the event loop. Otherwise they render on a thread.
     render_inline: bool = False
 
 
 def batch_context(
-    batch: Batch, version: TemplateVersion, settings: Settings, *, render_inline: bool = False
+    batch: Batch,
+    version: TemplateVersion,
+    settings: Settings,
+    *,
+    render_inline: bool = False,
+    attachments: tuple[MailAttachment, ...] = (),
 ) -> BatchContext:
     from_addr = batch.from_address or settings.mail_from
     domain = parseaddr(from_addr)[1].rpartition("@")[2] or "localhost"
@@ -58,6 +70,10 @@ def batch_context(
         tags=tags,
         unsubscribe=batch.unsubscribe,
         status=batch.status,
+        headers=dict(batch.headers or {}),
+        attachments=attachments,
+        high_priority=batch.priority == BatchPriority.HIGH,
+        ignored_suppressions=() if batch.respect_unsubscribe else (SuppressionReason.UNSUBSCRIBE,),
         render_inline=render_inline,
     )
 
@@ -117,7 +133,9 @@ def compose(
         raise InvalidContent("subject contains CR, LF or control characters after rendering")
     if len(subject) > MAX_SUBJECT_CHARS:
         raise InvalidContent(f"subject longer than {MAX_SUBJECT_CHARS} characters")
-    headers = unsubscribe_headers(recipient_id, settings, url) if url is not None else {}
+    headers = dict(ctx.headers)
+    if url is not None:
+        headers.update(unsubscribe_headers(recipient_id, settings, url))
     return OutgoingMessage(
         message_id=f"<{uuid.uuid4().hex}@{ctx.message_domain}>",
         from_addr=ctx.from_addr,
@@ -128,4 +146,5 @@ def compose(
         reply_to=ctx.reply_to,
         headers=headers,
         tags={**ctx.tags, "mailer_recipient": str(recipient_id)},
+        attachments=ctx.attachments,
     )

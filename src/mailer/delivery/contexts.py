@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailer.config import Settings
 from mailer.db import session_scope
+from mailer.delivery import repository
 from mailer.delivery.compose import BatchContext, batch_context
 from mailer.models import Batch, TemplateVersion
 from mailer.reputation import service as reputation
@@ -46,13 +47,18 @@ class BatchContexts:
                 if batch is not None
                 else None
             )
+            attachments = await repository.attachments(session, batch_id) if batch else ()
         if batch is None:
             self._items.pop(batch_id, None)
             return None
         if version is None:
             return None
         ctx = batch_context(
-            batch, version, self._settings, render_inline=await self._renders_quickly(version)
+            batch,
+            version,
+            self._settings,
+            render_inline=await self._renders_quickly(version),
+            attachments=attachments,
         )
         self._items[batch_id] = (now, ctx)
         self._items.move_to_end(batch_id)

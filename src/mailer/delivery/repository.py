@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailer.db import pg
 from mailer.db.dialect import postgresql_variant
 from mailer.events import bump_metrics, minute_bucket, record_events
-from mailer.models import Batch, DeadLetter, Recipient, Suppression, SystemState
+from mailer.models import Attachment, Batch, DeadLetter, Recipient, Suppression, SystemState
 from mailer.models.base import utcnow
 from mailer.models.enums import (
     CLAIMABLE_STATUSES,
@@ -29,6 +29,7 @@ from mailer.models.enums import (
     BatchStatus,
     RecipientStatus,
 )
+from mailer.transports.base import MailAttachment
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,19 @@ _SUPPRESSED = (
 )
 
 
+def _suppressed(ignored_reasons: Collection[str]) -> Any:
+    if not ignored_reasons:
+        return _SUPPRESSED
+    return (
+        exists()
+        .select_from(Suppression.__table__)
+        .where(
+            literal_column("suppressions.email") == literal_column("recipients.email"),
+            literal_column("suppressions.reason").not_in(list(ignored_reasons)),
+        )
+    )
+
+
 _CLAIMABLE = [str(s) for s in CLAIMABLE_STATUSES]
 
 
@@ -107,6 +121,7 @@ async def _claim_chunk_pg(
     worker: str,
     dead_before: datetime | None = None,
     exclude: Collection[int] = (),
+    ignored_reasons: Collection[str] = (),
 ) -> list[Claimed]:
     now = utcnow()
     rows = await pg.claim(
@@ -121,6 +136,7 @@ async def _claim_chunk_pg(
         limit,
         worker,
         dead_before,
+        list(ignored_reasons),
     )
     loads = orjson.loads
     claimed = [Claimed(r[0], r[1], r[2], loads(r[3]) if r[3] else {}, r[4], r[5]) for r in rows]
@@ -140,11 +156,13 @@ async def claim_chunk(
     worker: str,
     dead_before: datetime | None = None,
     exclude: Collection[int] = (),
+    ignored_reasons: Collection[str] = (),
 ) -> list[Claimed]:
     """Move up to `limit` claimable recipients of the chunk (lowest seq first, none of
     `exclude`) to SENDING, claimed by `worker` (its heartbeat key), and return them, each
     with whether its (normalized) address is suppressed right now. Claimable: PENDING,
-    RETRYING, and claims abandoned by a dead worker (see abandoned_claim). Two workers can
+    RETRYING, and claims abandoned by a dead worker (see abandoned_claim). Suppressions for
+    `ignored_reasons` do not count (transactional mail ignores unsubscribes). Two workers can
     never both claim one recipient (row locks; SKIP LOCKED on PostgreSQL)."""
     now = utcnow()
     where = and_(
@@ -164,7 +182,7 @@ async def claim_chunk(
             Recipient.email,
             Recipient.variables,
             Recipient.attempts,
-            _SUPPRESSED,
+            _suppressed(ignored_reasons),
         )
         .execution_options(synchronize_session=False)
     )
@@ -219,13 +237,19 @@ async def busy_claims_until(
     return min(moments)
 
 
-async def withdrawn_now(session: AsyncSession, batch_id: str, email: str) -> RecipientStatus | None:
+async def withdrawn_now(
+    session: AsyncSession, batch_id: str, email: str, ignored_reasons: Collection[str] = ()
+) -> RecipientStatus | None:
     """The database's answer when a worker's notices may have missed something: CANCELLED
-    if the batch was cancelled, SUPPRESSED if the address is on the list."""
+    if the batch was cancelled, SUPPRESSED if the address is on the list (for another
+    reason than one of `ignored_reasons`)."""
     status = await session.scalar(select(Batch.status).where(Batch.id == batch_id))
     if status is None or status == BatchStatus.CANCELLED:
         return RecipientStatus.CANCELLED
-    listed = await session.scalar(select(exists().where(Suppression.email == email)))
+    listed_for = [Suppression.email == email]
+    if ignored_reasons:
+        listed_for.append(Suppression.reason.not_in(list(ignored_reasons)))
+    listed = await session.scalar(select(exists().where(*listed_for)))
     return RecipientStatus.SUPPRESSED if listed else None
 
 
@@ -428,3 +452,13 @@ async def add_dead_letter(
         )
     )
     await session.flush()
+
+
+async def attachments(session: AsyncSession, batch_id: str) -> tuple[MailAttachment, ...]:
+    """The files sent with every message of the batch, in request order (usually none)."""
+    rows = await session.execute(
+        select(Attachment.filename, Attachment.content_type, Attachment.content)
+        .where(Attachment.batch_id == batch_id)
+        .order_by(Attachment.position)
+    )
+    return tuple(MailAttachment(f, t, bytes(c)) for f, t, c in rows.tuples())

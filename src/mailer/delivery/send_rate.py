@@ -58,6 +58,9 @@ class RateLimiter(Protocol):
     async def set_rate(self, rate: float | None) -> None:
         """Change the rate (messages/s); None or <= 0 means unlimited."""
 
+    def limited(self) -> bool:
+        """Whether a rate is set (else acquire() returns at once)."""
+
     async def close(self) -> None: ...
 
 
@@ -90,6 +93,9 @@ class _Paced:
 
     async def set_rate(self, rate: float | None) -> None:
         self._interval = _interval(rate)
+
+    def limited(self) -> bool:
+        return self._interval is not None
 
 
 class LocalRateLimiter(_Paced):

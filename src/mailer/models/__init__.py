@@ -1,6 +1,7 @@
 """SQLAlchemy models: one table per file. Importing this package registers them all."""
 
 from mailer.models.api_key import ApiKey
+from mailer.models.attachment import Attachment
 from mailer.models.base import Base
 from mailer.models.batch import Batch
 from mailer.models.console_session import ConsoleSession
@@ -15,6 +16,7 @@ from mailer.models.webhook_message import WebhookMessage
 
 __all__ = [
     "ApiKey",
+    "Attachment",
     "Base",
     "Batch",
     "ConsoleSession",

@@ -1,12 +1,12 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailer.ids import new_id
 from mailer.models.base import Base, JSONType, UTCDateTime, utcnow
-from mailer.models.enums import BatchStatus
+from mailer.models.enums import BatchPriority, BatchStatus
 
 
 class Batch(Base):
@@ -34,6 +34,17 @@ class Batch(Base):
     from_address: Mapped[str | None] = mapped_column(String(400), nullable=True)
     reply_to: Mapped[list[str]] = mapped_column(JSONType, default=list)
     unsubscribe: Mapped[bool] = mapped_column(default=True)
+    # "high": the transactional lane (POST /emails, or a batch asked so); else "bulk".
+    priority: Mapped[str] = mapped_column(
+        String(8), default=BatchPriority.BULK, server_default=BatchPriority.BULK
+    )
+    # False for transactional mail: addresses suppressed only because they unsubscribed
+    # still get it (bounces, complaints and manual suppressions still hold it back).
+    respect_unsubscribe: Mapped[bool] = mapped_column(default=True, server_default=true())
+    # Extra message headers (checked at creation), e.g. {"X-Entity-Ref-ID": "123"}.
+    headers: Mapped[dict[str, str]] = mapped_column(
+        JSONType, default=dict, server_default=text("'{}'")
+    )
     api_key_id: Mapped[str | None] = mapped_column(
         String(26), ForeignKey("api_keys.id", ondelete="SET NULL"), nullable=True
     )

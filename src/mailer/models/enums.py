@@ -15,6 +15,11 @@ class BatchStatus(StrEnum):
     CANCELLED = "CANCELLED"
 
 
+class BatchPriority(StrEnum):
+    BULK = "bulk"
+    HIGH = "high"  # the transactional lane: its own queue, served first
+
+
 class RecipientStatus(StrEnum):
     PENDING = "PENDING"
     SENDING = "SENDING"

@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailer.ids import new_id
@@ -19,6 +19,9 @@ class Template(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    # The content of one POST /emails: never listed nor usable by id (it is created with
+    # deleted_at set, so every "live" query skips it); its batch renders it as any other.
+    inline: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class TemplateVersion(Base):

@@ -22,6 +22,8 @@ class ChunkJob:
     # be enqueued again after its earlier job completed, while repeats within one reconcile
     # pass still deduplicate.
     tag: str = ""
+    # The transactional lane: the queue serves these before bulk work (queue/lanes.py).
+    high: bool = False
 
     @property
     def job_id(self) -> str:
@@ -80,10 +82,13 @@ class JobQueue(Protocol):
     async def ping(self) -> bool:
         """The backend is reachable."""
 
-    async def run_worker(self, handler: JobHandler, *, concurrency: int) -> None:
-        """Process jobs until stop() is called. Handler outcome: return = done; RetryJob =
-        retry with exponential backoff and jitter; DelayJob = run later, attempt not used;
-        any other exception = treated like RetryJob."""
+    async def run_worker(
+        self, handler: JobHandler, *, concurrency: int, high_concurrency: int | None = None
+    ) -> None:
+        """Process jobs until stop() is called, `concurrency` bulk jobs at a time and
+        `high_concurrency` (default `concurrency`) of the high lane's. Handler outcome:
+        return = done; RetryJob = retry with exponential backoff and jitter; DelayJob = run
+        later, attempt not used; any other exception = treated like RetryJob."""
 
     async def stop(self, timeout: float) -> None:
         """Stop taking jobs; wait up to `timeout` s for running handlers; jobs not finished

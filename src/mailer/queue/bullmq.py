@@ -12,6 +12,10 @@ we do about them:
     version: we read it before `run()`.
 (d) jobId dedupe lasts only while the job record exists: completed jobs are kept for
     `keep_completed_s` (longer than the reconciler's window).
+
+Lanes: high-priority jobs (ChunkJob.high, the transactional lane) go to a second BullMQ
+queue, `<name>-high`, served by a worker of its own in every process, so bulk jobs never
+hold its places. A pause (pause_all) holds both.
 """
 
 from __future__ import annotations
@@ -127,10 +131,15 @@ def _backoff_strategy(attempts_made: int, _type: str, _err: Any, job: Any) -> in
     return retry_delay_ms(int(backoff.get("delay") or 0), attempts_made)
 
 
+HIGH_SUFFIX = "-high"
+
+
 def _job_data(job: ChunkJob) -> dict[str, Any]:
     data: dict[str, Any] = {"b": job.batch_id, "s": job.seq_start, "e": job.seq_end}
     if job.tag:
         data["t"] = job.tag
+    if job.high:
+        data["h"] = 1
     return data
 
 
@@ -200,10 +209,13 @@ class BullQueue:
         self._client: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
         self._queue = Queue(name, {"connection": self._client, "prefix": prefix})
         self._keys: dict[str, str] = self._queue.keys
+        self._high_queue = Queue(name + HIGH_SUFFIX, {"connection": self._client, "prefix": prefix})
+        self._high_keys: dict[str, str] = self._high_queue.keys
         self._pause_script = self._client.register_script(_PAUSE_LUA)
         self._mark_script = self._client.register_script(_MARK_PENDING_LUA)
         self._pending_script = self._client.register_script(_HAS_PENDING_LUA)
-        self._worker: _Worker | None = None
+        self._worker: _Worker | None = None  # the bulk lane's
+        self._high_worker: _Worker | None = None
         self._starting = False
         self._stop_requested = False
 
@@ -211,8 +223,9 @@ class BullQueue:
     def name(self) -> str:
         return self._name
 
-    def _pending_key(self, batch_id: str) -> str:
-        return f"{self._prefix}:{self._name}:mailer:pending:{batch_id}"
+    def _pending_key(self, batch_id: str, high: bool = False) -> str:
+        name = self._name + HIGH_SUFFIX if high else self._name
+        return f"{self._prefix}:{name}:mailer:pending:{batch_id}"
 
     # Producer side
 
@@ -224,15 +237,24 @@ class BullQueue:
         opts = dict(self._job_opts)
         if delay_ms > 0:
             opts["delay"] = delay_ms
+        for high in (True, False):
+            lane = [job for job in jobs if job.high == high]
+            if lane:
+                await self._enqueue_lane(lane, opts, replace_finished, high=high)
+
+    async def _enqueue_lane(
+        self, jobs: Sequence[ChunkJob], opts: dict[str, Any], replace_finished: bool, *, high: bool
+    ) -> None:
+        queue = self._high_queue if high else self._queue
         for start in range(0, len(jobs), _ADD_BATCH):
             part = jobs[start : start + _ADD_BATCH]
             # The pending sets first, slice by slice: a job missing from its set would be
             # invisible to the reconciler, an id whose add never happens is pending for the
             # enqueue window only (has_pending_for).
-            await self._mark_pending(part)
+            await self._mark_pending(part, high)
             if replace_finished:
-                await self._remove_finished([job.job_id for job in part])
-            await self._queue.addBulk(
+                await self._remove_finished([job.job_id for job in part], high)
+            await queue.addBulk(
                 [
                     {
                         "name": JOB_NAME,
@@ -243,46 +265,60 @@ class BullQueue:
                 ]
             )
 
-    async def _mark_pending(self, jobs: Sequence[ChunkJob]) -> None:
+    async def _mark_pending(self, jobs: Sequence[ChunkJob], high: bool) -> None:
         by_batch: dict[str, list[str]] = {}
         for job in jobs:
             by_batch.setdefault(job.batch_id, []).append(job.job_id)
         for batch_id, ids in by_batch.items():  # one batch, nearly always
-            await self._mark_script(keys=[self._pending_key(batch_id)], args=[_PENDING_TTL_S, *ids])
+            await self._mark_script(
+                keys=[self._pending_key(batch_id, high)], args=[_PENDING_TTL_S, *ids]
+            )
 
-    async def _remove_finished(self, job_ids: list[str]) -> None:
+    async def _remove_finished(self, job_ids: list[str], high: bool) -> None:
+        keys, queue = (self._high_keys, self._high_queue) if high else (self._keys, self._queue)
         pipe = self._client.pipeline(transaction=False)
         for job_id in job_ids:
-            pipe.zscore(self._keys["completed"], job_id)
-            pipe.zscore(self._keys["failed"], job_id)
+            pipe.zscore(keys["completed"], job_id)
+            pipe.zscore(keys["failed"], job_id)
         scores = await pipe.execute()
         for i, job_id in enumerate(job_ids):
             if scores[2 * i] is not None or scores[2 * i + 1] is not None:
-                await self._queue.remove(job_id)
+                await queue.remove(job_id)
 
     async def pause_all(self, ms: int) -> None:
         if ms <= 0:
             return
-        await self._pause_script(
-            keys=[self._keys["limiter"]], args=[int(ms), _PAUSED_VALUE, _LIMITER["max"]]
-        )
+        for keys in (self._keys, self._high_keys):
+            await self._pause_script(
+                keys=[keys["limiter"]], args=[int(ms), _PAUSED_VALUE, _LIMITER["max"]]
+            )
 
     async def depth(self) -> int:
-        count = await self._queue.getJobCountByTypes(
-            "waiting", "paused", "prioritized", "delayed", "active"
-        )
-        return int(count)
+        count = 0
+        for queue in (self._queue, self._high_queue):
+            count += int(
+                await queue.getJobCountByTypes(
+                    "waiting", "paused", "prioritized", "delayed", "active"
+                )
+            )
+        return count
 
     async def failed_count(self) -> int:
-        """Jobs in bullmq's failed set (bounded by keep_failed)."""
-        return int(await self._queue.getJobCountByTypes("failed"))
+        """Jobs in bullmq's failed sets (bounded by keep_failed)."""
+        count = 0
+        for queue in (self._queue, self._high_queue):
+            count += int(await queue.getJobCountByTypes("failed"))
+        return count
 
     async def has_pending_for(self, batch_id: str) -> bool:
-        found = await self._pending_script(
-            keys=[self._pending_key(batch_id), self._keys["completed"], self._keys["failed"]],
-            args=[self._keys[""], self._enqueue_window_ms, _PENDING_TTL_S],
-        )
-        return bool(found)
+        for high, keys in ((False, self._keys), (True, self._high_keys)):
+            found = await self._pending_script(
+                keys=[self._pending_key(batch_id, high), keys["completed"], keys["failed"]],
+                args=[keys[""], self._enqueue_window_ms, _PENDING_TTL_S],
+            )
+            if found:
+                return True
+        return False
 
     async def ping(self) -> bool:
         try:
@@ -307,11 +343,9 @@ class BullQueue:
 
     # Worker side
 
-    async def run_worker(self, handler: JobHandler, *, concurrency: int) -> None:
-        if self._worker is not None or self._starting:
-            raise RuntimeError("this BullQueue already runs a worker")
+    def _new_worker(self, name: str, handler: JobHandler, concurrency: int) -> _Worker:
         worker = _Worker(
-            self._name,
+            name,
             partial(self._process, handler),
             {
                 "autorun": False,
@@ -330,22 +364,46 @@ class BullQueue:
         # Gap (a): no read timeout on the connection that blocks in BZPOPMIN.
         blocking = worker.blockingRedisConnection.conn
         blocking.connection_pool.connection_kwargs["socket_timeout"] = None
+        return worker
+
+    async def run_worker(
+        self, handler: JobHandler, *, concurrency: int, high_concurrency: int | None = None
+    ) -> None:
+        """A worker per lane: `concurrency` places for bulk jobs, `high_concurrency` (default
+        the same) for the high lane's."""
+        if self._worker is not None or self._starting:
+            raise RuntimeError("this BullQueue already runs a worker")
+        worker = self._new_worker(self._name, handler, concurrency)
+        high = self._new_worker(self._name + HIGH_SUFFIX, handler, high_concurrency or concurrency)
         self._starting, self._stop_requested = True, False
         try:
             await self.check_server()
             # Gap (c): sub-second block timeouts depend on the server version.
-            await worker.blockingRedisConnection.getRedisVersion()
-            await worker.redisConnection.getRedisVersion()
+            for w in (worker, high):
+                await w.blockingRedisConnection.getRedisVersion()
+                await w.redisConnection.getRedisVersion()
         except BaseException:
-            with contextlib.suppress(Exception):
-                await worker.close(force=True)
+            for w in (worker, high):
+                with contextlib.suppress(Exception):
+                    await w.close(force=True)
             raise
         finally:
             self._starting = False
         if self._stop_requested:  # stop() came during the start-up
             await worker.close()
+            await high.close()
             return
-        self._worker = worker
+        self._worker, self._high_worker = worker, high
+        try:
+            await asyncio.gather(self._run(worker), self._run(high))
+        finally:
+            if self._worker is worker:
+                self._worker = None
+            if self._high_worker is high:
+                self._high_worker = None
+
+    @staticmethod
+    async def _run(worker: _Worker) -> None:
         try:
             await worker.run()
         except asyncio.CancelledError:
@@ -359,13 +417,16 @@ class BullQueue:
             if not worker.forceClosing:
                 raise
             # Else run() re-raised the cancellation of handlers that stop() cut short.
-        finally:
-            if self._worker is worker:
-                self._worker = None
 
     async def _process(self, handler: JobHandler, job: Any, token: str) -> None:
         data = job.data
-        chunk = ChunkJob(str(data["b"]), int(data["s"]), int(data["e"]), str(data.get("t", "")))
+        chunk = ChunkJob(
+            str(data["b"]),
+            int(data["s"]),
+            int(data["e"]),
+            str(data.get("t", "")),
+            high=bool(data.get("h")),
+        )
         ctx = JobContext(
             attempt=int(job.attemptsMade) + 1,
             max_attempts=int(job.opts.get("attempts") or self._attempts),
@@ -373,7 +434,8 @@ class BullQueue:
         try:
             await handler(chunk, ctx)
         except DelayJob as exc:
-            if self._worker is None or not self._worker.forceClosing:  # else stop() released it
+            worker = self._high_worker if chunk.high else self._worker
+            if worker is None or not worker.forceClosing:  # else stop() released it
                 await job.moveToDelayed(round(time.time() * 1000) + max(0, exc.delay_ms), token)
             raise DelayedError() from None
         except Exception as exc:
@@ -382,10 +444,18 @@ class BullQueue:
             raise
 
     async def stop(self, timeout: float) -> None:
-        worker = self._worker
-        if worker is None:
+        workers = [w for w in (self._worker, self._high_worker) if w is not None]
+        if not workers:
             self._stop_requested = self._starting
             return
+        await asyncio.gather(*(self._stop_one(w, timeout) for w in workers))
+        if self._worker in workers:
+            self._worker = None
+        if self._high_worker in workers:
+            self._high_worker = None
+
+    @staticmethod
+    async def _stop_one(worker: _Worker, timeout: float) -> None:
         closing = asyncio.ensure_future(worker.close())
         done, _ = await asyncio.wait({closing}, timeout=timeout)
         if not done:
@@ -400,9 +470,8 @@ class BullQueue:
                     log.warning("could not release job", job_id=job.id, error=repr(exc))
             worker.cancelProcessing()
             await closing
-        if self._worker is worker:
-            self._worker = None
 
     async def close(self) -> None:
         await self.stop(0)
         await self._queue.close()
+        await self._high_queue.close()

@@ -53,7 +53,10 @@ class LocalQueue:
         self._keep_completed = keep_completed_s
         self._failed_limit = failed_limit
         self._jobs: dict[str, _Entry] = {}  # waiting, delayed or active
+        # Waiting jobs per lane: bulk, and high (the transactional lane, served by its own
+        # worker loop so that bulk jobs never hold its places).
         self._ready: deque[str] = deque()
+        self._ready_high: deque[str] = deque()
         self._delayed: list[tuple[float, int, str]] = []  # heap of (due, seq, job_id)
         self._seq = itertools.count()
         self._per_batch: Counter[str] = Counter()
@@ -109,11 +112,26 @@ class LocalQueue:
 
     # Worker side
 
-    async def run_worker(self, handler: JobHandler, *, concurrency: int) -> None:
-        slots = asyncio.Semaphore(max(1, concurrency))
-        mine: set[asyncio.Task[None]] = set()
+    async def run_worker(
+        self, handler: JobHandler, *, concurrency: int, high_concurrency: int | None = None
+    ) -> None:
+        """One loop per lane: `concurrency` places for bulk jobs, `high_concurrency` (default
+        the same) for the high lane's."""
+        # Registered before the first await: a stop() from now on waits for these loops.
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._loops.add(done)
+        try:
+            await asyncio.gather(
+                self._run_lane(handler, concurrency, high=False),
+                self._run_lane(handler, high_concurrency or concurrency, high=True),
+            )
+        finally:
+            self._loops.discard(done)
+            done.set_result(None)
+
+    async def _run_lane(self, handler: JobHandler, concurrency: int, *, high: bool) -> None:
+        slots = asyncio.Semaphore(max(1, concurrency))
+        mine: set[asyncio.Task[None]] = set()
 
         def finished(task: asyncio.Task[None]) -> None:
             mine.discard(task)
@@ -123,7 +141,7 @@ class LocalQueue:
         try:
             while True:
                 await slots.acquire()
-                entry = await self._next()
+                entry = await self._next(high)
                 if entry is None:
                     slots.release()
                     break
@@ -138,8 +156,6 @@ class LocalQueue:
                 task.cancel()
             if mine:
                 await asyncio.wait(set(mine))
-            self._loops.discard(done)
-            done.set_result(None)
 
     async def stop(self, timeout: float) -> None:
         self._stopping = True
@@ -170,10 +186,13 @@ class LocalQueue:
         self._wakeup.set()
         self._wakeup = asyncio.Event()
 
+    def _lane(self, chunk: ChunkJob) -> deque[str]:
+        return self._ready_high if chunk.high else self._ready
+
     def _schedule(self, entry: _Entry, due: float) -> None:
         if due <= self._now():
             entry.state = "waiting"
-            self._ready.append(entry.chunk.job_id)
+            self._lane(entry.chunk).append(entry.chunk.job_id)
         else:
             entry.state = "delayed"
             entry.due = due
@@ -185,7 +204,7 @@ class LocalQueue:
             entry = self._jobs.get(job_id)
             if entry is not None and entry.state == "delayed" and entry.due == due:
                 entry.state = "waiting"
-                self._ready.append(job_id)
+                self._lane(entry.chunk).append(job_id)
 
     def _prune_completed(self, now: float) -> None:
         while self._completed:
@@ -201,7 +220,8 @@ class LocalQueue:
         if self._per_batch[entry.chunk.batch_id] <= 0:
             del self._per_batch[entry.chunk.batch_id]
 
-    async def _next(self) -> _Entry | None:
+    async def _next(self, high: bool = False) -> _Entry | None:
+        ready = self._ready_high if high else self._ready
         while not self._stopping:
             now = self._now()
             timeout: float | None = None
@@ -209,8 +229,8 @@ class LocalQueue:
                 timeout = self._paused_until - now
             else:
                 self._promote_due(now)
-                if self._ready:
-                    entry = self._jobs[self._ready.popleft()]
+                if ready:
+                    entry = self._jobs[ready.popleft()]
                     entry.state = "active"
                     return entry
                 if self._delayed:
@@ -230,7 +250,7 @@ class LocalQueue:
         except asyncio.CancelledError:
             # stop() overran its timeout: release the job for the next worker, no attempt used.
             entry.state = "waiting"
-            self._ready.appendleft(chunk.job_id)
+            self._lane(chunk).appendleft(chunk.job_id)
             raise
         except Exception as exc:
             entry.attempts_made += 1

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailer.models import Batch, DeadLetter, Event, Metric, Recipient
+from mailer.models import Attachment, Batch, DeadLetter, Event, Metric, Recipient
 from mailer.models.base import utcnow
 from mailer.models.enums import BatchStatus
 
@@ -48,6 +48,12 @@ async def delete_recipients_of(session: AsyncSession, batch_id: str, limit: int)
 
 
 async def mark_purged(session: AsyncSession, batch_id: str) -> None:
+    """The batch's rows are gone; its attachments (POST /emails, a few rows) go with them."""
+    await session.execute(
+        delete(Attachment)
+        .where(Attachment.batch_id == batch_id)
+        .execution_options(synchronize_session=False)
+    )
     await session.execute(
         update(Batch)
         .where(Batch.id == batch_id)

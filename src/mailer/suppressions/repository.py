@@ -78,11 +78,17 @@ async def list_page(
     return page.all(), int(total or 0)
 
 
-async def existing_among(session: AsyncSession, emails: Sequence[str]) -> set[str]:
-    """The subset of `emails` present in the suppression list."""
+async def existing_among(
+    session: AsyncSession, emails: Sequence[str], *, ignored_reasons: Sequence[str] = ()
+) -> set[str]:
+    """The subset of `emails` present in the suppression list (for another reason than
+    one of `ignored_reasons`)."""
     found: set[str] = set()
     for condition in member_of(session, Suppression.email, emails):
-        found.update(await session.scalars(select(Suppression.email).where(condition)))
+        stmt = select(Suppression.email).where(condition)
+        if ignored_reasons:
+            stmt = stmt.where(Suppression.reason.not_in(list(ignored_reasons)))
+        found.update(await session.scalars(stmt))
     return found
 
 

@@ -201,6 +201,27 @@ async def create_template(
     return template, version
 
 
+async def create_inline(
+    session: AsyncSession, *, subject: str, html: str | None, text: str | None
+) -> tuple[Template, TemplateVersion]:
+    """The content of one POST /emails as a template of its own, checked as any template.
+    Inline templates are never listed nor usable by id (deleted_at is set at once, so
+    every "live" query skips them); their batch renders the version as any other."""
+    now = utcnow()
+    name = "inline"
+    template = Template(
+        name=name, version_count=1, created_at=now, updated_at=now, deleted_at=now, inline=True
+    )
+    session.add(template)
+    await session.flush()
+    version = await _new_version(
+        session, template, 1, name=name, subject=subject, html=html, text=text, variables={}
+    )
+    template.current_version_id = version.id
+    await session.flush()
+    return template, version
+
+
 async def get_template(session: AsyncSession, template_id: str) -> tuple[Template, TemplateVersion]:
     found = await repository.get_live_with_version(session, template_id)
     if found is None:

@@ -17,6 +17,16 @@ Ready = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
+class MailAttachment:
+    """A file sent with a message (checked at creation: filename without controls or quotes,
+    content type `type/subtype`)."""
+
+    filename: str
+    content_type: str
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     """A fully rendered message. Header values have already been checked (no CR/LF/controls)."""
 
@@ -29,6 +39,7 @@ class OutgoingMessage:
     reply_to: tuple[str, ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)  # e.g. List-Unsubscribe
     tags: Mapping[str, str] = field(default_factory=dict)  # names/values [A-Za-z0-9_-]
+    attachments: tuple[MailAttachment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

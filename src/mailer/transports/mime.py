@@ -18,6 +18,7 @@ its reasons are in `mailer/control_chars.py`).
 
 from __future__ import annotations
 
+import base64
 import binascii
 import re
 import secrets
@@ -27,13 +28,16 @@ from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
+from urllib.parse import quote
 
 from mailer.control_chars import CONTROL_CHARS
-from mailer.transports.base import OutgoingMessage, PermanentError
+from mailer.transports.base import MailAttachment, OutgoingMessage, PermanentError
 
 _HEADER_NAME = re.compile(r"[!-9;-~]{1,126}")  # printable ASCII except ':'
 _MESSAGE_ID = re.compile(r"<[!-;=?-~]+@[!-;=?-~]+>")
 _MAX_LINE = 998
+# type/subtype of RFC 2045 tokens, no parameters.
+CONTENT_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,100}/[A-Za-z0-9!#$&^_.+-]{1,100}")
 # A bare dot-atom address (RFC 5322 atext, ASCII domain labels): parseaddr returns it
 # unchanged with no display name, so it needs no parsing and formats to itself. No
 # whitespace, controls, quotes or angle brackets can match, so it is also safe as is on an
@@ -202,14 +206,23 @@ def build_mime(message: OutgoingMessage, *, date: datetime | None = None) -> byt
     if max(map(len, lines)) > _MAX_LINE:
         raise PermanentError("header line longer than 998 characters", code="invalid_header")
 
+    body = _body(message)
+    if message.attachments:
+        body = _with_attachments(body, message.attachments)
+    head = ("\r\n".join(lines) + "\r\n").encode()
+    raw = head + body
+    return raw if raw.endswith(b"\r\n") else raw + b"\r\n"
+
+
+def _body(message: OutgoingMessage) -> bytes:
+    """The body entity: its Content-Type and Content-Transfer-Encoding lines, a blank line,
+    the content."""
     if message.html is not None and message.text is not None:
         boundary = "=_" + secrets.token_hex(12)  # "=_" can never occur in QP output
-        lines.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode()
         # The CRLF before each delimiter belongs to the delimiter, not to the part.
         return b"".join(
             (
-                head,
+                f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'.encode(),
                 f"--{boundary}\r\n".encode(),
                 _part("plain", message.text),
                 f"\r\n--{boundary}\r\n".encode(),
@@ -219,5 +232,36 @@ def build_mime(message: OutgoingMessage, *, date: datetime | None = None) -> byt
         )
     subtype, body = ("html", message.html) if message.html is not None else ("plain", message.text)
     assert body is not None
-    raw = ("\r\n".join(lines) + "\r\n").encode() + _part(subtype, body)
-    return raw if raw.endswith(b"\r\n") else raw + b"\r\n"
+    return _part(subtype, body)
+
+
+def _filename_params(filename: str) -> str:
+    """`filename="…"` for ASCII names, RFC 2231 `filename*=utf-8''…` otherwise."""
+    if filename.isascii():
+        return f'filename="{filename}"'
+    return "filename*=utf-8''" + quote(filename, safe="")
+
+
+def _with_attachments(body: bytes, attachments: tuple[MailAttachment, ...]) -> bytes:
+    """multipart/mixed: the body entity first, then each attachment in base64."""
+    boundary = "=_" + secrets.token_hex(12)  # base64 has no "=_" either
+    parts = [f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n\r\n'.encode()]
+    parts.append(f"--{boundary}\r\n".encode())
+    parts.append(body if body.endswith(b"\r\n") else body + b"\r\n")
+    for item in attachments:
+        check_header_value("attachment filename", item.filename)
+        if not CONTENT_TYPE.fullmatch(item.content_type) or '"' in item.filename:
+            raise PermanentError("invalid attachment", code="invalid_attachment")
+        params = _filename_params(item.filename)
+        encoded = base64.encodebytes(item.content).replace(b"\n", b"\r\n")
+        parts.append(
+            (
+                f"--{boundary}\r\n"
+                f"Content-Type: {item.content_type}\r\n"
+                f"Content-Disposition: attachment; {params}\r\n"
+                "Content-Transfer-Encoding: base64\r\n\r\n"
+            ).encode()
+        )
+        parts.append(encoded)
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts)

@@ -87,7 +87,7 @@ class Reconciler:
             sending = await repository.sending_batches(session)
         tag = str(int(time.time()))
         grace = min(ENQUEUE_GRACE, timedelta(seconds=3 * self.settings.reconcile_interval))
-        for batch_id, chunk_size, total, enqueued_at, started_at in sending:
+        for batch_id, chunk_size, total, enqueued_at, started_at, high in sending:
             # Jobs handed to the queue lately may still be on their way. Not enqueued yet
             # counts from the start: the API enqueues a new batch's chunks just after its
             # commit. Scheduled batches this pass started have no one else to enqueue them.
@@ -101,7 +101,13 @@ class Reconciler:
                 if await self.queue.has_pending_for(batch_id):
                     continue
                 jobs = [
-                    ChunkJob(batch_id, c * chunk_size, min(c * chunk_size + chunk_size, total), tag)
+                    ChunkJob(
+                        batch_id,
+                        c * chunk_size,
+                        min(c * chunk_size + chunk_size, total),
+                        tag,
+                        high=high,
+                    )
                     for c in await repository.unfinished_chunks(session, batch_id, chunk_size)
                 ]
                 if not jobs:

@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailer.delivery.repository import abandoned_claim
 from mailer.models import Batch, Recipient
 from mailer.models.base import utcnow
-from mailer.models.enums import UNFINISHED_STATUSES, BatchStatus, RecipientStatus
+from mailer.models.enums import UNFINISHED_STATUSES, BatchPriority, BatchStatus, RecipientStatus
 
-# (id, chunk_size, total_recipients, enqueued_at, started_at or created_at)
-SendingBatch = tuple[str, int, int, datetime | None, datetime]
+# id, chunk size, total, enqueued_at, started (or created) at, high priority
+SendingBatch = tuple[str, int, int, datetime | None, datetime, bool]
 
 
 async def start_due_batches(session: AsyncSession, now: datetime) -> set[str]:
@@ -58,12 +58,16 @@ async def sending_batches(session: AsyncSession, limit: int = 1000) -> Sequence[
             Batch.total_recipients,
             Batch.enqueued_at,
             func.coalesce(Batch.started_at, Batch.created_at),
+            Batch.priority,
         )
         .where(Batch.status == BatchStatus.SENDING)
         .order_by(Batch.created_at)
         .limit(limit)
     )
-    return [(str(b), int(c), int(t), e, s) for b, c, t, e, s in rows.tuples()]
+    return [
+        (str(b), int(c), int(t), e, s, p == BatchPriority.HIGH)
+        for b, c, t, e, s, p in rows.tuples()
+    ]
 
 
 async def unfinished_chunks(session: AsyncSession, batch_id: str, chunk_size: int) -> list[int]:

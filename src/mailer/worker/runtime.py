@@ -81,7 +81,13 @@ class Worker:
         self.recorder.start()
         self._tasks.append(
             asyncio.create_task(
-                self.queue.run_worker(self.processor, concurrency=job_concurrency(settings)),
+                self.queue.run_worker(
+                    self.processor,
+                    concurrency=job_concurrency(settings),
+                    # High-lane jobs are small (POST /emails: one to 50 messages) and many:
+                    # as many at once as sends may be in flight, so none waits for another.
+                    high_concurrency=settings.worker_concurrency,
+                ),
                 name="queue-worker",
             )
         )

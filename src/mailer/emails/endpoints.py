@@ -1,0 +1,96 @@
+"""/emails: thin routes over emails.service (send) and emails.lookup (read)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+
+from mailer.auth.dependencies import SendKey
+from mailer.batches.schemas import EventOut
+from mailer.batches.service import request_hash
+from mailer.deps import ApiRoute, Session, State
+from mailer.emails import lookup, service
+from mailer.emails.schemas import EmailCreate, EmailOut, EmailPage, EmailsCreated
+from mailer.jsonbody import json_body, request_body_doc
+from mailer.models.enums import RecipientStatus
+from mailer.responses import JsonResponse
+
+router = APIRouter(prefix="/emails", tags=["emails"], route_class=ApiRoute)
+
+CreateBody = Annotated[EmailCreate, json_body(EmailCreate)]
+_STATUSES: dict[str, Any] = {"enum": list(RecipientStatus)}
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=EmailsCreated,
+    openapi_extra=request_body_doc(EmailCreate),
+    responses={409: {"description": "Idempotency-Key reused with another body"}},
+)
+async def send_email(
+    principal: SendKey,  # before the body: the key is checked before the body is read
+    request: Request,
+    body: CreateBody,
+    session: Session,
+    state: State,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> JsonResponse:
+    """Send one email, to one address or up to 50 (each its own message and id), in the
+    transactional lane (served before bulk batches). Durable in the database before 202 is
+    answered."""
+    result = await service.create_emails(
+        session,
+        principal,
+        body,
+        body_hash=request_hash(await request.body()),
+        idempotency_key=idempotency_key,
+        chunk_size=state.settings.chunk_size,
+        queue=state.queue,
+    )
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+    return JsonResponse(result.response, status_code=202, headers=headers)
+
+
+@router.get("", response_model=EmailPage)
+async def list_emails(
+    session: Session,
+    state: State,
+    _: SendKey,
+    to: Annotated[str | None, Query(max_length=320, description="the address")] = None,
+    status: Annotated[
+        str | None,
+        Query(max_length=16, description="a message status", json_schema_extra=_STATUSES),
+    ] = None,
+    batch_id: Annotated[str | None, Query(max_length=64)] = None,
+    tag: Annotated[str | None, Query(max_length=600, description="name:value")] = None,
+    since: Annotated[datetime | None, Query(description="created at or after (ISO 8601)")] = None,
+    cursor: Annotated[str | None, Query(max_length=32, description="nextCursor")] = None,
+    limit: Annotated[int, Query(ge=1, le=lookup.MAX_PAGE)] = 50,
+) -> EmailPage:
+    """Messages (single emails and batch recipients alike), newest first, page by page:
+    pass the answer's nextCursor as `cursor`. `to` and `batch_id` are the indexed filters;
+    the others narrow them."""
+    page, next_cursor = await lookup.find_messages(
+        session,
+        to=to,
+        status=status,
+        batch_id=batch_id,
+        tag=tag,
+        since=since,
+        cursor=cursor,
+        limit=limit,
+        mail_from=state.settings.mail_from,
+    )
+    return EmailPage(data=[EmailOut.model_validate(m) for m in page], next_cursor=next_cursor)
+
+
+@router.get("/{email_id}", response_model=EmailOut)
+async def get_email(email_id: str, session: Session, state: State, _: SendKey) -> EmailOut:
+    """One message: its status, addresses, batch, template, provider id, times and events."""
+    found = await lookup.get_message(session, email_id, mail_from=state.settings.mail_from)
+    return EmailOut.model_validate(
+        {**found, "events": [EventOut.model_validate(e) for e in found["events"]]}
+    )
