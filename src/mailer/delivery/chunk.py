@@ -98,7 +98,7 @@ class _Claims:
         and holding it back would bunch sends up at the provider."""
         if len(self._asks) >= CLAIM_GATHER_ASKS or not self._run.attempted:
             return 0.0
-        return 0.0 if self._p.limiter.limited else CLAIM_GATHER_S
+        return 0.0 if self._p.limiter.limited() else CLAIM_GATHER_S
 
     async def _claim(self) -> None:
         p, job, run = self._p, self._job, self._run

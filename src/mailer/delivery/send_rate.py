@@ -47,10 +47,6 @@ class RateLimiter(Protocol):
     async def acquire(self) -> float:
         """Wait until one message may be sent; return seconds waited."""
 
-    @property
-    def limited(self) -> bool:
-        """Whether sends are paced at all (SEND_RATE set)."""
-
     def late(self, since: float) -> bool:
         """Whether a send whose slot came at `since` (the loop's clock) is now too late to
         go on that slot: it must take a new one rather than bunch up with later sends."""
@@ -80,10 +76,6 @@ class _Paced:
     """What both limiters share: the interval between sends (None: no limit)."""
 
     _interval: float | None
-
-    @property
-    def limited(self) -> bool:
-        return self._interval is not None
 
     def late(self, since: float) -> bool:
         interval = self._interval

@@ -207,16 +207,15 @@ async def create_inline(
     """The content of one POST /emails as a template of its own, checked as any template.
     Inline templates are never listed nor usable by id (deleted_at is set at once, so
     every "live" query skips them); their batch renders the version as any other."""
-    now = utcnow()
     name = "inline"
+    source = await _prepare(name=name, subject=subject, html=html, text=text, variables={})
+    now = utcnow()
     template = Template(
         name=name, version_count=1, created_at=now, updated_at=now, deleted_at=now, inline=True
     )
     session.add(template)
     await session.flush()
-    version = await _new_version(
-        session, template, 1, name=name, subject=subject, html=html, text=text, variables={}
-    )
+    version = await _new_version(session, template, 1, source)
     template.current_version_id = version.id
     await session.flush()
     return template, version
