@@ -11,6 +11,7 @@ from mailer.models.recipient import Recipient
 from mailer.models.suppression import SoftBounce, Suppression
 from mailer.models.system_state import SystemState
 from mailer.models.template import Template, TemplateVersion
+from mailer.models.webhook_endpoint import WebhookDelivery, WebhookEndpoint
 from mailer.models.webhook_message import WebhookMessage
 
 __all__ = [
@@ -27,5 +28,7 @@ __all__ = [
     "SystemState",
     "Template",
     "TemplateVersion",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WebhookMessage",
 ]
