@@ -184,10 +184,33 @@ async def batch_contexts(
     out: dict[str, dict[str, Any]] = {}
     for condition in member_of(session, Batch.id, list(batch_ids)):
         result = await session.execute(
-            select(Batch.id, Batch.template_id, Batch.metadata_, Batch.tags).where(condition)
+            select(
+                Batch.id,
+                Batch.template_id,
+                Batch.metadata_,
+                Batch.tags,
+                Batch.status,
+                Batch.total_recipients,
+                Batch.sent_count,
+                Batch.failed_count,
+                Batch.suppressed_count,
+                Batch.cancelled_count,
+            ).where(condition)
         )
-        for bid, template_id, metadata, tags in result.tuples():
-            out[bid] = {"template_id": template_id, "metadata": metadata, "tags": tags}
+        for row in result.tuples():
+            out[row[0]] = {
+                "template_id": row[1],
+                "metadata": row[2],
+                "tags": row[3],
+                "status": row[4],
+                "counts": {
+                    "total": row[5],
+                    "sent": row[6],
+                    "failed": row[7],
+                    "suppressed": row[8],
+                    "cancelled": row[9],
+                },
+            }
     return out
 
 
@@ -198,15 +221,6 @@ async def provider_message_ids(session: AsyncSession, ids: Sequence[int]) -> dic
         select(Recipient.id, Recipient.provider_message_id).where(Recipient.id.in_(ids))
     )
     return {int(rid): pmid for rid, pmid in result.tuples()}
-
-
-async def save_payloads(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """rows: {"id", "payload"}."""
-    if rows:
-        await session.execute(
-            update(D).execution_options(synchronize_session=False),
-            rows,
-        )
 
 
 async def save_results(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
