@@ -93,9 +93,9 @@ async def rotate_secret(endpoint_id: str, session: Session, _: AdminKey) -> Secr
 
 
 @router.post("/{endpoint_id}/test", response_model=TestOut)
-async def send_test_event(endpoint_id: str, _: AdminKey, state: State) -> TestOut:
+async def send_test_event(endpoint_id: str, _: AdminKey, session: Session, state: State) -> TestOut:
     """Send a webhook.test event now; the receiver's status code and the latency."""
-    result = await service.send_test(state.sessionmaker, state.settings, endpoint_id)
+    result = await service.send_test(session, state.settings, endpoint_id)
     return TestOut.model_validate(result)
 
 

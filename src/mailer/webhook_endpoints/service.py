@@ -1,7 +1,6 @@
 """Outbound webhook endpoints: create, change, rotate the secret, test, the delivery log,
-replays. Functions taking a session only flush; the caller commits. `send_test` uses short
-sessions of its own around the HTTP request (no transaction is held while the receiver
-answers).
+replays. Functions only flush; the caller commits (`send_test` also commits before its
+HTTP request, see there).
 """
 
 from __future__ import annotations
@@ -11,10 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.config import AppEnv, Settings
-from mailer.db import session_scope
 from mailer.db.after_commit import after_commit
 from mailer.errors import NotFound, ValidationFailed
 from mailer.models import WebhookDelivery, WebhookEndpoint
@@ -174,15 +172,17 @@ class TestResult:
     response: str | None
 
 
-async def send_test(
-    sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, endpoint_id: str
-) -> TestResult:
-    """Send a webhook.test event to the endpoint now (enabled or not) and log it."""
+async def send_test(session: AsyncSession, settings: Settings, endpoint_id: str) -> TestResult:
+    """Send a webhook.test event to the endpoint now (enabled or not) and log it.
+
+    The one service that ends its caller's transaction: what it read is committed before
+    the HTTP request, so no transaction (on SQLite: the write lock) is held for the up to
+    WEBHOOK_TIMEOUT the receiver may take. The log row is written in a new one."""
     now = utcnow()
     event_id = outbox.new_event_id()
-    async with session_scope(sessionmaker) as session:
-        endpoint = await get(session, endpoint_id)
-        url, secrets = endpoint.url, secrets_in_force(endpoint, now)
+    endpoint = await get(session, endpoint_id)
+    url, secrets = endpoint.url, secrets_in_force(endpoint, now)
+    await session.commit()
     data = {"endpointId": endpoint_id, "message": "A test event sent by mailer."}
     body = catalog.body(catalog.WEBHOOK_TEST, now, data)
     sender = Sender(
@@ -192,23 +192,22 @@ async def send_test(
         attempt = await sender.send(url, secrets, event_id, body)
     finally:
         await sender.close()
-    async with session_scope(sessionmaker) as session:
-        delivery = await repository.add_delivery(
-            session,
-            event_id=event_id,
-            endpoint_id=endpoint_id,
-            type=catalog.WEBHOOK_TEST,
-            data=data,
-            payload=body,
-            created_at=now,
-            state=DeliveryState.DELIVERED if attempt.ok else DeliveryState.FAILED,
-            attempts=1,
-            last_attempt_at=utcnow(),
-            status_code=attempt.status_code,
-            error=attempt.error,
-            latency_ms=attempt.latency_ms,
-            response=attempt.response,
-        )
+    delivery = await repository.add_delivery(
+        session,
+        event_id=event_id,
+        endpoint_id=endpoint_id,
+        type=catalog.WEBHOOK_TEST,
+        data=data,
+        payload=body,
+        created_at=now,
+        state=DeliveryState.DELIVERED if attempt.ok else DeliveryState.FAILED,
+        attempts=1,
+        last_attempt_at=utcnow(),
+        status_code=attempt.status_code,
+        error=attempt.error,
+        latency_ms=attempt.latency_ms,
+        response=attempt.response,
+    )
     return TestResult(
         delivery_id=delivery.id,
         event_id=event_id,
