@@ -25,7 +25,7 @@ from mailer.webhook_endpoints.schemas import (
     TestOut,
 )
 
-router = APIRouter(prefix="/webhook-endpoints", tags=["webhooks"], route_class=ApiRoute)
+router = APIRouter(prefix="/webhook-endpoints", tags=["webhook-endpoints"], route_class=ApiRoute)
 
 CreateBody = Annotated[EndpointCreate, json_body(EndpointCreate)]
 UpdateBody = Annotated[EndpointUpdate, json_body(EndpointUpdate)]
