@@ -11,6 +11,7 @@ is still refused. WEBHOOK_ALLOW_PRIVATE=true lifts the guard.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import socket
 from urllib.parse import urlsplit
@@ -128,8 +129,9 @@ class GuardedResolver(AbstractResolver):
         if not allowed:
             reasons = {refused_reason(ipaddress.ip_address(r["host"])) for r in results}
             raise AddressRefused(
+                errno.EACCES,
                 f"refused by the SSRF guard: {host} resolves to "
-                + ", ".join(sorted(r for r in reasons if r))
+                + ", ".join(sorted(r for r in reasons if r)),
             )
         return allowed
 
