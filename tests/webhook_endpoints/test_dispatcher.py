@@ -207,3 +207,24 @@ async def test_429_retry_after_is_honoured(
     row = rows[0]
     assert row.state == "PENDING" and row.next_attempt_at is not None
     assert row.next_attempt_at - row.last_attempt_at >= timedelta(seconds=3599)  # type: ignore[operator]
+
+
+async def test_retention_and_stored_payload(
+    hook_settings: Settings, sessionmaker: Maker, receiver: Receiver
+) -> None:
+    settings = hook_settings.model_copy(update={"retention_days": 10})
+    await _endpoint(sessionmaker, settings, receiver.url)
+    await _event(sessionmaker, "kept")
+    async with running(settings, sessionmaker):
+        rows = await _until(sessionmaker, lambda rows: rows and rows[0].state == "DELIVERED")
+    assert rows[0].payload is not None and rows[0].payload.encode() == receiver.requests[0].body
+    await _event(sessionmaker, "old but waiting")
+    async with session_scope(sessionmaker) as session:
+        await session.execute(
+            update(WebhookDelivery).values(created_at=utcnow() - timedelta(days=11))
+        )
+    dispatcher = Dispatcher(settings, sessionmaker)
+    await dispatcher.housekeeping()
+    await dispatcher.sender.close()
+    rows = await _deliveries(sessionmaker)
+    assert [(r.state, r.data["reason"]) for r in rows] == [("PENDING", "old but waiting")]

@@ -53,6 +53,7 @@ class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
         Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+        Index("ix_webhook_deliveries_created_at", "created_at"),  # retention
         Index(
             "ix_webhook_deliveries_due",
             "next_attempt_at",

@@ -37,6 +37,7 @@ log = structlog.get_logger("mailer.webhooks.outbound")
 
 CLAIM_MAX = 500
 HOUSEKEEPING_INTERVAL = 30.0
+RETENTION_BATCH = 5000
 MAX_RETRY_AFTER = 36000.0
 
 
@@ -257,7 +258,8 @@ class Dispatcher:
     # -- housekeeping ------------------------------------------------------------------
 
     async def housekeeping(self) -> None:
-        """Disable endpoints failing for too long; drop rows of deleted endpoints."""
+        """Disable endpoints failing for too long; drop rows of deleted endpoints, and
+        finished deliveries older than RETENTION_DAYS (in small transactions)."""
         now = utcnow()
         days = self.settings.webhook_disable_after_days
         async with session_scope(self.sessionmaker) as session:
@@ -267,6 +269,15 @@ class Dispatcher:
                 await repository.disable_endpoints(session, stale, reason, now)
                 log.warning("webhook_endpoint_disabled", endpoints=stale, reason=reason)
             await repository.delete_orphans(session)
+        if self.settings.retention_days > 0:
+            cutoff = now - timedelta(days=self.settings.retention_days)
+            while True:
+                async with session_scope(self.sessionmaker) as session:
+                    deleted = await repository.delete_finished_before(
+                        session, cutoff, RETENTION_BATCH
+                    )
+                if deleted < RETENTION_BATCH:
+                    break
 
     async def _housekeeping_loop(self) -> None:
         while True:

@@ -233,10 +233,27 @@ async def save_results(session: AsyncSession, rows: list[dict[str, Any]]) -> Non
 
 
 async def delete_orphans(session: AsyncSession) -> int:
-    """Deliveries naming an endpoint that no longer exists."""
+    """Waiting deliveries naming an endpoint that no longer exists (written from a stale
+    cache just after its deletion); the partial index of due rows finds them."""
     result = await session.execute(
-        delete(D).where(~select(E.id).where(E.id == D.endpoint_id).exists())
+        delete(D).where(
+            D.state == DeliveryState.PENDING,
+            D.next_attempt_at.is_not(None),
+            ~select(E.id).where(E.id == D.endpoint_id).exists(),
+        )
     )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def delete_finished_before(session: AsyncSession, cutoff: datetime, limit: int) -> int:
+    """Up to `limit` delivered or failed deliveries created before `cutoff`."""
+    old = (
+        select(D.id)
+        .where(D.created_at < cutoff, D.state != DeliveryState.PENDING)
+        .order_by(D.created_at)
+        .limit(limit)
+    )
+    result = await session.execute(delete(D).where(D.id.in_(old.scalar_subquery())))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 

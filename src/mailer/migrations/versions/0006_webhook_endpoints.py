@@ -69,6 +69,7 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_webhook_deliveries_endpoint_id_id", ["endpoint_id", "id"], unique=False
         )
+        batch_op.create_index("ix_webhook_deliveries_created_at", ["created_at"], unique=False)
 
     op.create_table(
         "webhook_endpoints",
@@ -100,6 +101,7 @@ def downgrade() -> None:
     op.drop_table("webhook_endpoints")
     with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
         batch_op.drop_index("ix_webhook_deliveries_endpoint_id_id")
+        batch_op.drop_index("ix_webhook_deliveries_created_at")
         batch_op.drop_index(
             "ix_webhook_deliveries_due",
             postgresql_where=sa.text("state = 'PENDING'"),
