@@ -191,9 +191,12 @@ class Dispatcher:
 
     async def _claim_loop(self) -> None:
         poll = self.settings.webhook_poll_interval
+        # Claim in batches: with requests in flight, wait until a quarter of the budget is
+        # free rather than claiming one row per transaction as slots free up one by one.
+        batch = max(1, self.concurrency // 4)
         while True:
             free = self.concurrency - len(self._inflight)
-            if free <= 0:
+            if free < batch and self._inflight:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
