@@ -100,6 +100,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "CHUNK_SIZE": "100",
         "SEND_RATE": "0",
         "WEBHOOK_CONCURRENCY": str(args.concurrency),
+        "WEBHOOK_ENDPOINT_CONCURRENCY": str(args.concurrency),
         "WEBHOOK_ALLOW_PRIVATE": "true",
         "WEBHOOK_ALLOW_HTTP": "true",
         "WEBHOOK_POLL_INTERVAL": "0.2",

@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False  # lift the SSRF guard (local development, tests)
     webhook_allow_http: bool = False  # allow http:// endpoint URLs when APP_ENV=production
     webhook_concurrency: int = Field(64, ge=1, le=2000, description="requests in flight per worker")
+    webhook_endpoint_concurrency: int = Field(
+        32, ge=1, le=2000, description="of WEBHOOK_CONCURRENCY, at most this many per endpoint"
+    )
     webhook_timeout: float = Field(10.0, gt=0, le=120)
     webhook_retry_delays: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]

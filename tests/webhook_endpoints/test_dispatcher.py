@@ -228,3 +228,30 @@ async def test_retention_and_stored_payload(
     await dispatcher.sender.close()
     rows = await _deliveries(sessionmaker)
     assert [(r.state, r.data["reason"]) for r in rows] == [("PENDING", "old but waiting")]
+
+
+async def test_a_hanging_receiver_does_not_hold_the_others(
+    hook_settings: Settings, sessionmaker: Maker, receiver: Receiver
+) -> None:
+    settings = hook_settings.model_copy(
+        update={"webhook_concurrency": 8, "webhook_endpoint_concurrency": 4, "webhook_timeout": 60}
+    )
+    stuck = await Receiver().start()
+    stuck.gate.clear()  # takes requests and never answers (until the end of the test)
+    try:
+        await _endpoint(sessionmaker, settings, stuck.url)
+        for i in range(20):
+            await _event(sessionmaker, f"first{i}")  # to both endpoints once the second exists
+        await _endpoint(sessionmaker, settings, receiver.url)
+        for i in range(20):
+            await _event(sessionmaker, f"second{i}")
+        async with running(settings, sessionmaker):
+            await receiver.wait_for(lambda r: len(r.accepted()) == 20)
+            await stuck.wait_for(lambda r: r.waiting == 4)
+            assert stuck.waiting == 4  # the hanging endpoint holds its 4 slots, no more
+        assert {r.event["data"]["reason"] for r in receiver.accepted()} == {
+            f"second{i}" for i in range(20)
+        }
+    finally:
+        stuck.gate.set()
+        await stuck.stop()

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -136,6 +139,7 @@ class Dispatcher:
             limit=settings.webhook_concurrency,
         )
         self._inflight: set[asyncio.Task[None]] = set()
+        self._per_endpoint: Counter[str] = Counter()  # requests in flight per endpoint
         self._slot_free = asyncio.Event()
         self._results: list[Result] = []
         self._results_ready = asyncio.Event()
@@ -176,11 +180,12 @@ class Dispatcher:
 
     # -- claiming ----------------------------------------------------------------------
 
-    async def claim(self, limit: int) -> list[Job]:
+    async def claim(self, limit: int, exclude: Sequence[str] = ()) -> list[Job]:
+        """Lease up to `limit` due deliveries (none of the endpoints in `exclude`)."""
         now = utcnow()
         lease_until = now + timedelta(seconds=self.settings.webhook_lease)
         async with session_scope(self.sessionmaker) as session:
-            rows = await repository.claim_due(session, now, lease_until, limit)
+            rows = await repository.claim_due(session, now, lease_until, limit, exclude)
             if not rows:
                 return []
             await payloads.compose(session, rows)
@@ -193,16 +198,21 @@ class Dispatcher:
         poll = self.settings.webhook_poll_interval
         # Claim in batches: with requests in flight, wait until a quarter of the budget is
         # free rather than claiming one row per transaction as slots free up one by one.
-        batch = max(1, self.concurrency // 4)
+        # One endpoint has at most WEBHOOK_ENDPOINT_CONCURRENCY of the slots, so a receiver
+        # that hangs cannot take the budget of the others.
+        cap = min(self.settings.webhook_endpoint_concurrency, self.concurrency)
+        batch = max(1, min(self.concurrency, cap) // 4)
         while True:
-            free = self.concurrency - len(self._inflight)
-            if free < batch and self._inflight:
+            per_endpoint = self._per_endpoint
+            saturated = sorted(e for e, n in per_endpoint.items() if n >= cap)
+            room = min((cap - n for n in per_endpoint.values() if 0 < n < cap), default=cap)
+            want = min(self.concurrency - len(self._inflight), CLAIM_MAX, room)
+            if want < batch and self._inflight:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
-            want = min(free, CLAIM_MAX)
             try:
-                jobs = await self.claim(want)
+                jobs = await self.claim(want, saturated)
             except Exception as exc:  # the database is away: try again after a pause
                 self._claims.failed(exc)
                 await asyncio.sleep(poll)
@@ -211,12 +221,18 @@ class Dispatcher:
             for job in jobs:
                 task = asyncio.create_task(self._deliver(job))
                 self._inflight.add(task)
-                task.add_done_callback(self._done)
+                self._per_endpoint[job.endpoint_id] += 1
+                task.add_done_callback(functools.partial(self._done, job.endpoint_id))
             if len(jobs) < want:
                 await asyncio.sleep(poll)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, endpoint_id: str, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
+        left = self._per_endpoint[endpoint_id] - 1
+        if left > 0:
+            self._per_endpoint[endpoint_id] = left
+        else:
+            del self._per_endpoint[endpoint_id]
         self._slot_free.set()
 
     async def _deliver(self, job: Job) -> None:

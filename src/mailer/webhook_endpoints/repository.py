@@ -150,7 +150,11 @@ async def add_delivery(session: AsyncSession, **values: Any) -> WebhookDelivery:
 
 
 async def claim_due(
-    session: AsyncSession, now: datetime, lease_until: datetime, limit: int
+    session: AsyncSession,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    exclude: Sequence[str] = (),
 ) -> list[WebhookDelivery]:
     """Lease up to `limit` due deliveries of enabled endpoints (attempts + 1). On PostgreSQL
     rows another worker is claiming are skipped (SKIP LOCKED); SQLite serializes writers.
@@ -168,6 +172,8 @@ async def claim_due(
         .limit(limit)
         .with_for_update(skip_locked=True, of=D)
     )
+    if exclude:
+        due = due.where(D.endpoint_id.not_in(list(exclude)))
     result = await session.scalars(
         update(D)
         .where(D.id.in_(due.scalar_subquery()))
