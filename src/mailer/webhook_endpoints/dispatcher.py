@@ -211,6 +211,7 @@ class Dispatcher:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
+            self._slot_free.clear()
             try:
                 jobs = await self.claim(want, saturated)
             except Exception as exc:  # the database is away: try again after a pause
@@ -224,7 +225,11 @@ class Dispatcher:
                 self._per_endpoint[job.endpoint_id] += 1
                 task.add_done_callback(functools.partial(self._done, job.endpoint_id))
             if len(jobs) < want:
-                await asyncio.sleep(poll)
+                # Nothing more is due (or only for endpoints at their share): look again
+                # after the poll interval, or as soon as a request ends (it may free the
+                # share of an endpoint with rows waiting).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_free.wait(), poll)
 
     def _done(self, endpoint_id: str, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
