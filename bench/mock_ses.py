@@ -11,6 +11,8 @@ HTTP/1.1, no auth check (any SigV4 header is accepted). Routes:
                                     in the current second or for --throttle-fraction of sends;
                                     500 InternalFailure for --error-fraction.
     GET  /v2/email/account          GetAccount with SendQuota.MaxSendRate (--max-send-rate)
+    POST /hooks                     a webhook receiver (bench/webhooks): 200 after --latency s;
+                                    counted like sends, duplicates by the webhook-id header
     GET  /_bench/stats              accepted sends per wall-clock second, the busiest second
                                     and sliding 1-second window, duplicates (same To twice),
                                     throttled, errors, first/last arrival; `watched`: the
@@ -119,6 +121,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.url = b""
         self.body: list[bytes] = []
+        self.webhook_id = b""
         self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -134,6 +137,11 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.url = b""
         self.body = []
+        self.webhook_id = b""
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"webhook-id":
+            self.webhook_id = value
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -146,6 +154,8 @@ class HttpProtocol(asyncio.Protocol):
         path = self.url.split(b"?", 1)[0]
         if method == b"POST" and path == b"/v2/email/outbound-emails":
             self.send_email(b"".join(self.body))
+        elif method == b"POST" and path == b"/hooks":
+            self.receive_webhook()
         elif method == b"GET" and path == b"/v2/email/account":
             quota = {
                 "Max24HourSend": -1.0,
@@ -209,6 +219,19 @@ class HttpProtocol(asyncio.Protocol):
                 b"x-amzn-RequestId: " + message_id[4:40].encode() + b"\r\n",
             )
         )
+
+    def receive_webhook(self) -> None:
+        stats = STATS
+        stats.requests += 1
+        now = time.time()
+        stats.arrivals.append(now)
+        stats.per_second[int(now)] += 1
+        key = self.webhook_id.decode()
+        if key in stats.seen:
+            stats.duplicates += 1
+        else:
+            stats.seen.add(key)
+        self.later(_response(b"200 OK", b"{}"))
 
     def later(self, data: bytes) -> None:
         if CONFIG.latency > 0:

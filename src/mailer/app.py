@@ -39,6 +39,8 @@ from mailer.state import AppState
 from mailer.suppressions.endpoints import router as suppressions_router
 from mailer.templates.endpoints import router as templates_router
 from mailer.unsubscribe.endpoints import router as unsubscribe_router
+from mailer.webhook_endpoints.endpoints import document_events
+from mailer.webhook_endpoints.endpoints import router as webhook_endpoints_router
 from mailer.webhooks.endpoints import router as webhooks_router
 from mailer.webhooks.sns import CertFetcher, SnsVerifier
 
@@ -140,11 +142,13 @@ def create_app(
         suppressions_router,
         sending_router,
         webhooks_router,
+        webhook_endpoints_router,
         unsubscribe_router,
         metrics_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(prometheus_router)
+    document_events(app)
     install_api_docs(app, openapi_url="/openapi.json")
     app.mount(CONSOLE_PREFIX, create_console(app))
 

@@ -172,6 +172,21 @@ class Settings(BaseSettings):
     unsubscribe_secret: SecretStr | None = None
     unsubscribe_mailto: str | None = None
 
+    # Outbound webhooks (POST /api/v1/webhook-endpoints)
+    webhook_allow_private: bool = False  # lift the SSRF guard (local development, tests)
+    webhook_allow_http: bool = False  # allow http:// endpoint URLs when APP_ENV=production
+    webhook_concurrency: int = Field(64, ge=1, le=2000, description="requests in flight per worker")
+    webhook_endpoint_concurrency: int = Field(
+        32, ge=1, le=2000, description="of WEBHOOK_CONCURRENCY, at most this many per endpoint"
+    )
+    webhook_timeout: float = Field(10.0, gt=0, le=120)
+    webhook_retry_delays: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0]
+    )
+    webhook_lease: float = Field(60.0, gt=0, description="seconds a claimed delivery is held")
+    webhook_poll_interval: float = Field(1.0, gt=0, le=60)
+    webhook_disable_after_days: float = Field(5.0, gt=0)
+
     # Reputation guard
     bounce_rate_threshold: float = Field(0.04, gt=0, le=1)
     complaint_rate_threshold: float = Field(0.0008, gt=0, le=1)
@@ -205,6 +220,20 @@ class Settings(BaseSettings):
     def _split_arns(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_retry_delays", mode="before")
+    @classmethod
+    def _split_delays(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_retry_delays")
+    @classmethod
+    def _check_delays(cls, value: list[float]) -> list[float]:
+        if not value or any(d < 0 for d in value):
+            raise ValueError("must be a comma-separated list of seconds, each 0 or more")
         return value
 
     @field_validator("mailer_data_dir", "outbox_dir")

@@ -1,9 +1,10 @@
 """Recording events and bumping the per-minute metrics counters: one statement per call.
 
 Shared by the delivery worker and the webhook handlers. Both functions only execute on the
-given session; the caller commits. On PostgreSQL, bulk event inserts go through COPY on the
-session's own connection (same transaction): an executemany through SQLAlchemy costs ~30 µs
-of CPU per row against ~2 µs for COPY.
+given session; the caller commits. Recorded events also go to the outbound webhooks' outbox
+(`webhook_endpoints/outbox.py`) in the same transaction. On PostgreSQL, bulk event inserts
+go through COPY on the session's own connection (same transaction): an executemany through
+SQLAlchemy costs ~30 µs of CPU per row against ~2 µs for COPY.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from mailer.db.dialect import insert_for, postgresql_variant
 from mailer.db.pg import COPY_MIN_ROWS, EVENT_COLUMNS
 from mailer.models import Event, Metric
 from mailer.models.base import utcnow
+from mailer.webhook_endpoints import outbox
 
 _Kind = TypeVar("_Kind", bound=str)  # MetricKind or a plain string
 __all__ = ["COPY_MIN_ROWS", "bump_metrics", "minute_bucket", "record_events"]
@@ -50,6 +52,7 @@ async def record_events(session: AsyncSession, rows: Sequence[Mapping[str, Any]]
             }
         )
     await _insert_events(session, values)
+    await outbox.add_from_events(session, values)  # outbound webhooks, same transaction
 
 
 def _copy_wanted(session: AsyncSession, values: list[dict[str, Any]]) -> bool:

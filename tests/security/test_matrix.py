@@ -20,6 +20,8 @@ from mailer.domains.dns_check import make_resolver
 from mailer.domains.endpoints import get_resolver
 from mailer.models import Recipient
 from mailer.unsubscribe.tokens import make_token
+from mailer.webhook_endpoints import repository as webhook_repository
+from mailer.webhook_endpoints import service as webhook_endpoints
 from tests.fixtures.client import ApiClient
 from tests.fixtures.dns_server import DnsTestServer
 from tests.fixtures.pipeline import far_send_at
@@ -71,6 +73,24 @@ class Ctx:
         assert rid is not None
         return make_token(int(rid), self.client.state.settings.unsubscribe_key)
 
+    async def webhook_endpoint(self) -> str:
+        """An endpoint on 127.0.0.1 saved past the SSRF guard: the app's guard (on) refuses
+        to connect to it, so `test` makes no connection."""
+        settings = self.client.state.settings.model_copy(update={"webhook_allow_private": True})
+        async with session_scope(self.client.state.sessionmaker) as session:
+            endpoint = await webhook_endpoints.create(
+                session, settings, url="http://127.0.0.1:9/hook"
+            )
+        return endpoint.id
+
+    async def webhook_delivery(self) -> tuple[str, int]:
+        endpoint_id = await self.webhook_endpoint()
+        async with session_scope(self.client.state.sessionmaker) as session:
+            delivery = await webhook_repository.add_delivery(
+                session, event_id="msg_matrix", endpoint_id=endpoint_id, type="webhook.test"
+            )
+        return endpoint_id, delivery.id
+
 
 Builder = Callable[[Ctx], Awaitable[Request]]
 
@@ -80,6 +100,18 @@ def fixed(path: str, **kwargs: Any) -> Builder:
         return path, kwargs
 
     return build
+
+
+def with_webhook_endpoint(suffix: str = "", **kwargs: Any) -> Builder:
+    async def build(ctx: Ctx) -> Request:
+        return f"{V1}/webhook-endpoints/{await ctx.webhook_endpoint()}{suffix}", kwargs
+
+    return build
+
+
+async def webhook_replay(ctx: Ctx) -> Request:
+    endpoint_id, delivery_id = await ctx.webhook_delivery()
+    return f"{V1}/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/replay", {}
 
 
 def with_template(suffix: str = "", **kwargs: Any) -> Builder:
@@ -211,6 +243,58 @@ ROWS = [
     Row("GET", f"{V1}/admin/sending", fixed(f"{V1}/admin/sending"), 403, 200),
     Row("POST", f"{V1}/admin/sending/pause", fixed(f"{V1}/admin/sending/pause"), 403, 200),
     Row("POST", f"{V1}/admin/sending/resume", fixed(f"{V1}/admin/sending/resume"), 403, 200),
+    Row(
+        "POST",
+        f"{V1}/webhook-endpoints",
+        fixed(f"{V1}/webhook-endpoints", json={"url": "https://93.184.216.34/hook"}),
+        403,
+        201,
+    ),
+    Row("GET", f"{V1}/webhook-endpoints", fixed(f"{V1}/webhook-endpoints"), 403, 200),
+    Row("GET", f"{V1}/webhook-endpoints/{{endpoint_id}}", with_webhook_endpoint(), 403, 200),
+    Row(
+        "PATCH",
+        f"{V1}/webhook-endpoints/{{endpoint_id}}",
+        with_webhook_endpoint(json={"description": "changed"}),
+        403,
+        200,
+    ),
+    Row("DELETE", f"{V1}/webhook-endpoints/{{endpoint_id}}", with_webhook_endpoint(), 403, 204),
+    Row(
+        "POST",
+        f"{V1}/webhook-endpoints/{{endpoint_id}}/rotate-secret",
+        with_webhook_endpoint("/rotate-secret"),
+        403,
+        200,
+    ),
+    Row(
+        "POST",
+        f"{V1}/webhook-endpoints/{{endpoint_id}}/test",
+        with_webhook_endpoint("/test"),
+        403,
+        200,
+    ),
+    Row(
+        "GET",
+        f"{V1}/webhook-endpoints/{{endpoint_id}}/deliveries",
+        with_webhook_endpoint("/deliveries"),
+        403,
+        200,
+    ),
+    Row(
+        "POST",
+        f"{V1}/webhook-endpoints/{{endpoint_id}}/deliveries/{{delivery_id}}/replay",
+        webhook_replay,
+        403,
+        200,
+    ),
+    Row(
+        "POST",
+        f"{V1}/webhook-endpoints/{{endpoint_id}}/deliveries/replay-failed",
+        with_webhook_endpoint("/deliveries/replay-failed", json={"since": "2026-01-01T00:00:00Z"}),
+        403,
+        200,
+    ),
 ]
 # Routes being added elsewhere; checked once the app registers them.
 PLANNED = [

@@ -20,6 +20,7 @@ from mailer.events import record_events
 from mailer.models import Batch, Event, Recipient, Suppression
 from mailer.models.base import utcnow
 from mailer.models.enums import CLAIMABLE_STATUSES, RecipientStatus
+from mailer.webhook_endpoints import outbox
 
 
 def _recipients_copied(
@@ -134,6 +135,20 @@ async def _insert_batch_pg(
         )
     except pg.UniqueViolation as exc:
         raise DuplicateBatch from exc
+    await outbox.add_from_events(  # outbound webhooks, same transaction
+        session,
+        (
+            {
+                "batch_id": batch.id,
+                "recipient_id": None,
+                "email": email,
+                "type": kind,
+                "data": data,
+                "created_at": batch.created_at,
+            }
+            for email, kind, data in events
+        ),
+    )
 
 
 @postgresql_variant(_insert_batch_pg)

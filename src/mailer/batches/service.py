@@ -31,6 +31,7 @@ from mailer.suppressions.service import suppressed_among
 from mailer.templates import service as templates
 from mailer.templates.usage import UNSUBSCRIBE_URL
 from mailer.templates.versions import undeclared, used_variables, version_specs
+from mailer.webhook_endpoints import catalog, outbox
 
 FINAL_BATCH_STATUSES = (BatchStatus.COMPLETED, BatchStatus.CANCELLED)
 STREAM_MIN_RECIPIENTS = 2000
@@ -227,6 +228,10 @@ async def create_batch(
     jobs = [] if scheduled or queued == 0 else chunk_jobs(batch.id, total, chunk_size, high=high)
     # No write after the enqueue: the reconciler's grace counts from the batch's start,
     # which the batch's own insert recorded (a transaction fewer per POST).
+    if batch.status == BatchStatus.COMPLETED:  # nothing to send: done at once
+        await outbox.add_event(
+            session, catalog.BATCH_COMPLETED, {"batchId": batch.id}, batch_id=batch.id, at=now
+        )
     enqueue_after_commit(session, queue, jobs)
     return CreateResult(batch, response, replayed=False, jobs=jobs)
 
@@ -467,6 +472,13 @@ async def cancel_batch(session: AsyncSession, batch_id: str) -> Batch:
     batch.status = BatchStatus.CANCELLED
     batch.completed_at = now
     await session.flush()
+    await outbox.add_event(
+        session,
+        catalog.BATCH_CANCELLED,
+        {"batchId": batch_id, "cancelled": len(cancelled)},
+        batch_id=batch_id,
+        at=now,
+    )
     # Claimed recipients not yet handed to the provider end CANCELLED too: every worker
     # learns of this at commit and holds them back (delivery/withdrawals.py).
     await announce_cancelled(session, batch_id)

@@ -1,11 +1,12 @@
-"""Top-level Typer app: dev, api, worker, migrate, seed, keys, gen-key, dlq, suppressions."""
+"""Top-level Typer app: dev, api, worker, migrate, seed, keys, gen-key, dlq, suppressions,
+webhooks."""
 
 from __future__ import annotations
 
 import typer
 
 from mailer import __version__
-from mailer.cli import dlq, domain, keys, sending, suppressions
+from mailer.cli import dlq, domain, keys, sending, suppressions, webhooks
 from mailer.cli.common import exit_quietly_on_broken_pipe, run, settings_or_exit
 from mailer.cli.help import Command, new_app
 from mailer.cli.purge import purge_command
@@ -20,6 +21,7 @@ app.add_typer(suppressions.app, name="suppressions")
 app.add_typer(domain.app, name="domain")
 app.add_typer(sending.app, name="sending")
 app.command("send", cls=Command)(send_command)
+app.add_typer(webhooks.app, name="webhooks")
 app.command("purge", cls=Command)(purge_command)
 
 NEW_ADMIN_KEY_HINT = "Lost the admin key? Make a new one: mailer keys create NAME --admin"

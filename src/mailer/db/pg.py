@@ -29,9 +29,23 @@ COPY_MIN_ROWS = 20  # below this an INSERT is as cheap as a COPY round trip (two
 
 RECIPIENT_COLUMNS = ("batch_id", "seq", "email", "variables", "status", "attempts", "updated_at")
 EVENT_COLUMNS = ("batch_id", "recipient_id", "email", "type", "data", "created_at")
+WEBHOOK_DELIVERY_COLUMNS = (
+    "event_id",
+    "endpoint_id",
+    "type",
+    "batch_id",
+    "recipient_id",
+    "email",
+    "data",
+    "created_at",
+    "state",
+    "attempts",
+    "next_attempt_at",
+)
 COPY_COLUMNS: dict[str, tuple[str, ...]] = {
     "recipients": RECIPIENT_COLUMNS,
     "events": EVENT_COLUMNS,
+    "webhook_deliveries": WEBHOOK_DELIVERY_COLUMNS,
 }
 
 

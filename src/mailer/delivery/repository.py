@@ -9,7 +9,7 @@ PostgreSQL version in `mailer.db.pg` (a few µs of CPU per recipient where SQLAl
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +30,7 @@ from mailer.models.enums import (
     RecipientStatus,
 )
 from mailer.transports.base import MailAttachment
+from mailer.webhook_endpoints import catalog, outbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +292,18 @@ class OutcomeRows:
     batch_counts: dict[str, Counter[str]] = field(default_factory=dict)  # batch → counter → n
     metrics: Counter[str] = field(default_factory=Counter)
 
+    def event_rows(self) -> Iterator[dict[str, Any]]:
+        """The outcomes' events as `record_events` takes them."""
+        for i, rid in enumerate(self.ids):
+            yield {
+                "batch_id": self.batch_ids[i],
+                "recipient_id": rid,
+                "email": self.emails[i],
+                "type": self.event_types[i],
+                "data": self.event_data[i],
+                "created_at": self.now,
+            }
+
 
 async def _record_outcomes_pg(session: AsyncSession, rows: OutcomeRows) -> None:
     counted = sorted(rows.batch_counts)  # fixed lock order across workers
@@ -319,6 +332,7 @@ async def _record_outcomes_pg(session: AsyncSession, rows: OutcomeRows) -> None:
         [rows.metrics[k] for k in kinds],
         [rows.batch_counts[b].get("cancelled_count", 0) for b in counted],
     )
+    await outbox.add_from_events(session, rows.event_rows())  # outbound webhooks
 
 
 @postgresql_variant(_record_outcomes_pg)
@@ -342,20 +356,7 @@ async def record_outcomes(session: AsyncSession, rows: OutcomeRows) -> None:
             row["last_error"] = rows.errors[i]
         updates.append(row)
     await _apply_outcomes(session, updates)
-    await record_events(
-        session,
-        [
-            {
-                "batch_id": rows.batch_ids[i],
-                "recipient_id": rid,
-                "email": rows.emails[i],
-                "type": rows.event_types[i],
-                "data": rows.event_data[i],
-                "created_at": now,
-            }
-            for i, rid in enumerate(rows.ids)
-        ],
-    )
+    await record_events(session, list(rows.event_rows()))
     for batch_id, counts in rows.batch_counts.items():
         await add_batch_counts(session, batch_id, dict(counts))
     await bump_metrics(session, dict(rows.metrics), at=now)
@@ -410,7 +411,12 @@ async def complete_if_done(
         .values(status=BatchStatus.COMPLETED, completed_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    completed = bool(result.rowcount)  # type: ignore[attr-defined]
+    if completed:
+        await outbox.add_event(
+            session, catalog.BATCH_COMPLETED, {"batchId": batch_id}, batch_id=batch_id
+        )
+    return completed
 
 
 async def fail_remaining(

@@ -12,6 +12,7 @@ from mailer.models.recipient import Recipient
 from mailer.models.suppression import SoftBounce, Suppression
 from mailer.models.system_state import SystemState
 from mailer.models.template import Template, TemplateVersion
+from mailer.models.webhook_endpoint import WebhookDelivery, WebhookEndpoint
 from mailer.models.webhook_message import WebhookMessage
 
 __all__ = [
@@ -29,5 +30,7 @@ __all__ = [
     "SystemState",
     "Template",
     "TemplateVersion",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WebhookMessage",
 ]

@@ -21,6 +21,7 @@ from mailer.config import Settings
 from mailer.models.base import utcnow
 from mailer.models.enums import MetricKind
 from mailer.reputation import repository
+from mailer.webhook_endpoints import catalog, outbox
 
 log = structlog.get_logger("mailer.reputation")
 
@@ -85,6 +86,7 @@ async def pause(session: AsyncSession, reason: str, *, by: str = "reputation-gua
         return before
     state = PauseState(paused=True, reason=reason, since=utcnow(), resumed_at=before.resumed_at)
     await _write(session, state, {"by": by})
+    await outbox.add_event(session, catalog.SENDING_PAUSED, {"reason": reason, "by": by})
     log.error("sending_paused", reason=reason, by=by)
     return state
 
@@ -92,6 +94,7 @@ async def pause(session: AsyncSession, reason: str, *, by: str = "reputation-gua
 async def resume(session: AsyncSession, *, by: str) -> PauseState:
     state = PauseState(paused=False, reason=None, since=None, resumed_at=utcnow())
     await _write(session, state, {"by": by})
+    await outbox.add_event(session, catalog.SENDING_RESUMED, {"by": by})
     log.warning("sending_resumed", by=by)
     return state
 

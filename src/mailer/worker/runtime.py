@@ -26,6 +26,7 @@ from mailer.metrics import MetricsRegistry
 from mailer.queue.base import JobQueue
 from mailer.transports.base import Transport
 from mailer.transports.factory import build_transport
+from mailer.webhook_endpoints.dispatcher import Dispatcher
 from mailer.worker.heartbeats import forget_worker
 from mailer.worker.reconciler import Reconciler
 
@@ -67,6 +68,7 @@ class Worker:
     send_rate: float | None  # messages/s in force; None = unlimited
     liveness: Liveness  # the worker's identity and heartbeat, on which its claims depend
     withdrawals: Withdrawals  # cancellations and suppressions announced since the start
+    webhooks: Dispatcher  # outbound webhooks: its own concurrency budget and connections
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _rate_refresh: OutageLog = field(default_factory=lambda: OutageLog(log, "send_rate_refresh"))
 
@@ -92,6 +94,7 @@ class Worker:
             )
         )
         self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconciler"))
+        self.webhooks.start()
         if settings.send_rate is None and settings.mail_transport is TransportName.SES:
             self._tasks.append(asyncio.create_task(self._refresh_rate(), name="rate-refresh"))
         log.info(
@@ -140,6 +143,7 @@ class Worker:
         # Each part is closed even when another one fails to; what failed is logged.
         closing: dict[str, Callable[[], Awaitable[None]]] = {
             "recorder": lambda: asyncio.wait_for(self.recorder.stop(), timeout=5),
+            "webhooks": self.webhooks.stop,
             "transport": self.transport.close,
             "limiter": self.limiter.close,
             "withdrawals": self.withdrawals.stop,
@@ -206,6 +210,7 @@ async def create_worker(
         send_rate=rate,
         liveness=liveness,
         withdrawals=withdrawals,
+        webhooks=Dispatcher(settings, sessionmaker),
     )
 
 

@@ -1,0 +1,139 @@
+"""The SSRF guard: webhook URLs must not reach this network's own services.
+
+An address is refused when it is loopback, private, link-local, multicast, reserved,
+unspecified, or a cloud metadata address (169.254.169.254, fd00:ec2::254). A URL is checked
+when the endpoint is saved (`check_url`) and again at every connection (`GuardedResolver`
+for host names, `refused_literal` for IP literals, which aiohttp does not resolve), so a
+name that resolves to a public address at save and to a private one later (DNS rebinding)
+is still refused. WEBHOOK_ALLOW_PRIVATE=true lifts the guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+METADATA_ADDRESSES = frozenset(
+    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+)
+MAX_URL_LENGTH = 2000
+
+
+class UrlRefused(ValueError):
+    """The URL may not be used as a webhook endpoint; the message says why."""
+
+
+class AddressRefused(OSError):
+    """At connect time: the host resolved only to addresses the guard refuses."""
+
+
+def refused_reason(address: IPAddress) -> str | None:
+    """Why the guard refuses `address`, or None when it is a public address."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    checks = (
+        (address.is_loopback, "a loopback address"),
+        (address.is_link_local, "a link-local address"),
+        (address.is_multicast, "a multicast address"),
+        (address.is_unspecified, "an unspecified address"),
+        (address.is_private, "a private address"),
+        (address.is_reserved, "a reserved address"),
+    )
+    for hit, reason in checks:
+        if hit:
+            return reason
+    return None
+
+
+def literal_address(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def refused_literal(host: str) -> str | None:
+    """For a host that is an IP literal, why it is refused (None: allowed or a name)."""
+    address = literal_address(host)
+    return refused_reason(address) if address is not None else None
+
+
+def parse_url(url: str, *, require_https: bool) -> tuple[str, int]:
+    """Check the URL's form; (host, port). Raises UrlRefused."""
+    if len(url) > MAX_URL_LENGTH:
+        raise UrlRefused(f"must be at most {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UrlRefused(f"is not a valid URL ({exc})") from None
+    if parts.scheme not in {"http", "https"}:
+        raise UrlRefused("must be an http:// or https:// URL")
+    if require_https and parts.scheme != "https":
+        raise UrlRefused("must be an https:// URL in production")
+    if not parts.hostname:
+        raise UrlRefused("has no host")
+    if parts.username is not None or parts.password is not None:
+        raise UrlRefused("must not contain credentials")
+    if parts.fragment:
+        raise UrlRefused("must not contain a fragment")
+    return parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+async def check_url(url: str, *, allow_private: bool, require_https: bool) -> None:
+    """Refuse (UrlRefused) a URL of the wrong form, or one whose host resolves to an address
+    the guard refuses (unless allow_private)."""
+    host, port = parse_url(url, require_https=require_https)
+    if allow_private:
+        return
+    literal = literal_address(host)
+    if literal is not None:
+        reason = refused_reason(literal)
+        if reason:
+            raise UrlRefused(f"points to {reason} ({literal})")
+        return
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        raise UrlRefused(f"host {host!r} does not resolve") from None
+    for *_, sockaddr in infos:
+        address = ipaddress.ip_address(sockaddr[0])
+        reason = refused_reason(address)
+        if reason:
+            raise UrlRefused(f"host {host!r} resolves to {reason} ({address})")
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver with the guard applied to what it returns: the connection goes
+    only to the addresses checked here, so a rebinding between check and connect is
+    impossible."""
+
+    def __init__(self) -> None:
+        self._inner = ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        allowed = [r for r in results if refused_reason(ipaddress.ip_address(r["host"])) is None]
+        if not allowed:
+            reasons = {refused_reason(ipaddress.ip_address(r["host"])) for r in results}
+            raise AddressRefused(
+                errno.EACCES,
+                f"refused by the SSRF guard: {host} resolves to "
+                + ", ".join(sorted(r for r in reasons if r)),
+            )
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
