@@ -140,6 +140,20 @@ def ratios(
     return found
 
 
+class _Done(Exception):
+    """--ratios-only: the load phases are skipped."""
+
+
+def ratio_rows(report: dict[str, Any]) -> list[tuple[str, Any, Any, Any]]:
+    rows: list[tuple[str, Any, Any, Any]] = []
+    for found in report.get("ratios", []):
+        name = found["endpoint"]
+        cpu = f"{found['real_cpu_ms']} / {found['reference_cpu_ms']}"
+        rows.append((f"{name}: API CPU ms, real / reference", cpu, "", None))
+        rows.append((f"{name}: ratio to reference", found["ratio"], "<= 2", found["ratio"] <= 2))
+    return rows
+
+
 async def main_async(args: argparse.Namespace) -> int:
     stack = Stack("api")
     report = new_report(
@@ -169,6 +183,8 @@ async def main_async(args: argparse.Namespace) -> int:
         if args.ratio_rounds:
             print("phase ratios ...", flush=True)
             report["ratios"] = ratios(stack, api, args, small["id"], template_id)
+        if args.ratios_only:
+            raise _Done
         print("phase idle ...", flush=True)
         report["idle"] = load(
             stack,
@@ -198,27 +214,15 @@ async def main_async(args: argparse.Namespace) -> int:
             r["emails_per_s_meanwhile"] = round(sent / (time.perf_counter() - t0), 1)
             report["sending"][f"{rate:g}"] = r
         mock.stop()
+    except _Done:
+        pass
     finally:
         await stack.drop()
-
-    rows: list[tuple[str, Any, Any, Any]] = []
-    for found in report.get("ratios", []):
-        rows.append(
-            (
-                f"{found['endpoint']}: API CPU ms, real / reference",
-                f"{found['real_cpu_ms']} / {found['reference_cpu_ms']}",
-                "",
-                None,
-            )
-        )
-        rows.append(
-            (
-                f"{found['endpoint']}: ratio to reference",
-                found["ratio"],
-                "<= 2",
-                found["ratio"] <= 2,
-            )
-        )
+    rows = ratio_rows(report)
+    if args.ratios_only:
+        print_table("bench/api: API CPU per request, real / reference", rows)
+        write_results(args.output, report)
+        return 0
     phases = [("idle", report["idle"])]
     phases += [(f"sending, {rate} req/s", r) for rate, r in report["sending"].items()]
     best = None
@@ -278,6 +282,7 @@ def main() -> None:
     parser.add_argument("--ratio-rate", type=float, default=200, help="GET/s in the ratio phase")
     parser.add_argument("--ratio-seconds", type=float, default=5)
     parser.add_argument("--ratio-rounds", type=int, default=3, help="0: no ratio phase")
+    parser.add_argument("--ratios-only", action="store_true", help="skip the load phases")
     parser.add_argument("--output", default="api")
     args = parser.parse_args()
     sys.exit(asyncio.run(main_async(args)))
