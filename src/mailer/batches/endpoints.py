@@ -82,6 +82,7 @@ async def create_batch(
     queued right after the commit (and by the reconciler if the queue is down)."""
     body = await request.body()
     parsed = parse_request(body, max_recipients=state.settings.max_batch_recipients)
+    await service.writes_in_one_statement(session, parsed)
     result = await service.create_batch(
         session,
         principal,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,10 +17,58 @@ from mailer.batches.ingest import RecipientChecker, gc_paused
 from mailer.db import pg
 from mailer.db.dialect import postgresql_variant, supports_copy
 from mailer.db.pg import COPY_MIN_ROWS
-from mailer.events import record_events
-from mailer.models import Batch, Event, Recipient, Suppression
+from mailer.events import bump_metrics, minute_bucket, record_events
+from mailer.models import Batch, Event, Recipient, Suppression, Template, TemplateVersion
 from mailer.models.base import utcnow
-from mailer.models.enums import CLAIMABLE_STATUSES, RecipientStatus
+from mailer.models.enums import CLAIMABLE_STATUSES, MetricKind, RecipientStatus
+from mailer.suppressions import repository as suppressions
+from mailer.templates import repository as templates
+
+
+@dataclass(slots=True)
+class BatchContext:
+    """What a new batch is checked against: its template and current version, and which of
+    the probed addresses are suppressed."""
+
+    template: Template
+    version: TemplateVersion
+    suppressed: set[str]
+
+
+async def _batch_context_pg(
+    session: AsyncSession, template_id: str, emails: Sequence[str]
+) -> BatchContext | None:
+    row = await pg.batch_context(session, template_id, list(emails))
+    if row is None:
+        return None
+    version = TemplateVersion(
+        id=row["id"],
+        template_id=row["template_id"],
+        version=row["version"],
+        name=row["name"],
+        subject=row["subject"],
+        html=row["html"],
+        text=row["text"],
+        text_derived=row["text_derived"],
+        variables=orjson.loads(row["variables"]),
+        created_at=row["created_at"],
+    )
+    return BatchContext(Template(id=row["template_id"]), version, set(row["suppressed"]))
+
+
+@postgresql_variant(_batch_context_pg)
+async def batch_context(
+    session: AsyncSession, template_id: str, emails: Sequence[str]
+) -> BatchContext | None:
+    """A live template with its current version, and which of `emails` (normal forms) are
+    on the suppression list; None if there is no such template. On PostgreSQL one round
+    trip for both (issue 18: a single-recipient POST went from five round trips to two;
+    tests/batches/test_round_trips.py counts them, docs/performance.md has the CPU)."""
+    found = await templates.get_live_with_version(session, template_id)
+    if found is None:
+        return None
+    suppressed = await suppressions.existing_among(session, emails) if emails else set()
+    return BatchContext(found[0], found[1], suppressed)
 
 
 def _recipients_copied(
@@ -116,6 +165,7 @@ async def _insert_batch_pg(
     rows: Sequence[tuple[str, dict[str, Any]]],
     suppressed: AbstractSet[str],
     events: Sequence[NewEvent],
+    suppressed_count: int = 0,
 ) -> None:
     dumps = orjson.dumps
     pending, held = str(RecipientStatus.PENDING), str(RecipientStatus.SUPPRESSED)
@@ -131,6 +181,7 @@ async def _insert_batch_pg(
             [email for email, _, _ in events],
             [str(kind) for _, kind, _ in events],
             [dumps(data).decode() for _, _, data in events],
+            (minute_bucket(batch.created_at), str(MetricKind.SUPPRESSED), suppressed_count),
         )
     except pg.UniqueViolation as exc:
         raise DuplicateBatch from exc
@@ -143,11 +194,13 @@ async def insert_batch(
     rows: Sequence[tuple[str, dict[str, Any]]],
     suppressed: AbstractSet[str],
     events: Sequence[NewEvent],
+    suppressed_count: int = 0,
 ) -> None:
-    """A new batch (a transient Batch with its created_at set), its recipients and its
-    events (email, type, data; created at the batch's creation). On PostgreSQL one
-    statement on the session's connection and transaction: one round trip where the ORM's
-    flush and two inserts take three. Raises DuplicateBatch if the Idempotency-Key is taken."""
+    """A new batch (a transient Batch with its created_at set), its recipients, its events
+    (email, type, data; created at the batch's creation) and `suppressed_count` added to
+    the suppressed metric. On PostgreSQL one statement on the session's connection: one
+    round trip where the ORM's flush, two inserts and an upsert take four, and atomic by
+    itself (no BEGIN/COMMIT needed). Raises DuplicateBatch if the Idempotency-Key is taken."""
     session.add(batch)
     try:
         await session.flush()
@@ -168,6 +221,8 @@ async def insert_batch(
             for email, kind, data in events
         ],
     )
+    if suppressed_count:
+        await bump_metrics(session, {MetricKind.SUPPRESSED: suppressed_count}, batch.created_at)
 
 
 def can_stream_copy(session: AsyncSession) -> bool:
