@@ -110,4 +110,4 @@ async def test_reading_events_round_trips(wired: Wired) -> None:
         response = await wired.client.http.get(path, headers=auth(wired.key))
     assert response.status_code == 200
     assert response.json()["total"] == 1
-    assert db.round_trips <= 2, db.round_trips
+    assert db.round_trips == 1, db.round_trips

@@ -23,7 +23,7 @@ from mailer.deps import ApiRoute, Paging, Session, State
 from mailer.errors import ValidationFailed
 from mailer.models import Batch
 from mailer.models.enums import BatchStatus
-from mailer.responses import JsonResponse
+from mailer.responses import JsonResponse, ModelResponse
 from mailer.schemas import PageOut
 
 router = APIRouter(prefix="/batches", tags=["batches"], route_class=ApiRoute)
@@ -115,8 +115,9 @@ async def list_batches(
 
 
 @router.get("/{batch_id}", response_model=BatchOut)
-async def get_batch(batch_id: str, session: Session, _: SendKey) -> BatchOut:
-    return (await batches_out(session, [await service.get_batch(session, batch_id)]))[0]
+async def get_batch(batch_id: str, session: Session, _: SendKey) -> ModelResponse:
+    batch, counts = await service.batch_with_counts(session, batch_id)
+    return ModelResponse(batch_out(batch, counts))
 
 
 @router.get("/{batch_id}/events", response_model=PageOut[EventOut])
@@ -135,7 +136,7 @@ async def list_events(
             json_schema_extra={"enum": list(EVENT_TYPE_FILTERS)},
         ),
     ] = None,
-) -> PageOut[EventOut]:
+) -> ModelResponse:
     event_type = None
     if type is not None:
         event_type = event_type_filter(type)
@@ -153,11 +154,13 @@ async def list_events(
     rows, total = await service.list_events(
         session, batch_id, limit=page.limit, offset=page.offset, type_=event_type
     )
-    return PageOut[EventOut](
-        data=[EventOut.model_validate(e) for e in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
+    return ModelResponse(
+        PageOut[EventOut](
+            data=[EventOut.model_validate(e) for e in rows],
+            total=total,
+            limit=page.limit,
+            offset=page.offset,
+        )
     )
 
 

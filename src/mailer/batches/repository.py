@@ -319,6 +319,79 @@ async def list_batches(
     return rows.all(), int(total or 0)
 
 
+def _batch_from_row(row: Any) -> Batch:
+    """A transient Batch from a row of batches' columns (JSON decoded by the connection's
+    codec, or as text)."""
+    values = {
+        _ATTRIBUTES[name]: orjson.loads(row[name])
+        if name in pg.BATCH_JSON_COLUMNS and isinstance(row[name], str)
+        else row[name]
+        for name in pg.BATCH_COLUMNS
+    }
+    return Batch(**values)
+
+
+async def _get_with_in_flight_pg(
+    session: AsyncSession, batch_id: str
+) -> tuple[Batch, dict[str, int] | None] | None:
+    row = await pg.batch_view(session, batch_id)
+    if row is None:
+        return None
+    in_flight: dict[str, int] = {
+        RecipientStatus.SENDING: int(row["sending"] or 0),
+        RecipientStatus.RETRYING: int(row["retrying"] or 0),
+    }
+    return _batch_from_row(row), in_flight
+
+
+@postgresql_variant(_get_with_in_flight_pg)
+async def get_with_in_flight(
+    session: AsyncSession, batch_id: str
+) -> tuple[Batch, dict[str, int] | None] | None:
+    """A batch and its SENDING/RETRYING counts ({} or zeros when it has nothing unfinished;
+    None when not read here: the caller asks in_flight_counts). On PostgreSQL one statement
+    on the session's connection, without the ORM: GET /batches/:id cost ~2.3 ms of API CPU
+    against 0.5 ms for a bare endpoint doing the same query (bench/api, issue 18); the ORM's
+    session.get and result processing were the largest part of it."""
+    batch = await get(session, batch_id)
+    return None if batch is None else (batch, None)
+
+
+async def _list_events_pg(
+    session: AsyncSession, batch_id: str, *, limit: int, offset: int, type_: str | None
+) -> tuple[Sequence[Event], int] | None:
+    rows = await pg.events_page(session, batch_id, type_, limit, offset)
+    if not rows or not rows[0]["found"]:
+        return None
+    events = [
+        Event(
+            id=r["id"],
+            type=r["type"],
+            email=r["email"],
+            recipient_id=r["recipient_id"],
+            batch_id=r["batch_id"],
+            created_at=r["created_at"],
+            data=orjson.loads(r["data"]),
+        )
+        for r in rows
+        if r["id"] is not None
+    ]
+    return events, int(rows[0]["total"])
+
+
+@postgresql_variant(_list_events_pg)
+async def events_of_batch(
+    session: AsyncSession, batch_id: str, *, limit: int, offset: int, type_: str | None
+) -> tuple[Sequence[Event], int] | None:
+    """A page of a batch's events and their total; None if the batch does not exist. On
+    PostgreSQL one statement (three queries otherwise: the batch, the count, the page;
+    bench/api measured the endpoint at 3.3 ms of API CPU against 0.7 ms for the bare
+    reference doing those three with raw asyncpg)."""
+    if await get(session, batch_id) is None:
+        return None
+    return await list_events(session, batch_id, limit=limit, offset=offset, type_=type_)
+
+
 async def list_events(
     session: AsyncSession, batch_id: str, *, limit: int, offset: int, type_: str | None
 ) -> tuple[Sequence[Event], int]:

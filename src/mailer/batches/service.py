@@ -411,8 +411,24 @@ async def list_batches(
 async def list_events(
     session: AsyncSession, batch_id: str, *, limit: int, offset: int, type_: str | None
 ) -> tuple[Sequence[Event], int]:
-    await get_batch(session, batch_id)
-    return await repository.list_events(session, batch_id, limit=limit, offset=offset, type_=type_)
+    found = await repository.events_of_batch(
+        session, batch_id, limit=limit, offset=offset, type_=type_
+    )
+    if found is None:
+        raise NotFound(f"Batch {batch_id!r} does not exist.")
+    return found
+
+
+async def batch_with_counts(session: AsyncSession, batch_id: str) -> tuple[Batch, dict[str, int]]:
+    """A batch and its recipients per status (GET /batches/:id)."""
+    found = await repository.get_with_in_flight(session, batch_id)
+    if found is None:
+        raise NotFound(f"Batch {batch_id!r} does not exist.")
+    batch, in_flight = found
+    if in_flight is None:
+        counts: dict[str, int] = (await status_counts(session, [batch]))[batch.id]
+        return batch, counts
+    return batch, _counts_from_counters(batch, in_flight)
 
 
 def _rate(part: int, whole: int) -> float | None:

@@ -187,6 +187,34 @@ async def batch_view(session: AsyncSession, batch_id: str) -> Any:
     return await driver.fetchrow(BATCH_VIEW_SQL, batch_id)
 
 
+# -- batches: a page of a batch's events, with its total and whether the batch exists ---
+
+EVENTS_PAGE_SQL = """
+SELECT c.found, c.total, e.id, e.type, e.email, e.recipient_id, e.batch_id, e.created_at,
+       e.data::text AS data
+FROM (
+    SELECT EXISTS (SELECT 1 FROM batches WHERE id = $1) AS found,
+           (SELECT count(*) FROM events
+            WHERE batch_id = $1 AND ($2::text IS NULL OR type = $2::text)) AS total
+) AS c
+LEFT JOIN LATERAL (
+    SELECT * FROM events
+    WHERE batch_id = $1 AND ($2::text IS NULL OR type = $2::text)
+    ORDER BY id LIMIT $3 OFFSET $4
+) AS e ON true
+"""
+
+
+async def events_page(
+    session: AsyncSession, batch_id: str, type_: str | None, limit: int, offset: int
+) -> list[Any]:
+    """Rows of EVENTS_PAGE_SQL: each carries `found` (the batch exists) and `total` (its
+    events of `type_`, or all); one row with a NULL id when the page is empty."""
+    driver = await connection(session)
+    rows: list[Any] = await driver.fetch(EVENTS_PAGE_SQL, batch_id, type_, limit, offset)
+    return rows
+
+
 # -- delivery: claim, outcomes ----------------------------------------------------------
 
 CLAIM_SQL = """
@@ -311,6 +339,7 @@ STATEMENTS: dict[str, str] = {
     "insert_batch": INSERT_BATCH_SQL,
     "batch_context": BATCH_CONTEXT_SQL,
     "batch_view": BATCH_VIEW_SQL,
+    "events_page": EVENTS_PAGE_SQL,
     "claim": CLAIM_SQL,
     "record_outcomes": RECORD_OUTCOMES_SQL,
     "bump_metrics": BUMP_METRICS_SQL,
