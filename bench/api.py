@@ -170,6 +170,7 @@ async def main_async(args: argparse.Namespace) -> int:
             workers=args.api_workers,
             cpu=API_CPU,
             MAILER_BENCH_REFERENCE=str(BENCH / "reference.py"),
+            **({"DB_POOL_SIZE": str(args.pool_size)} if args.pool_size else {}),
         )
         template_id = await stack.create_template()
         small, _ = await stack.post_batch(batch_body(template_id, recipients(10, prefix="x")))
@@ -282,6 +283,7 @@ def main() -> None:
     parser.add_argument("--ratio-rate", type=float, default=200, help="GET/s in the ratio phase")
     parser.add_argument("--ratio-seconds", type=float, default=5)
     parser.add_argument("--ratio-rounds", type=int, default=3, help="0: no ratio phase")
+    parser.add_argument("--pool-size", type=int, default=0, help="the API's DB_POOL_SIZE")
     parser.add_argument("--ratios-only", action="store_true", help="skip the load phases")
     parser.add_argument("--output", default="api")
     args = parser.parse_args()

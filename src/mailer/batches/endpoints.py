@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from mailer.auth.dependencies import SendKey
 from mailer.batches import service
 from mailer.batches.ingest import parse_request
+from mailer.batches.repository import BatchView
 from mailer.batches.schemas import (
     EVENT_TYPE_FILTERS,
     BatchCreate,
@@ -37,7 +38,7 @@ _BATCH_BODY: dict[str, Any] = {
 OPENAPI_MODELS: list[type[BaseModel]] = [BatchCreate]
 
 
-def batch_out(batch: Batch, counts: dict[str, int]) -> BatchOut:
+def batch_out(batch: BatchView, counts: dict[str, int]) -> BatchOut:
     return BatchOut(
         id=batch.id,
         status=batch.status,

@@ -24,7 +24,7 @@ from mailer.delivery.withdrawals import announce_cancelled
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.events import bump_metrics, record_events
 from mailer.ids import new_id
-from mailer.models import Batch, Event
+from mailer.models import Batch
 from mailer.models.base import utcnow
 from mailer.models.enums import BatchStatus, EventType, MetricKind, RecipientStatus
 from mailer.queue.base import ChunkJob, JobQueue
@@ -350,7 +350,7 @@ _REACHED = (
 )
 
 
-def _counts_from_counters(batch: Batch, in_flight: dict[str, int]) -> dict[str, int]:
+def _counts_from_counters(batch: repository.BatchView, in_flight: dict[str, int]) -> dict[str, int]:
     """Recipients per status (every status, UPPERCASE as `status` shows them) from the
     batch's counters. `in_flight` holds the SENDING and RETRYING counts; PENDING is what
     remains unfinished. The counters of DELIVERED/BOUNCED/COMPLAINED hold current states,
@@ -375,12 +375,14 @@ def _counts_from_counters(batch: Batch, in_flight: dict[str, int]) -> dict[str, 
     }
 
 
-def _has_unfinished(batch: Batch) -> bool:
+def _has_unfinished(batch: repository.BatchView) -> bool:
     done = batch.sent_count + batch.failed_count + batch.suppressed_count + batch.cancelled_count
     return batch.total_recipients > done
 
 
-async def status_counts(session: AsyncSession, batches: Sequence[Batch]) -> dict[str, Any]:
+async def status_counts(
+    session: AsyncSession, batches: Sequence[repository.BatchView]
+) -> dict[str, Any]:
     """Batch id -> recipients per status. Finished batches cost no query; the in-flight
     split of unfinished ones is one grouped query for them all."""
     active = [b.id for b in batches if b.status != BatchStatus.SCHEDULED and _has_unfinished(b)]
@@ -410,7 +412,7 @@ async def list_batches(
 
 async def list_events(
     session: AsyncSession, batch_id: str, *, limit: int, offset: int, type_: str | None
-) -> tuple[Sequence[Event], int]:
+) -> tuple[Sequence[Any], int]:
     found = await repository.events_of_batch(
         session, batch_id, limit=limit, offset=offset, type_=type_
     )
@@ -419,7 +421,9 @@ async def list_events(
     return found
 
 
-async def batch_with_counts(session: AsyncSession, batch_id: str) -> tuple[Batch, dict[str, int]]:
+async def batch_with_counts(
+    session: AsyncSession, batch_id: str
+) -> tuple[repository.BatchView, dict[str, int]]:
     """A batch and its recipients per status (GET /batches/:id)."""
     found = await repository.get_with_in_flight(session, batch_id)
     if found is None:
