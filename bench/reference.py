@@ -32,12 +32,11 @@ import orjson
 import redis.asyncio as aioredis
 
 PREFIX = "/_bench/ref/batches"
-_UNFINISHED = ("SENDING", "RETRYING")
 
 _BATCH_SQL = "SELECT * FROM batches WHERE id = $1"
 _IN_FLIGHT_SQL = """
 SELECT status, count(*) FROM recipients
-WHERE batch_id = $1 AND status = ANY($2::text[]) GROUP BY status
+WHERE batch_id = $1 AND status IN ('SENDING', 'RETRYING') GROUP BY status
 """
 _EXISTS_SQL = "SELECT 1 FROM batches WHERE id = $1"
 _EVENT_COUNT_SQL = "SELECT count(*) FROM events WHERE batch_id = $1"
@@ -146,7 +145,7 @@ class Reference:
         done = row["sent_count"] + row["failed_count"] + row["suppressed_count"]
         in_flight: dict[str, int] = {}
         if row["status"] != "SCHEDULED" and row["total_recipients"] > done + row["cancelled_count"]:
-            in_flight = dict(await conn.fetch(_IN_FLIGHT_SQL, batch_id, list(_UNFINISHED)))
+            in_flight = dict(await conn.fetch(_IN_FLIGHT_SQL, batch_id))
         out = {
             "id": row["id"],
             "status": row["status"],
