@@ -6,8 +6,9 @@ omission: a stalled server shows up as latency, not as fewer requests).
         --template-id TID --rate 500 --seconds 20 --post-every 5
 
 Every `--post-every`-th request is a single-recipient POST /api/v1/batches, the others
-GET /api/v1/batches/ID. Keep-alive connections over a raw asyncio protocol (httptools), so
-the generator itself costs ~50 µs a request. Prints one JSON object.
+GET /api/v1/batches/ID (`--get-path`, `--post-path` name other endpoints of those
+shapes). Keep-alive connections over a raw asyncio protocol (httptools), so the generator
+itself costs ~50 µs a request. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -65,9 +66,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     loop = asyncio.get_running_loop()
     idle: list[_Conn] = []
     auth = f"Authorization: Bearer {args.key}\r\n"
-    get_req = (
-        f"GET /api/v1/batches/{args.batch_id} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}\r\n"
-    ).encode()
+    get_path = args.get_path or f"/api/v1/batches/{args.batch_id}"
+    get_req = (f"GET {get_path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}\r\n").encode()
 
     def post_req(i: int) -> bytes:
         body = orjson.dumps(
@@ -82,7 +82,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             }
         )
         head = (
-            f"POST /api/v1/batches HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}"
+            f"POST {args.post_path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode()
         return head + body
@@ -149,7 +149,9 @@ def main() -> None:
     parser.add_argument("--template-id", required=True)
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--post-every", type=int, default=5)
+    parser.add_argument("--post-every", type=int, default=5, help="1: only POSTs")
+    parser.add_argument("--get-path", default="", help="default /api/v1/batches/BATCH_ID")
+    parser.add_argument("--post-path", default="/api/v1/batches")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(run(args))))
 

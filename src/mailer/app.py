@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -167,7 +169,27 @@ def create_app(
         default_limit=DEFAULT_BODY_LIMIT,
     )
     app.add_middleware(RequestContextMiddleware)
+    _install_bench_reference(app)
     return app
+
+
+# bench/api compares each endpoint with a bare one doing the same database work on the same
+# server (bench/reference.py). It asks for it with this variable, the path of that file;
+# unset (every normal run) nothing is mounted.
+BENCH_REFERENCE_ENV = "MAILER_BENCH_REFERENCE"
+
+
+def _install_bench_reference(app: FastAPI) -> None:
+    path = os.environ.get(BENCH_REFERENCE_ENV)
+    if not path:
+        return
+    spec = importlib.util.spec_from_file_location("mailer_bench_reference", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"{BENCH_REFERENCE_ENV}={path!r} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.install(app)
+    log.warning("bench_reference_mounted", path=path)
 
 
 def _warn_about_sns_topics(settings: Settings) -> None:

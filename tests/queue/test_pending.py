@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from mailer.queue.base import ChunkJob, JobContext, RetryJob
+from mailer.queue.bullmq import _MARK_PENDING_LUA
 from tests.queue.helpers import MakeBull, MakeQueue, running, wait_until, wait_until_async
 
 J0 = ChunkJob("b1", 0, 100)
@@ -80,7 +81,9 @@ async def test_enqueue_in_flight_is_pending_and_stays_visible(make_bull: MakeBul
         return await add_bulk(jobs)
 
     producer._queue.addBulk = add_bulk_after_a_reconcile
-    await producer.enqueue([J0])
+    # The enqueue that marks and adds in two steps (a plain enqueue does both in one
+    # MULTI/EXEC, where no one can ask in between: test_one_trip_enqueue below).
+    await producer.enqueue([J0], replace_finished=True)
     assert seen_in_flight == [True]
     assert await reconciler_view.has_pending_for("b1")
     assert await reconciler_view.has_pending_for("b1")  # and it stays so
@@ -97,7 +100,7 @@ async def test_lost_and_finished_jobs_are_not_pending(make_bull: MakeBull, redis
     add_bulk = queue._queue.addBulk
     queue._queue.addBulk = fail
     with pytest.raises(ConnectionError):
-        await queue.enqueue([ChunkJob("lost", 0, 10)])
+        await queue.enqueue([ChunkJob("lost", 0, 10)], replace_finished=True)
     queue._queue.addBulk = add_bulk
     assert await queue.has_pending_for("lost")  # could still be on its way
     await asyncio.sleep(0.5)
@@ -148,3 +151,20 @@ async def test_pending_sets_of_an_older_version_are_read(
         assert await queue.has_pending_for("old")  # old-10 is still live
     finally:
         await client.aclose()
+
+
+async def test_one_trip_enqueue_marks_and_adds_together(make_bull: MakeBull) -> None:
+    """A plain enqueue is one MULTI/EXEC (the marks, then the jobs): the job and its mark
+    are there together, and scripts Redis lost (SCRIPT FLUSH, a restart) are loaded again."""
+    queue, view = make_bull(attempts=2), make_bull(attempts=2)
+    await queue.enqueue([ChunkJob("one", 0, 10)])
+    assert await view.has_pending_for("one")
+    assert await queue.depth() == 1
+    # A script Redis does not know (as after a restart; not SCRIPT FLUSH, which would
+    # reach every user of this server): the NOSCRIPT answer makes the queue load it and
+    # run the enqueue again.
+    queue._mark_script = queue._client.register_script(_MARK_PENDING_LUA + "\n-- unknown\n")
+    assert queue._scripts_loaded
+    await queue.enqueue([ChunkJob("two", 0, 10), ChunkJob("two", 10, 20)])
+    assert await view.has_pending_for("two")
+    assert await queue.depth() == 3

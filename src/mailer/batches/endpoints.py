@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from mailer.auth.dependencies import SendKey
 from mailer.batches import service
 from mailer.batches.ingest import parse_request
+from mailer.batches.repository import BatchView
 from mailer.batches.schemas import (
     EVENT_TYPE_FILTERS,
     BatchCreate,
@@ -23,7 +24,7 @@ from mailer.deps import ApiRoute, Paging, Session, State
 from mailer.errors import ValidationFailed
 from mailer.models import Batch
 from mailer.models.enums import BatchStatus
-from mailer.responses import JsonResponse
+from mailer.responses import JsonResponse, ModelResponse
 from mailer.schemas import PageOut
 
 router = APIRouter(prefix="/batches", tags=["batches"], route_class=ApiRoute)
@@ -37,7 +38,7 @@ _BATCH_BODY: dict[str, Any] = {
 OPENAPI_MODELS: list[type[BaseModel]] = [BatchCreate]
 
 
-def batch_out(batch: Batch, counts: dict[str, int]) -> BatchOut:
+def batch_out(batch: BatchView, counts: dict[str, int]) -> BatchOut:
     return BatchOut(
         id=batch.id,
         status=batch.status,
@@ -82,6 +83,7 @@ async def create_batch(
     queued right after the commit (and by the reconciler if the queue is down)."""
     body = await request.body()
     parsed = parse_request(body, max_recipients=state.settings.max_batch_recipients)
+    await service.writes_in_one_statement(session, parsed)
     result = await service.create_batch(
         session,
         principal,
@@ -114,8 +116,9 @@ async def list_batches(
 
 
 @router.get("/{batch_id}", response_model=BatchOut)
-async def get_batch(batch_id: str, session: Session, _: SendKey) -> BatchOut:
-    return (await batches_out(session, [await service.get_batch(session, batch_id)]))[0]
+async def get_batch(batch_id: str, session: Session, _: SendKey) -> ModelResponse:
+    batch, counts = await service.batch_with_counts(session, batch_id)
+    return ModelResponse(batch_out(batch, counts))
 
 
 @router.get("/{batch_id}/events", response_model=PageOut[EventOut])
@@ -137,7 +140,7 @@ async def list_events(
     email: Annotated[
         str | None, Query(max_length=320, description="only events of this address")
     ] = None,
-) -> PageOut[EventOut]:
+) -> ModelResponse:
     event_type = None
     if type is not None:
         event_type = event_type_filter(type)
@@ -155,11 +158,13 @@ async def list_events(
     rows, total = await service.list_events(
         session, batch_id, limit=page.limit, offset=page.offset, type_=event_type, email=email
     )
-    return PageOut[EventOut](
-        data=[EventOut.model_validate(e) for e in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
+    return ModelResponse(
+        PageOut[EventOut](
+            data=[EventOut.model_validate(e) for e in rows],
+            total=total,
+            limit=page.limit,
+            offset=page.offset,
+        )
     )
 
 

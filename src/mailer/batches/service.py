@@ -12,29 +12,44 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mailer.addresses import InvalidAddress, normalize_email, parse_mailbox
+from mailer.addresses import InvalidAddress, normalize_email, parse_mailbox, try_normalize_email
 from mailer.auth.principal import Principal
 from mailer.batches import repository
 from mailer.batches.dispatch import enqueue_after_commit
 from mailer.batches.ingest import ParsedRequest, RecipientChecker
 from mailer.batches.schemas import BatchResult
 from mailer.control_chars import has_control_chars
+from mailer.db.dialect import single_statement_writes
 from mailer.delivery.withdrawals import announce_cancelled
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.events import bump_metrics, record_events
 from mailer.ids import new_id
-from mailer.models import Batch, Event
+from mailer.models import Batch
 from mailer.models.base import utcnow
 from mailer.models.enums import BatchPriority, BatchStatus, EventType, MetricKind, RecipientStatus
 from mailer.queue.base import ChunkJob, JobQueue
 from mailer.suppressions.service import suppressed_among
-from mailer.templates import service as templates
 from mailer.templates.usage import UNSUBSCRIBE_URL
 from mailer.templates.versions import undeclared, used_variables, version_specs
 from mailer.webhook_endpoints import catalog, outbox
 
 FINAL_BATCH_STATUSES = (BatchStatus.COMPLETED, BatchStatus.CANCELLED)
 STREAM_MIN_RECIPIENTS = 2000
+# Batches up to this size have their addresses normalized once more before the checks, so
+# the suppression lookup can go with the template's (~2.5 µs an address).
+PROBE_MAX_RECIPIENTS = 100
+
+
+def _normal_forms(raw: list[Any]) -> list[str]:
+    """The normal forms of the valid addresses among raw recipients (the checks come later)."""
+    found: dict[str, None] = {}
+    for item in raw:
+        email = item.get("email") if isinstance(item, dict) else None
+        if isinstance(email, str):
+            normal = try_normalize_email(email)
+            if normal is not None:
+                found[normal] = None
+    return list(found)
 
 
 @dataclass(slots=True)
@@ -96,6 +111,18 @@ async def replay_or_conflict(
     return existing
 
 
+async def writes_in_one_statement(session: AsyncSession, parsed: ParsedRequest) -> None:
+    """Called by the API on its request session before `create_batch`: a batch that is not
+    streamed is written by one statement (repository.insert_batch) after reads only, so on
+    PostgreSQL the session can run without BEGIN/COMMIT (two round trips of a small POST's
+    four; tests/batches/test_round_trips.py). The insert commits when it returns, before
+    the 201, as the request's commit did. Callers that commit themselves do not call it.
+    Not while a webhook endpoint is enabled: the batch's events may then add outbox rows in
+    a second statement, which must commit with the batch."""
+    if len(parsed.raw_recipients) < STREAM_MIN_RECIPIENTS and not await outbox.any_enabled(session):
+        await single_statement_writes(session)
+
+
 async def create_batch(
     session: AsyncSession,
     principal: Principal,
@@ -108,6 +135,10 @@ async def create_batch(
 ) -> CreateResult:
     """Store the batch, its recipients and its events; its chunks are enqueued once the
     session commits."""
+    raw = parsed.raw_recipients
+    # Large batches on PostgreSQL are checked while they are copied (see
+    # copy_checked_recipients); a failure rolls the whole transaction back.
+    stream = len(raw) >= STREAM_MIN_RECIPIENTS and repository.can_stream_copy(session)
     if idempotency_key is not None:
         if not idempotency_key.strip():
             raise ValidationFailed(
@@ -119,14 +150,16 @@ async def create_batch(
             return CreateResult(existing, existing.response or {}, replayed=True, jobs=[])
 
     options = parsed.options
-    try:
-        template, version = await templates.get_template(session, options.template_id)
-    except NotFound:
+    # A small batch's addresses are looked up on the suppression list with the template.
+    probed = [] if stream or len(raw) > PROBE_MAX_RECIPIENTS else _normal_forms(raw)
+    context = await repository.batch_context(session, options.template_id, probed)
+    if context is None:
         field = parsed.sent_as("template_id")
         raise ValidationFailed(
             f"Template {options.template_id!r} does not exist ({field}).",
             details=[{"field": field, "message": "no template with this id", "type": "not_found"}],
-        ) from None
+        )
+    template, version = context.template, context.version
     used = await used_variables(version)
     if UNSUBSCRIBE_URL in used and not options.unsubscribe:
         raise ValidationFailed(
@@ -144,10 +177,6 @@ async def create_batch(
         has_nul=parsed.may_contain_nul,
         expected=() if options.allow_missing_variables else undeclared(version, used),
     )
-    raw = parsed.raw_recipients
-    # Large batches on PostgreSQL are checked while they are copied (see
-    # copy_checked_recipients); a failure rolls the whole transaction back.
-    stream = len(raw) >= STREAM_MIN_RECIPIENTS and repository.can_stream_copy(session)
     rows: list[tuple[str, dict[str, Any]]] = []
     if not stream:
         rows = checker.feed(raw)
@@ -167,8 +196,12 @@ async def create_batch(
 
     suppressed: set[str] = set()
     if not stream:
-        # Ingest holds normal forms already: no second normalization of the addresses.
-        suppressed = await suppressed_among(session, [email for email, _ in rows], normalized=True)
+        suppressed = {email for email, _ in rows if email in context.suppressed}
+        probed_set = set(probed)
+        unprobed = [email for email, _ in rows if email not in probed_set]
+        if unprobed:
+            # Ingest holds normal forms already: no second normalization of the addresses.
+            suppressed |= await suppressed_among(session, unprobed, normalized=True)
     now = utcnow()
     scheduled = options.send_at is not None and options.send_at > now
     batch = Batch(
@@ -202,7 +235,9 @@ async def create_batch(
         _finish(batch, options.send_at, now, total, len(suppressed_rows), checker.duplicates)
         events = _events(total - len(suppressed_rows), scheduled, suppressed_rows)
         try:
-            await repository.insert_batch(session, batch, rows, suppressed, events)
+            await repository.insert_batch(
+                session, batch, rows, suppressed, events, len(suppressed_rows)
+            )
         except repository.DuplicateBatch:
             raise _idempotency_race() from None
     else:
@@ -219,9 +254,9 @@ async def create_batch(
         events = _events(total - len(suppressed_rows), scheduled, suppressed_rows)
         await record_events(session, _event_rows(batch.id, events, now))
     queued = total - len(suppressed_rows)
-    if suppressed_rows:
-        await bump_metrics(session, {MetricKind.SUPPRESSED: len(suppressed_rows)})
     if stream:
+        if suppressed_rows:
+            await bump_metrics(session, {MetricKind.SUPPRESSED: len(suppressed_rows)})
         await session.flush()  # the counters and response found while copying
     response = batch.response or {}
     high = BatchPriority(options.priority) is BatchPriority.HIGH
@@ -324,7 +359,7 @@ _REACHED = (
 )
 
 
-def _counts_from_counters(batch: Batch, in_flight: dict[str, int]) -> dict[str, int]:
+def _counts_from_counters(batch: repository.BatchView, in_flight: dict[str, int]) -> dict[str, int]:
     """Recipients per status (every status, UPPERCASE as `status` shows them) from the
     batch's counters. `in_flight` holds the SENDING and RETRYING counts; PENDING is what
     remains unfinished. The counters of DELIVERED/BOUNCED/COMPLAINED hold current states,
@@ -349,12 +384,14 @@ def _counts_from_counters(batch: Batch, in_flight: dict[str, int]) -> dict[str, 
     }
 
 
-def _has_unfinished(batch: Batch) -> bool:
+def _has_unfinished(batch: repository.BatchView) -> bool:
     done = batch.sent_count + batch.failed_count + batch.suppressed_count + batch.cancelled_count
     return batch.total_recipients > done
 
 
-async def status_counts(session: AsyncSession, batches: Sequence[Batch]) -> dict[str, Any]:
+async def status_counts(
+    session: AsyncSession, batches: Sequence[repository.BatchView]
+) -> dict[str, Any]:
     """Batch id -> recipients per status. Finished batches cost no query; the in-flight
     split of unfinished ones is one grouped query for them all."""
     active = [b.id for b in batches if b.status != BatchStatus.SCHEDULED and _has_unfinished(b)]
@@ -390,7 +427,7 @@ async def list_events(
     offset: int,
     type_: str | None,
     email: str | None = None,
-) -> tuple[Sequence[Event], int]:
+) -> tuple[Sequence[Any], int]:
     address = None
     if email is not None:
         try:
@@ -400,10 +437,26 @@ async def list_events(
                 "Invalid query parameter 'email'.",
                 details=[{"field": "query:email", "message": f"invalid address: {exc}"}],
             ) from None
-    await get_batch(session, batch_id)
-    return await repository.list_events(
+    found = await repository.events_of_batch(
         session, batch_id, limit=limit, offset=offset, type_=type_, email=address
     )
+    if found is None:
+        raise NotFound(f"Batch {batch_id!r} does not exist.")
+    return found
+
+
+async def batch_with_counts(
+    session: AsyncSession, batch_id: str
+) -> tuple[repository.BatchView, dict[str, int]]:
+    """A batch and its recipients per status (GET /batches/:id)."""
+    found = await repository.get_with_in_flight(session, batch_id)
+    if found is None:
+        raise NotFound(f"Batch {batch_id!r} does not exist.")
+    batch, in_flight = found
+    if in_flight is None:
+        counts: dict[str, int] = (await status_counts(session, [batch]))[batch.id]
+        return batch, counts
+    return batch, _counts_from_counters(batch, in_flight)
 
 
 def _rate(part: int, whole: int) -> float | None:

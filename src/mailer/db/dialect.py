@@ -128,6 +128,19 @@ async def notify(session: AsyncSession, channel: str, payload: str) -> None:
         )
 
 
+async def single_statement_writes(session: AsyncSession) -> bool:
+    """For a unit of work whose writes are one statement (atomic by itself) after any
+    number of reads: on PostgreSQL, if the session has not started yet, its statements run
+    in autocommit, each committing on its own, with no BEGIN and COMMIT (two round trips
+    of a request's few). Otherwise (SQLite, or a session already in a transaction) nothing
+    changes. Returns whether it did. The session's commit still runs its `after_commit`
+    callbacks."""
+    if not is_postgresql(session) or session.in_transaction():
+        return False
+    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return True
+
+
 def supports_copy(session: AsyncSession) -> bool:
     """Whether rows can be streamed in with COPY (`mailer.db.pg.copy_records`): PostgreSQL."""
     return is_postgresql(session)

@@ -90,10 +90,17 @@ def _insert_batch_sql() -> str:
     )
     batch_id, now = f"${n + 1}", f"${n + 2}"
     emails, variables, statuses, ev_emails, ev_types, ev_data = (f"${n + i}" for i in range(3, 9))
-    # Identifiers come from the model; every value is a parameter.
+    bucket, kind, count = (f"${n + i}" for i in range(9, 12))
+    # Identifiers come from the model; every value is a parameter. The metrics upsert (the
+    # suppressed addresses' count) is part of the statement, so that the statement is the
+    # whole write: atomic on its own, without BEGIN/COMMIT (see batches.service).
     return f"""
 WITH b AS (
     INSERT INTO batches ({", ".join(BATCH_COLUMNS)}) VALUES ({values})
+), m AS (
+    INSERT INTO metrics (bucket, kind, count)
+    SELECT {bucket}::timestamptz, {kind}::text, {count}::bigint WHERE {count}::bigint > 0
+    ON CONFLICT (bucket, kind) DO UPDATE SET count = metrics.count + EXCLUDED.count
 ), r AS (
     INSERT INTO recipients ({", ".join(RECIPIENT_COLUMNS)})
     SELECT {batch_id}, u.ord - 1, u.email, u.vars::jsonb, u.status, 0, {now}
@@ -124,9 +131,11 @@ async def insert_batch(
     event_emails: list[str | None],
     event_types: list[str],
     event_data: list[str],
+    metric: tuple[datetime, str, int],
 ) -> None:
-    """A batch row (values in BATCH_COLUMNS order, JSON as text), its recipients and its
-    events in one statement. Raises UniqueViolation (the Idempotency-Key is taken)."""
+    """A batch row (values in BATCH_COLUMNS order, JSON as text), its recipients, its
+    events and a metrics count (bucket, kind, count; none if 0) in one statement. Raises
+    UniqueViolation (the Idempotency-Key is taken)."""
     import asyncpg
 
     driver = await connection(session)
@@ -142,9 +151,89 @@ async def insert_batch(
             event_emails,
             event_types,
             event_data,
+            *metric,
         )
     except asyncpg.UniqueViolationError as exc:
         raise UniqueViolation(str(exc)) from exc
+
+
+# -- batches: what a new batch is checked against, in one round trip --------------------
+
+BATCH_CONTEXT_SQL = """
+SELECT t.id AS template_id, v.id, v.version, v.name, v.subject, v.html, v.text,
+       v.text_derived, v.variables::text AS variables, v.created_at,
+       ARRAY(SELECT s.email FROM suppressions AS s WHERE s.email = ANY($2::text[])) AS suppressed
+FROM templates AS t JOIN template_versions AS v ON v.id = t.current_version_id
+WHERE t.id = $1 AND t.deleted_at IS NULL
+"""
+
+
+async def batch_context(session: AsyncSession, template_id: str, emails: list[str]) -> Any:
+    """A live template's current version (columns of BATCH_CONTEXT_SQL, variables as JSON
+    text) and which of `emails` are suppressed (`suppressed`); None if no such template."""
+    driver = await connection(session)
+    return await driver.fetchrow(BATCH_CONTEXT_SQL, template_id, emails)
+
+
+# -- batches: reading one, with its in-flight counts -----------------------------------
+
+BATCH_VIEW_SQL = """
+SELECT b.*, f.sending, f.retrying
+FROM batches AS b
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE r.status = 'SENDING') AS sending,
+           count(*) FILTER (WHERE r.status = 'RETRYING') AS retrying
+    FROM recipients AS r
+    WHERE r.batch_id = b.id AND r.status IN ('SENDING', 'RETRYING')
+      AND b.status <> 'SCHEDULED'
+      AND b.total_recipients > b.sent_count + b.failed_count + b.suppressed_count
+                               + b.cancelled_count
+) AS f ON true
+WHERE b.id = $1
+"""
+
+
+async def batch_view(session: AsyncSession, batch_id: str) -> Any:
+    """A batch's row (its columns; JSON as text) with `sending` and `retrying`: its
+    recipients in those states, counted only while it has unfinished ones (the condition
+    on the batch row gates the count, so a finished batch costs no scan). None if none."""
+    driver = await connection(session)
+    return await driver.fetchrow(BATCH_VIEW_SQL, batch_id)
+
+
+# -- batches: a page of a batch's events, with its total and whether the batch exists ---
+
+EVENTS_PAGE_SQL = """
+SELECT c.found, c.total, e.id, e.type, e.email, e.recipient_id, e.batch_id, e.created_at,
+       e.data::text AS data
+FROM (
+    SELECT EXISTS (SELECT 1 FROM batches WHERE id = $1) AS found,
+           (SELECT count(*) FROM events
+            WHERE batch_id = $1 AND ($2::text IS NULL OR type = $2::text)
+              AND ($5::text IS NULL OR email = $5::text)) AS total
+) AS c
+LEFT JOIN LATERAL (
+    SELECT * FROM events
+    WHERE batch_id = $1 AND ($2::text IS NULL OR type = $2::text)
+      AND ($5::text IS NULL OR email = $5::text)
+    ORDER BY id LIMIT $3 OFFSET $4
+) AS e ON true
+"""
+
+
+async def events_page(
+    session: AsyncSession,
+    batch_id: str,
+    type_: str | None,
+    email: str | None,
+    limit: int,
+    offset: int,
+) -> list[Any]:
+    """Rows of EVENTS_PAGE_SQL: each carries `found` (the batch exists) and `total` (its
+    events of `type_` and `email`, or all); one row with a NULL id when the page is empty."""
+    driver = await connection(session)
+    rows: list[Any] = await driver.fetch(EVENTS_PAGE_SQL, batch_id, type_, limit, offset, email)
+    return rows
 
 
 # -- delivery: claim, outcomes ----------------------------------------------------------
@@ -273,6 +362,9 @@ async def bump_metrics(
 
 STATEMENTS: dict[str, str] = {
     "insert_batch": INSERT_BATCH_SQL,
+    "batch_context": BATCH_CONTEXT_SQL,
+    "batch_view": BATCH_VIEW_SQL,
+    "events_page": EVENTS_PAGE_SQL,
     "claim": CLAIM_SQL,
     "record_outcomes": RECORD_OUTCOMES_SQL,
     "bump_metrics": BUMP_METRICS_SQL,

@@ -29,6 +29,13 @@ class Recipient(Base):
             postgresql_where=text("status = 'SENDING'"),
             sqlite_where=text("status = 'SENDING'"),
         ),
+        # A batch's in-flight split (GET /batches/:id while it sends; migration 0007).
+        Index(
+            "ix_recipients_in_flight_batch_id",
+            "batch_id",
+            postgresql_where=text("status IN ('SENDING', 'RETRYING')"),
+            sqlite_where=text("status IN ('SENDING', 'RETRYING')"),
+        ),
         # The console: one address across batches, and a batch's failures.
         Index("ix_recipients_email", "email"),
         Index(

@@ -29,7 +29,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
-from bullmq import DelayedError, Queue, Worker
+from bullmq import DelayedError, Job, Queue, Worker
+from redis.exceptions import NoScriptError
 
 from mailer.queue.base import ChunkJob, DelayJob, JobContext, JobHandler
 from mailer.queue.retry import retry_delay_ms
@@ -214,6 +215,7 @@ class BullQueue:
         self._pause_script = self._client.register_script(_PAUSE_LUA)
         self._mark_script = self._client.register_script(_MARK_PENDING_LUA)
         self._pending_script = self._client.register_script(_HAS_PENDING_LUA)
+        self._scripts_loaded = False  # see _mark_and_add
         self._worker: _Worker | None = None  # the bulk lane's
         self._high_worker: _Worker | None = None
         self._starting = False
@@ -248,12 +250,14 @@ class BullQueue:
         queue = self._high_queue if high else self._queue
         for start in range(0, len(jobs), _ADD_BATCH):
             part = jobs[start : start + _ADD_BATCH]
+            if not replace_finished:
+                await self._mark_and_add(part, opts, high)
+                continue
             # The pending sets first, slice by slice: a job missing from its set would be
             # invisible to the reconciler, an id whose add never happens is pending for the
             # enqueue window only (has_pending_for).
             await self._mark_pending(part, high)
-            if replace_finished:
-                await self._remove_finished([job.job_id for job in part], high)
+            await self._remove_finished([job.job_id for job in part], high)
             await queue.addBulk(
                 [
                     {
@@ -264,6 +268,50 @@ class BullQueue:
                     for job in part
                 ]
             )
+
+    async def _mark_and_add(
+        self, jobs: Sequence[ChunkJob], opts: dict[str, Any], high: bool
+    ) -> None:
+        """The pending marks and the jobs in one MULTI/EXEC: one Redis round trip, and the
+        marks are in place whenever the jobs are. bullmq's addBulk is a MULTI of its add
+        scripts too, but with the mark before it and redis-py's SCRIPT EXISTS before every
+        pipeline holding a script, a single-recipient POST cost three round trips (the
+        round-trip test in tests/batches/test_round_trips.py counts them). Once the scripts
+        are known to be loaded the check is skipped; if Redis lost them (a restart, SCRIPT
+        FLUSH) the NOSCRIPT error makes us load them and run the whole thing again: marks
+        and adds by job id are idempotent."""
+        queue = self._high_queue if high else self._queue
+        scripts = queue.backend.scripts
+        for attempt in range(2):
+            pipe = self._client.pipeline(transaction=True)
+            by_batch: dict[str, list[str]] = {}
+            for job in jobs:
+                by_batch.setdefault(job.batch_id, []).append(job.job_id)
+            for batch_id, ids in by_batch.items():
+                await self._mark_script(
+                    keys=[self._pending_key(batch_id, high)],
+                    args=[_PENDING_TTL_S, *ids],
+                    client=pipe,
+                )
+            for job in jobs:
+                job_opts = {**queue.jobsOpts, **opts, "jobId": job.job_id}
+                await scripts.addJob(
+                    Job(queue, JOB_NAME, _job_data(job), job_opts, job.job_id), pipe
+                )
+            if self._scripts_loaded:
+                pipe.scripts.clear()  # redis-py would send SCRIPT EXISTS first
+            try:
+                results = await pipe.execute()
+            except NoScriptError:
+                self._scripts_loaded = False
+                if attempt:
+                    raise
+                continue
+            self._scripts_loaded = True
+            failed = [r for r in results[len(by_batch) :] if isinstance(r, int) and r < 0]
+            if failed:
+                raise RuntimeError(f"bullmq refused a job (code {failed[0]})")
+            return
 
     async def _mark_pending(self, jobs: Sequence[ChunkJob], high: bool) -> None:
         by_batch: dict[str, list[str]] = {}

@@ -56,6 +56,12 @@ async def _endpoints(session: AsyncSession) -> tuple[tuple[str, frozenset[str] |
     return snapshot.endpoints
 
 
+async def any_enabled(session: AsyncSession) -> bool:
+    """Whether an enabled endpoint exists (cached as the event writes see it): then a unit
+    of work may write outbox rows beside its own, and is no longer one statement."""
+    return bool(await _endpoints(session))
+
+
 def new_event_id() -> str:
     return "msg_" + new_id()
 
