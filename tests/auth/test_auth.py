@@ -19,6 +19,8 @@ from tests.fixtures.errors import assert_error
 
 PREFIX = "/api/v1"
 KEYS = f"{PREFIX}/admin/keys"
+# Routes that need the admin scope: the /admin API and the outbound webhook endpoints.
+ADMIN_ONLY = (f"{PREFIX}/admin/", f"{PREFIX}/webhook-endpoints")
 TEMPLATES = f"{PREFIX}/templates"
 # Routes without API key auth: probes, docs, public metrics, SNS and unsubscribe links, and
 # `/` (a redirect to the console, which signs in with a key of its own: tests/console).
@@ -85,7 +87,7 @@ async def test_every_route_enforces_keys_and_scopes(
             assert response.headers["www-authenticate"].startswith("Bearer"), where
             assert_error(response, 401, "unauthorized")
         as_send = await call(client, method, path, send_key)
-        if path.startswith(f"{PREFIX}/admin/"):
+        if path.startswith(ADMIN_ONLY):
             assert_error(as_send, 403, "insufficient_scope")
         else:
             assert as_send.status_code not in (401, 403), (where, as_send.text)
