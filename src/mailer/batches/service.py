@@ -23,7 +23,6 @@ from mailer.db.dialect import single_statement_writes
 from mailer.delivery.withdrawals import announce_cancelled
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.events import bump_metrics, record_events
-from mailer.ids import new_id
 from mailer.models import Batch
 from mailer.models.base import utcnow
 from mailer.models.enums import BatchPriority, BatchStatus, EventType, MetricKind, RecipientStatus
@@ -204,11 +203,11 @@ async def create_batch(
             suppressed |= await suppressed_among(session, unprobed, normalized=True)
     now = utcnow()
     scheduled = options.send_at is not None and options.send_at > now
-    batch = Batch(
-        id=new_id(),
+    batch = Batch.new(
+        scheduled=scheduled,
+        now=now,
         template_id=template.id,
         template_version_id=version.id,
-        status=BatchStatus.SCHEDULED if scheduled else BatchStatus.SENDING,
         metadata_=options.metadata,
         tags=options.tags,
         send_at=options.send_at,
@@ -223,8 +222,6 @@ async def create_batch(
         duplicate_count=checker.duplicates,
         suppressed_count=len(suppressed),
         chunk_size=chunk_size,
-        created_at=now,
-        started_at=None if scheduled else now,
     )
     if not stream:
         # Everything is known before the insert: the batch row goes out once, complete.

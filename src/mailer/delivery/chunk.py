@@ -91,11 +91,11 @@ class _Claims:
 
     def _gather_for(self) -> float:
         """How long a claim waits for more sends to ask (a run's first claim never waits: a
-        lone email goes at once). Without a send rate, once sends are in flight, slots
-        free one by one: claiming as they ask made a
-        claim statement per 2 or 3 emails and ~40 % more worker CPU per email than claims of
-        dozens (bench/deliver ses30). A paced send claims at once: its rate slot is now,
-        and holding it back would bunch sends up at the provider."""
+        lone email goes at once). Without a send rate, once sends are in flight, slots free
+        one by one: claiming as they ask made a claim statement per 2 or 3 emails and ~40 %
+        more worker CPU per email than claims of dozens (bench/deliver ses30). A paced send
+        claims at once: its rate slot is now, and holding it back would bunch sends up at
+        the provider."""
         if len(self._asks) >= CLAIM_GATHER_ASKS or not self._run.attempted:
             return 0.0
         return 0.0 if self._p.limiter.limited() else CLAIM_GATHER_S

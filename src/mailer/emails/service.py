@@ -32,7 +32,6 @@ from mailer.emails.schemas import (
 )
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.events import bump_metrics
-from mailer.ids import new_id
 from mailer.models import Batch, Template, TemplateVersion
 from mailer.models.base import utcnow
 from mailer.models.enums import (
@@ -237,11 +236,11 @@ async def create_emails(
     scheduled = body.send_at is not None and body.send_at > now
     rows = [(address, body.variables) for address in addresses]
     queued = len(rows) - len(held)
-    batch = Batch(
-        id=new_id(),
+    batch = Batch.new(
+        scheduled=scheduled,
+        now=now,
         template_id=template.id,
         template_version_id=version.id,
-        status=BatchStatus.SCHEDULED if scheduled else BatchStatus.SENDING,
         metadata_=body.metadata,
         tags=body.tags,
         send_at=body.send_at,
@@ -258,8 +257,6 @@ async def create_emails(
         duplicate_count=0,
         suppressed_count=len(held),
         chunk_size=chunk_size,
-        created_at=now,
-        started_at=None if scheduled else now,
     )
     if queued == 0:
         batch.status = BatchStatus.COMPLETED

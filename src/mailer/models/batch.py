@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 from datetime import datetime
 from typing import Any
 
@@ -68,3 +70,15 @@ class Batch(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # Set when retention deleted the batch's recipients and events (its counters stay).
     purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    @classmethod
+    def new(cls, *, scheduled: bool, now: datetime, **fields: Any) -> Batch:
+        """A batch as POST /batches and POST /emails create it: SCHEDULED until its send_at,
+        otherwise SENDING from `now`."""
+        return cls(
+            id=new_id(),
+            status=BatchStatus.SCHEDULED if scheduled else BatchStatus.SENDING,
+            created_at=now,
+            started_at=None if scheduled else now,
+            **fields,
+        )
