@@ -191,6 +191,17 @@ async def test_test_event_replay_and_the_log(console: Any, receiver: Receiver) -
     (received,) = receiver.requests
     received.verify(endpoint.secret)
     assert received.id in page.text  # the log shows its event id
+    # The list shows each endpoint's newest delivery.
+    assert (await _create(console, url=receiver.url + "/other")).status_code == 201
+    listing = await console.http.get("/console/webhooks")
+    last = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", listing.text, re.S)[1:]:
+        url = re.search(r"<code>([^<]+)</code>", row)
+        cell = re.findall(r"<td>(.*?)</td>", row, re.S)[-1]
+        assert url is not None
+        last[url.group(1)] = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", cell)).strip()
+    assert last[receiver.url].startswith("DELIVERED 202 webhook.test"), last
+    assert last[receiver.url + "/other"] == "none yet", last
 
     async with session_scope(console.state.sessionmaker) as session:
         (delivery,) = await session.scalars(select(WebhookDelivery))
