@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from mailer.config import Settings
 from mailer.db import create_engine, create_sessionmaker, session_scope
 from tests.fixtures import database
 from tests.fixtures.processes import MailerProcess, env_for, start_worker
+from tests.fixtures.webhook_receiver import Receiver
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -75,13 +77,13 @@ class Server:
         )
 
 
-@pytest.fixture
-def server(settings_factory: Any, tmp_path: Path) -> Iterator[Server]:
+@contextmanager
+def _serve(settings_factory: Any, tmp_path: Path, **env_extra: Any) -> Iterator[Server]:
     port = _free_port()
     settings: Settings = settings_factory(
         public_url=f"http://127.0.0.1:{port}", reconcile_interval=0.5
     )
-    env = env_for(settings, HOST="127.0.0.1", PORT=port, RECONCILE_INTERVAL=0.5)
+    env = env_for(settings, HOST="127.0.0.1", PORT=port, RECONCILE_INTERVAL=0.5, **env_extra)
     processes: list[MailerProcess] = []
     seeded: str | None = None
     try:
@@ -100,6 +102,29 @@ def server(settings_factory: Any, tmp_path: Path) -> Iterator[Server]:
     finally:
         for process in processes:
             process.stop()
+
+
+@pytest.fixture
+def server(settings_factory: Any, tmp_path: Path) -> Iterator[Server]:
+    with _serve(settings_factory, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def webhook_server(settings_factory: Any, tmp_path: Path) -> Iterator[Server]:
+    """The SSRF guard lifted (the receiver is on 127.0.0.1), the outbox polled often."""
+    with _serve(
+        settings_factory, tmp_path, WEBHOOK_ALLOW_PRIVATE="true", WEBHOOK_POLL_INTERVAL=0.2
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real webhook receiver on 127.0.0.1 (answers 200 unless told otherwise)."""
+    started = await Receiver().start()
+    yield started
+    await started.stop()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ NAV = (
     ("/templates", "Templates"),
     ("/suppressions", "Suppressions"),
     ("/dead-letters", "Dead letters"),
+    ("/webhooks", "Webhooks"),
     ("/keys", "API keys"),
     ("/domain", "Sending domain"),
 )

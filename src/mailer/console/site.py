@@ -86,6 +86,7 @@ def create_console(host: FastAPI) -> FastAPI:
         overview,
         suppressions,
         templates,
+        webhooks,
     )
 
     console = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
@@ -98,6 +99,7 @@ def create_console(host: FastAPI) -> FastAPI:
         templates,
         suppressions,
         deadletters,
+        webhooks,
         keys,
         domain,
     ):

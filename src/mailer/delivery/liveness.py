@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailer.logging import OutageLog
 from mailer.models.base import utcnow
-from mailer.worker.heartbeats import WORKER_PREFIX, heartbeat
+from mailer.worker.heartbeats import WORKER_PREFIX, SentTally, heartbeat
 
 log = structlog.get_logger("mailer.liveness")
 
@@ -50,6 +50,7 @@ class Liveness:
         worker_id: str,
         dead_after: float,
         info: dict[str, str] | None = None,
+        tally: SentTally | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self.worker_id = worker_id
@@ -57,6 +58,7 @@ class Liveness:
         self.dead_after = dead_after
         self.interval = dead_after / 6
         self.info = dict(info or {})
+        self.tally = tally  # its send count, carried by every heartbeat
         self._loop = asyncio.get_running_loop
         self._since: float | None = None  # loop time of the first beat of the current run
         self._last: float | None = None
@@ -66,7 +68,8 @@ class Liveness:
         """One heartbeat; raises if the database does not take it."""
         started = self._loop().time()
         try:
-            await heartbeat(self._sessionmaker, self.worker_id, self.info)
+            info = self.info if self.tally is None else {**self.info, **self.tally.beat(utcnow())}
+            await heartbeat(self._sessionmaker, self.worker_id, info)
         except Exception:
             self._since = None
             raise

@@ -63,7 +63,6 @@ _OUTCOME_EVENT = {
     RecipientStatus.RETRYING: "retried",
     RecipientStatus.SUPPRESSED: "suppressed",
 }
-HEARTBEATS_PER_WINDOW = 3  # a worker is alive if it beat within this many reconcile intervals
 
 
 class _Instruments:
@@ -296,7 +295,9 @@ class MetricsRegistry:
 
 
 def worker_window(settings: Settings) -> float:
-    return HEARTBEATS_PER_WINDOW * settings.reconcile_interval
+    """A worker is alive while its heartbeat (every WORKER_DEAD_AFTER / 6 s) is younger than
+    WORKER_DEAD_AFTER: the rule its claims are judged by (`delivery/liveness.py`)."""
+    return settings.worker_dead_after
 
 
 def get_metrics(state: AppState) -> MetricsRegistry:

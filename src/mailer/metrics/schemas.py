@@ -28,7 +28,7 @@ class MetricsSummaryOut(ResponseModel):
     totals: KindCounts = Field(description="all time")
     last_hour: KindCounts = Field(description="the last 60 minutes")
     queue_depth: int | None = Field(description="jobs waiting/delayed/active; null if unknown")
-    workers_alive: int = Field(description="workers with a heartbeat in 3 reconcile intervals")
+    workers_alive: int = Field(description="workers with a heartbeat within WORKER_DEAD_AFTER")
     batches: dict[str, int] = Field(description="batches by status")
     dead_letters: int
     sending_paused: bool

@@ -275,6 +275,20 @@ async def list_deliveries(
     return list(await session.scalars(stmt.order_by(D.id.desc()).limit(limit)))
 
 
+async def latest_deliveries(
+    session: AsyncSession, endpoint_ids: Sequence[str]
+) -> dict[str, WebhookDelivery]:
+    """Each endpoint's newest delivery: one index lookup per endpoint (endpoint_id, id)."""
+    if not endpoint_ids:
+        return {}
+    newest = (
+        select(D.id).where(D.endpoint_id == E.id).order_by(D.id.desc()).limit(1)
+    ).scalar_subquery()
+    ids = select(newest).where(E.id.in_(list(endpoint_ids)))
+    rows = await session.scalars(select(D).where(D.id.in_(ids)))
+    return {row.endpoint_id: row for row in rows}
+
+
 async def get_delivery(
     session: AsyncSession, endpoint_id: str, delivery_id: int
 ) -> WebhookDelivery | None:

@@ -241,12 +241,26 @@ async def list_deliveries(
     return rows, (str(rows[-1].id) if more and rows else None)
 
 
-async def replay(session: AsyncSession, endpoint_id: str, delivery_id: int) -> WebhookDelivery:
-    """Deliver this event again (same webhook-id and body), due now, retries afresh."""
+async def latest_deliveries(
+    session: AsyncSession, endpoint_ids: Sequence[str]
+) -> dict[str, WebhookDelivery]:
+    """Each endpoint's newest delivery (endpoints without one are left out)."""
+    return await repository.latest_deliveries(session, endpoint_ids)
+
+
+async def get_delivery(
+    session: AsyncSession, endpoint_id: str, delivery_id: int
+) -> WebhookDelivery:
     await get(session, endpoint_id)
     delivery = await repository.get_delivery(session, endpoint_id, delivery_id)
     if delivery is None:
         raise NotFound(f"Delivery {delivery_id} of endpoint {endpoint_id!r} does not exist.")
+    return delivery
+
+
+async def replay(session: AsyncSession, endpoint_id: str, delivery_id: int) -> WebhookDelivery:
+    """Deliver this event again (same webhook-id and body), due now, retries afresh."""
+    delivery = await get_delivery(session, endpoint_id, delivery_id)
     delivery.state = DeliveryState.PENDING
     delivery.attempts = 0
     delivery.next_attempt_at = utcnow()

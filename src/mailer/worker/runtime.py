@@ -27,7 +27,7 @@ from mailer.queue.base import JobQueue
 from mailer.transports.base import Transport
 from mailer.transports.factory import build_transport
 from mailer.webhook_endpoints.dispatcher import Dispatcher
-from mailer.worker.heartbeats import forget_worker
+from mailer.worker.heartbeats import SentTally, forget_worker
 from mailer.worker.reconciler import Reconciler
 
 log = structlog.get_logger("mailer.worker")
@@ -177,9 +177,15 @@ async def create_worker(
     metrics = metrics or MetricsRegistry()
     recorder = Recorder(sessionmaker)
     recorder.observers.append(metrics.outcome_observer(transport.name))
+    tally = SentTally()  # its heartbeats carry it: the console shows each worker's send rate
+    recorder.observers.append(tally)
     stopping = asyncio.Event()
     liveness = Liveness(
-        sessionmaker, new_worker_id(), settings.worker_dead_after, {"transport": transport.name}
+        sessionmaker,
+        new_worker_id(),
+        settings.worker_dead_after,
+        {"transport": transport.name},
+        tally=tally,
     )
     # The first heartbeat before the first claim: claims name a worker seen alive (if the
     # database is away, chunks wait for the first beat that succeeds).

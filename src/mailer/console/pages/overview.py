@@ -22,7 +22,7 @@ from mailer.metrics.summary import metric_series, queue_depth
 from mailer.models.base import utcnow
 from mailer.reputation import service as reputation
 from mailer.state import AppState
-from mailer.worker.heartbeats import workers_alive
+from mailer.worker.heartbeats import RATE_WINDOW_S, worker_rates, workers_alive
 
 router = APIRouter()
 ses_quota = SesQuotaCache()
@@ -49,7 +49,8 @@ async def overview(request: Request, session: Db, user: User) -> Response:
     settings = state.settings
     now = utcnow()
     depth_task = asyncio.create_task(queue_depth(state.queue))
-    minutes, hours, rates, pause, alive, in_flight = await _read_all(
+    window = worker_window(settings)
+    minutes, hours, rates, pause, alive, workers, in_flight = await _read_all(
         state,
         session,
         [
@@ -57,7 +58,8 @@ async def overview(request: Request, session: Db, user: User) -> Response:
             lambda s: metric_series(s, 24, now=now),
             lambda s: reputation.window_rates(s, now - reputation.WINDOW),
             reputation.current,
-            lambda s: workers_alive(s, worker_window(settings)),
+            lambda s: workers_alive(s, window),
+            lambda s: worker_rates(s, window),
             repository.messages_in_flight,
         ],
     )
@@ -80,6 +82,8 @@ async def overview(request: Request, session: Db, user: User) -> Response:
             "min_sends": settings.reputation_min_sends,
             "pause": pause,
             "workers": alive,
+            "worker_rates": workers,
+            "rate_window_s": int(RATE_WINDOW_S),
             "queue_depth": depth,
             "in_flight": in_flight,
             "sent_last_minute": last_minute,
