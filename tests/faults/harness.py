@@ -140,7 +140,7 @@ class Cluster:
         self._all.append(worker)
         self.workers.append(worker)
         if wait:
-            worker.wait_for_log("worker_started", timeout=30)
+            worker.wait_for_log("worker_started", timeout=60)
         return worker
 
     def live_workers(self) -> list[MailerProcess]:

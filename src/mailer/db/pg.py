@@ -50,9 +50,25 @@ COPY_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 async def connection(session: AsyncSession) -> Any:
-    """The asyncpg connection under the session (its current transaction)."""
+    """The asyncpg connection under the session, inside the session's transaction.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN lazily, before its own first statement, so a
+    statement sent here before any other would run, and commit, on its own: a unit of work
+    whose first write is hand-written (an outcome statement followed by webhook outbox rows)
+    would not be atomic, and retrying it after a later failure would apply it twice. The
+    transaction is begun here instead. A session switched to `single_statement_writes`
+    (AUTOCOMMIT) stays without one, as it asked."""
     conn = await session.connection()
-    return await driver_of(conn)
+    raw = await conn.get_raw_connection()
+    adapter = raw.dbapi_connection
+    start = getattr(adapter, "_start_transaction", None)
+    if start is None:  # pragma: no cover - another SQLAlchemy: its public path begins too
+        await conn.exec_driver_sql("SELECT 1")
+    elif getattr(adapter, "_transaction", None) is None:
+        await start()  # does nothing under AUTOCOMMIT
+    driver = raw.driver_connection
+    assert driver is not None
+    return driver
 
 
 async def driver_of(conn: AsyncConnection) -> Any:

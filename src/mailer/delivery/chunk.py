@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailer.config import Settings
 from mailer.db import session_scope
+from mailer.db.dialect import single_statement_writes
 from mailer.delivery import repository
 from mailer.delivery.compose import BatchContext, InvalidContent, compose_message
 from mailer.delivery.contexts import BatchContexts, PauseCache
@@ -111,6 +112,7 @@ class _Claims:
                 continue
             try:
                 async with session_scope(p.sessionmaker) as session:
+                    await single_statement_writes(session)  # the claim is one statement
                     claimed = await repository.claim_chunk(
                         session,
                         job.batch_id,
@@ -227,6 +229,7 @@ class ChunkProcessor:
         is alive it finishes them; if it died, come back when it counts as dead (or, for a
         claim naming no worker, when its lease ends) and send them."""
         async with session_scope(self.sessionmaker) as session:
+            await single_statement_writes(session)  # reads only
             busy_until = await repository.busy_claims_until(
                 session,
                 job.batch_id,
@@ -418,6 +421,7 @@ class ChunkProcessor:
         if verdict is not Verdict.SEND:
             # A notice names no reason: mail that ignores some asks the database.
             async with session_scope(self.sessionmaker) as session:
+                await single_statement_writes(session)  # reads only
                 status = await repository.withdrawn_now(session, batch_id, email, ignored)
             if status is not None:
                 raise _Withheld(status)

@@ -42,7 +42,15 @@ def invalidate() -> None:
     _cache.clear()
 
 
+# One unit of work sees one list of endpoints: the choice it made on it (one statement
+# without a transaction, or a transaction for its outbox rows) holds to its end.
+_SESSION_KEY = "mailer.webhook_endpoints"
+
+
 async def _endpoints(session: AsyncSession) -> tuple[tuple[str, frozenset[str] | None], ...]:
+    seen: tuple[tuple[str, frozenset[str] | None], ...] | None = session.info.get(_SESSION_KEY)
+    if seen is not None:
+        return seen
     engine = session.get_bind()
     assert isinstance(engine, Engine)
     snapshot = _cache.get(engine)
@@ -53,6 +61,7 @@ async def _endpoints(session: AsyncSession) -> tuple[tuple[str, frozenset[str] |
             now, tuple((eid, frozenset(types) if types else None) for eid, types in rows)
         )
         _cache[engine] = snapshot
+    session.info[_SESSION_KEY] = snapshot.endpoints
     return snapshot.endpoints
 
 
