@@ -124,3 +124,42 @@ async def test_outcomes_and_their_outbox_rows_commit_together(
                 .where(WebhookDelivery.recipient_id == recipient.id)
             )
     assert (sent_count, sent_events, hooks) == (1, 1, 1)
+
+
+async def test_a_batch_whose_outbox_rows_fail_is_not_created(
+    settings_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /batches with a suppressed recipient and an endpoint taking email.suppressed:
+    the batch, its recipients and events and the outbox rows commit together. When the outbox insert fails, no batch exists, so a client that retries after
+    the error does not create (and send) it twice."""
+    settings = settings_factory(webhook_allow_private=True)
+    async with api_client(settings) as c:
+        key = await c.make_key(admin=True)
+        created = await c.http.post(
+            "/api/v1/webhook-endpoints",
+            json={"url": "http://127.0.0.1:9/hooks", "events": ["email.suppressed"]},
+            headers=auth(key),
+        )
+        assert created.status_code == 201, created.text
+        held = await c.http.post(
+            "/api/v1/admin/suppressions",
+            json={"emails": ["held@example.com"], "reason": "MANUAL"},
+            headers=auth(key),
+        )
+        assert held.status_code < 300, held.text
+        template_id = await create_template(c.http, key)
+
+        async def failing_insert(*args: Any, **kwargs: Any) -> None:
+            raise _Boom("outbox insert failed")
+
+        monkeypatch.setattr(endpoints_repository, "insert_deliveries", failing_insert)
+        recipients = make_recipients(2)
+        recipients[0]["email"] = "held@example.com"
+        try:
+            response = await post_batch(c.http, key, template_id, recipients)
+            assert response.status_code >= 500, response.text
+        except _Boom:
+            pass  # the test client may hand the app's exception through
+        async with session_scope(c.state.sessionmaker) as session:
+            batches = await session.scalar(select(func.count()).select_from(Batch))
+    assert batches == 0
