@@ -10,6 +10,12 @@ page and for its second page (through nextCursor). Target: p95 < 100 ms.
     bench/emails_lookup                          # 1M messages (~2 min)
     bench/emails_lookup --rows 10000000 --keep   # 10M (~15 min), database kept
     bench/emails_lookup --reuse mailer_bench_emails_lookup_1234   # migrate, measure again
+    bench/emails_lookup --write-cost 200000      # what an index on status costs a send
+
+--write-cost: PostgreSQL CPU (its backend's user + system time) per recipient of the
+statements a send makes (ingest as PENDING, claim to SENDING, outcome SENT), in chunks of
+100 as the worker does, without an index on status, with the partial index of rare
+statuses (the schema) and with a full (status, id) index; the variants alternate.
 """
 
 from __future__ import annotations
@@ -156,6 +162,87 @@ async def probe(conn: asyncpg.Connection) -> dict[str, Any]:
     }
 
 
+RARE = "'FAILED', 'BOUNCED', 'COMPLAINED', 'SUPPRESSED', 'CANCELLED', 'RETRYING'"
+WRITE_VARIANTS = {
+    "no status index": [],
+    "partial index of rare statuses (schema)": [
+        f"CREATE INDEX ix_recipients_rare_status_id ON recipients (status, id) "
+        f"WHERE status IN ({RARE})"
+    ],
+    "full (status, id) index": ["CREATE INDEX ix_bench_status_id ON recipients (status, id)"],
+}
+
+
+async def write_cost(stack: Stack, rows: int, rounds: int) -> dict[str, list[float]]:
+    """Backend CPU µs per recipient for ingest + claim + outcome, per variant and round."""
+    import psutil
+
+    out: dict[str, list[float]] = {name: [] for name in WRITE_VARIANTS}
+    admin = await asyncpg.connect(stack.env["DATABASE_URL"])
+    try:
+        version = await admin.fetchrow("SELECT id, template_id FROM template_versions LIMIT 1")
+        for round_ in range(rounds):
+            for name, setup in WRITE_VARIANTS.items():
+                await admin.execute("DROP INDEX IF EXISTS ix_bench_status_id")
+                await admin.execute("DROP INDEX IF EXISTS ix_recipients_rare_status_id")
+                for statement in setup:
+                    await admin.execute(statement)
+                await admin.execute("TRUNCATE recipients, batches CASCADE")
+                batch_id = new_id()
+                await admin.execute(
+                    "INSERT INTO batches (id, template_id, template_version_id, status, "
+                    "metadata, tags, reply_to, unsubscribe, total_recipients, duplicate_count, "
+                    "suppressed_count, sent_count, failed_count, cancelled_count, "
+                    "delivered_count, bounced_count, complained_count, chunk_size, created_at) "
+                    "VALUES ($1, $2, $3, 'SENDING', '{}', '{}', '[]', true, $4, 0, 0, 0, 0, 0, "
+                    "0, 0, 0, 100, now())",
+                    batch_id,
+                    version["template_id"],
+                    version["id"],
+                    rows,
+                )
+                await admin.execute("CHECKPOINT")
+                conn = await asyncpg.connect(stack.env["DATABASE_URL"])
+                try:
+                    backend = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()"))
+                    t = backend.cpu_times()
+                    cpu0 = t.user + t.system
+                    for start in range(0, rows, 10_000):
+                        await conn.execute(
+                            "INSERT INTO recipients (batch_id, seq, email, variables, status, "
+                            "attempts, updated_at) SELECT $1, g, 'w' || g || '@example.com', "
+                            "'{}', 'PENDING', 0, now() FROM generate_series($2::int, $3::int) g",
+                            batch_id,
+                            start,
+                            min(rows, start + 10_000) - 1,
+                        )
+                    for start in range(0, rows, 100):
+                        await conn.execute(
+                            "UPDATE recipients SET status = 'SENDING', claimed_at = now(), "
+                            "attempts = attempts + 1, updated_at = now() "
+                            "WHERE batch_id = $1 AND seq >= $2 AND seq < $3",
+                            batch_id,
+                            start,
+                            start + 100,
+                        )
+                        await conn.execute(
+                            "UPDATE recipients SET status = 'SENT', sent_at = now(), "
+                            "provider_message_id = 'p' || id, claimed_at = NULL, "
+                            "updated_at = now() WHERE batch_id = $1 AND seq >= $2 AND seq < $3",
+                            batch_id,
+                            start,
+                            start + 100,
+                        )
+                    t = backend.cpu_times()
+                    out[name].append((t.user + t.system - cpu0) * 1e6 / rows)
+                finally:
+                    await conn.close()
+                print(f"  round {round_ + 1}, {name}: {out[name][-1]:.1f} µs", flush=True)
+    finally:
+        await admin.close()
+    return out
+
+
 def shapes(p: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
     return [
         ("no filter", {}),
@@ -210,8 +297,38 @@ async def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--reuse", help="a database kept by --keep: migrate it, measure again")
     parser.add_argument("--output", default="emails_lookup")
+    parser.add_argument("--write-cost", type=int, metavar="ROWS", help="see the module doc")
+    parser.add_argument("--rounds", type=int, default=3, help="--write-cost rounds")
     args = parser.parse_args()
     neighbours = busy_neighbours()
+    if args.write_cost:
+        stack = Stack("emails_write_cost")
+        await stack.create()
+        try:
+            stack.start_api()
+            await stack.create_template()
+            stack.stop_all()
+            costs = await write_cost(stack, args.write_cost, args.rounds)
+        finally:
+            await stack.drop()
+        print_table(
+            f"PostgreSQL CPU per recipient, ingest + claim + outcome ({args.write_cost:,} "
+            f"rows, {args.rounds} rounds; median, all)",
+            [
+                (name, f"{statistics.median(v):.1f} µs", ", ".join(f"{x:.1f}" for x in v), None)
+                for name, v in costs.items()
+            ],
+        )
+        write_results(
+            args.output + "_write_cost",
+            {
+                "args": vars(args),
+                "machine": machine(),
+                "busy_neighbours": neighbours,
+                "us_per_recipient": costs,
+            },
+        )
+        return
     stack = Stack("emails_lookup")
     loaded: dict[str, Any] = {}
     if args.reuse:
