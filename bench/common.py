@@ -396,6 +396,24 @@ class Stack:
                     raise TimeoutError(f"batch {batch_id} not done in {timeout} s: {batch}")
                 await asyncio.sleep(poll)
 
+    async def backend_cpu(self) -> dict[int, float]:
+        """CPU seconds (user + system) of each PostgreSQL backend serving this run's
+        database, by PID: the database's own work for the processes (index maintenance
+        included), which their own CPU does not show."""
+        conn = await asyncpg.connect(PG_ADMIN)
+        try:
+            pids = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1", self.database
+            )
+        finally:
+            await conn.close()
+        out: dict[int, float] = {}
+        for row in pids:
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(row["pid"]).cpu_times()
+                out[row["pid"]] = times.user + times.system
+        return out
+
     async def status_counts(self, batch_id: str | None = None) -> dict[str, int]:
         conn = await asyncpg.connect(self.env["DATABASE_URL"])
         try:

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
@@ -75,6 +77,7 @@ async def run_phase(
             mock_reset(mock_url)
         time.sleep(0.5)
         cpu0 = worker.cpu_seconds()
+        db0 = await stack.backend_cpu()
         with Sampler({"worker": worker}, client) as sampler:
             t0 = time.perf_counter()
             ids = await post_recipients(stack, template_id, count, prefix=f"{name}-")
@@ -83,6 +86,8 @@ async def run_phase(
                 await stack.wait_completed(batch_id, timeout=max(600.0, count / 200), poll=0.1)
             t_done = time.perf_counter()
         cpu = worker.cpu_seconds() - cpu0
+        db1 = await stack.backend_cpu()
+        db_cpu = sum(t - db0.get(pid, 0.0) for pid, t in db1.items())
         counts: dict[str, int] = {}
         for batch_id in ids:
             for k, v in (await stack.status_counts(batch_id)).items():
@@ -97,6 +102,7 @@ async def run_phase(
         "emails_per_s": round(count / seconds, 1),
         "worker_cpu_ms_per_email": round(cpu * 1000 / count, 4),
         "worker_cpu_s": round(cpu, 2),
+        "db_cpu_ms_per_email": round(db_cpu * 1000 / count, 4),
         "worker_peak_rss_mb": mb(sampler.peak_rss["worker"]),
         "worker_start_rss_mb": mb(sampler.start_rss["worker"]),
         "redis_used_memory_start_mb": mb(sampler.redis_start),
@@ -186,6 +192,13 @@ async def main_async(args: argparse.Namespace) -> int:
     ok = True
     try:
         await stack.create()
+        if args.sql:
+            conn = await asyncpg.connect(stack.env["DATABASE_URL"])
+            try:
+                for statement in args.sql:
+                    await conn.execute(statement)
+            finally:
+                await conn.close()
         stack.start_api()
         template_id = await stack.create_template()
         base_env = {
@@ -263,6 +276,14 @@ async def main_async(args: argparse.Namespace) -> int:
         )
         rows.append(
             (
+                f"{phase} PostgreSQL CPU ms/email (its backends)",
+                r["db_cpu_ms_per_email"],
+                "",
+                None,
+            )
+        )
+        rows.append(
+            (
                 f"{phase} worker peak RSS MB",
                 r["worker_peak_rss_mb"],
                 "<= 150",
@@ -296,6 +317,13 @@ def main() -> None:
         "--smoke", action="store_true", help="10k via ses30; exit 1 unless all SENT"
     )
     parser.add_argument("--output", default="deliver")
+    parser.add_argument(
+        "--sql",
+        action="append",
+        default=[],
+        help="a statement run on the migrated bench database first (repeatable), e.g. "
+        "'DROP INDEX ix_recipients_rare_status_id' to measure the write cost of an index",
+    )
     args = parser.parse_args()
     sys.exit(asyncio.run(main_async(args)))
 

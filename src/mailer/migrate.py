@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -14,6 +15,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from mailer.config import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def include_object_on(dialect: str) -> Any:
+    """Alembic's `include_object` for a database of this dialect: leaves out the models'
+    objects created on another dialect only (`Index(...).ddl_if(dialect=...)`), which
+    autogenerate would otherwise report as missing."""
+
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        only = getattr(obj, "_ddl_if", None)
+        return only is None or only.dialect is None or only.dialect == dialect
+
+    return include
 
 
 def alembic_config(settings: Settings) -> Config:

@@ -48,7 +48,10 @@ def inspect_db(settings: Settings, fn: Any) -> Any:
 
 def schema_diffs(conn: Connection) -> list[Any]:
     # The options env.py uses, so this is what `alembic check` compares.
-    context = MigrationContext.configure(conn, opts={"compare_type": True})
+    context = MigrationContext.configure(
+        conn,
+        opts={"compare_type": True, "include_object": migrate.include_object_on(conn.dialect.name)},
+    )
     return list(compare_metadata(context, models.Base.metadata))
 
 

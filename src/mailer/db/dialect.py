@@ -119,6 +119,14 @@ def member_of(
         yield column.in_(values[start : start + SQLITE_IN_CHUNK])
 
 
+def has_pair(session: AsyncSession, column: Any, name: str, value: str) -> ColumnElement[bool]:
+    """A JSON object column holds `name` with the string `value`: containment on
+    PostgreSQL (`@>`, which a GIN index serves), the key's text on SQLite."""
+    if is_postgresql(session):
+        return type_coerce(column, postgresql.JSONB()).contains({name: value})
+    return column[name].as_string() == value  # type: ignore[no-any-return]
+
+
 async def notify(session: AsyncSession, channel: str, payload: str) -> None:
     """PostgreSQL NOTIFY in the session's transaction (delivered at commit); a no-op on
     SQLite, which has no other process to tell."""

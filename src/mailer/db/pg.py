@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from mailer.models import Batch
+from mailer.models.enums import RecipientStatus
 
 COPY_MIN_ROWS = 20  # below this an INSERT is as cheap as a COPY round trip (two round trips)
 
@@ -252,6 +253,58 @@ async def events_page(
     return rows
 
 
+# -- emails: the newest messages of a few batches ----------------------------------------
+
+
+# Per batch, its newest rows below the cursor through (batch_id, seq): a batch's recipients
+# are written once, in seq order, so within a batch seq order is id order. A batch whose
+# first row is not below the cursor is skipped before its rows are read, and in the
+# cursor's own batch the scan starts at the cursor's seq. One statement per status, the
+# status a literal: a partial index (ix_recipients_failed_batch_id_seq) serves only a plan
+# that knows the value, and asyncpg's prepared statements turn generic after five runs.
+def _newest_in_batches_sql(status: RecipientStatus | None) -> str:
+    condition = "" if status is None else f"AND r.status = '{status.value}'"
+    return f"""
+SELECT m.id
+FROM unnest($1::text[]) AS c(batch_id)
+CROSS JOIN LATERAL (
+    SELECT r.id FROM recipients AS r
+    WHERE r.batch_id = c.batch_id
+      AND r.seq < CASE WHEN c.batch_id = $3::text THEN $4::int ELSE 2147483647 END
+      AND r.id < $2::bigint
+      {condition}
+    ORDER BY r.seq DESC
+    LIMIT $5
+) AS m
+WHERE (SELECT f.id FROM recipients AS f WHERE f.batch_id = c.batch_id ORDER BY f.seq LIMIT 1)
+      < $2::bigint
+ORDER BY m.id DESC
+LIMIT $5
+"""  # noqa: S608
+
+
+NEWEST_IN_BATCHES_SQL: dict[RecipientStatus | None, str] = {
+    status: _newest_in_batches_sql(status) for status in (None, *RecipientStatus)
+}
+
+
+async def newest_in_batches(
+    session: AsyncSession,
+    batch_ids: list[str],
+    before_id: int,
+    cursor_batch: str,
+    cursor_seq: int,
+    status: str | None,
+    limit: int,
+) -> list[int]:
+    """Ids of the newest `limit` recipients of these batches below `before_id` (whose row
+    is seq `cursor_seq` of `cursor_batch`), in `status` if given; newest first."""
+    driver = await connection(session)
+    sql = NEWEST_IN_BATCHES_SQL[None if status is None else RecipientStatus(status)]
+    rows = await driver.fetch(sql, batch_ids, before_id, cursor_batch, cursor_seq, limit)
+    return [int(r["id"]) for r in rows]
+
+
 # -- delivery: claim, outcomes ----------------------------------------------------------
 
 CLAIM_SQL = """
@@ -381,6 +434,8 @@ STATEMENTS: dict[str, str] = {
     "batch_context": BATCH_CONTEXT_SQL,
     "batch_view": BATCH_VIEW_SQL,
     "events_page": EVENTS_PAGE_SQL,
+    "newest_in_batches": NEWEST_IN_BATCHES_SQL[None],
+    "newest_in_batches_failed": NEWEST_IN_BATCHES_SQL[RecipientStatus.FAILED],
     "claim": CLAIM_SQL,
     "record_outcomes": RECORD_OUTCOMES_SQL,
     "bump_metrics": BUMP_METRICS_SQL,

@@ -71,8 +71,8 @@ async def list_emails(
     limit: Annotated[int, Query(ge=1, le=lookup.MAX_PAGE)] = 50,
 ) -> EmailPage:
     """Messages (single emails and batch recipients alike), newest first, page by page:
-    pass the answer's nextCursor as `cursor`. `to` and `batch_id` are the indexed filters;
-    the others narrow them."""
+    pass the answer's nextCursor as `cursor`. Every filter is served by an index, alone or
+    combined (docs/performance.md)."""
     page, next_cursor = await lookup.find_messages(
         session,
         to=to,

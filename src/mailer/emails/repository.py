@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import String, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailer.db import pg
+from mailer.db.dialect import has_pair, postgresql_variant
 from mailer.models import Attachment, Batch, Event, Recipient, Template, TemplateVersion
 from mailer.transports.base import MailAttachment
 
@@ -70,6 +72,77 @@ async def message_events(session: AsyncSession, message_ids: Sequence[int]) -> l
     return list(rows.all())
 
 
+# Up to this many batches match a filter on batches (batch_id, tag, since): their newest
+# rows are read batch by batch. More: the primary key is walked newest first, where rows of
+# that many batches are dense enough to fill a page soon.
+BATCH_WALK_LIMIT = 500
+NO_CURSOR = 2**63 - 1
+
+
+async def matching_batches(
+    session: AsyncSession,
+    *,
+    batch_id: str | None,
+    tag: tuple[str, str] | None,
+    since: datetime | None,
+    limit: int,
+) -> list[str]:
+    """Ids of up to `limit` batches that pass the batch filters (the primary key, the GIN
+    index of tags on PostgreSQL, the created_at index)."""
+    stmt = select(Batch.id)
+    if batch_id is not None:
+        stmt = stmt.where(Batch.id == batch_id)
+    if tag is not None:
+        stmt = stmt.where(has_pair(session, Batch.tags, *tag))
+    if since is not None:
+        stmt = stmt.where(Batch.created_at >= since)
+    return list((await session.scalars(stmt.limit(limit))).all())
+
+
+async def _newest_in_batches_pg(
+    session: AsyncSession,
+    batch_ids: list[str],
+    status: str | None,
+    before_id: int | None,
+    limit: int,
+) -> list[int]:
+    cursor = None
+    if before_id is not None:
+        cursor = (
+            await session.execute(
+                select(Recipient.batch_id, Recipient.seq).where(Recipient.id == before_id)
+            )
+        ).first()
+    return await pg.newest_in_batches(
+        session,
+        batch_ids,
+        NO_CURSOR if before_id is None else before_id,
+        "" if cursor is None else cursor[0],
+        0 if cursor is None else cursor[1],
+        status,
+        limit,
+    )
+
+
+@postgresql_variant(_newest_in_batches_pg)
+async def newest_in_batches(
+    session: AsyncSession,
+    batch_ids: list[str],
+    status: str | None,
+    before_id: int | None,
+    limit: int,
+) -> list[int]:
+    """Ids of the newest `limit` recipients of these batches below `before_id`, in
+    `status` if given; newest first."""
+    stmt = select(Recipient.id).where(Recipient.batch_id.in_(batch_ids))
+    if status is not None:
+        stmt = stmt.where(Recipient.status == status)
+    if before_id is not None:
+        stmt = stmt.where(Recipient.id < before_id)
+    rows = await session.scalars(stmt.order_by(Recipient.id.desc()).limit(limit))
+    return [int(i) for i in rows.all()]
+
+
 async def find_messages(
     session: AsyncSession,
     *,
@@ -81,16 +154,34 @@ async def find_messages(
     before_id: int | None,
     limit: int,
 ) -> list[MessageRow]:
-    """Messages, newest first (by id), below `before_id` (the cursor). `to` uses the
-    address index and `batch_id` the (batch_id, seq) one; the other filters narrow those,
-    or walk the primary key downwards from the cursor."""
+    """Messages, newest first (by id), below `before_id` (the cursor).
+
+    `to` uses the address index. Otherwise a filter on batches (batch_id, tag, since) finds
+    its batches first and, if they are few, reads the newest rows of each. Else the
+    primary key is walked newest first, with a rare status (ix_recipients_rare_status_id)
+    as the planner's other way in. The status is a literal in the statement: a partial
+    index serves only a query whose plan knows the value."""
+    if to is None and (batch_id is not None or tag is not None or since is not None):
+        batches = await matching_batches(
+            session, batch_id=batch_id, tag=tag, since=since, limit=BATCH_WALK_LIMIT + 1
+        )
+        if not batches:
+            return []
+        if len(batches) <= BATCH_WALK_LIMIT:
+            ids = await newest_in_batches(session, batches, status, before_id, limit)
+            if not ids:
+                return []
+            found = await session.execute(
+                _message_select().where(Recipient.id.in_(ids)).order_by(Recipient.id.desc())
+            )
+            return [(r[0], r[1], r[2], r[3]) for r in found.all()]
     stmt = _message_select()
     if to is not None:
         stmt = stmt.where(Recipient.email == to)
     if batch_id is not None:
         stmt = stmt.where(Recipient.batch_id == batch_id)
     if status is not None:
-        stmt = stmt.where(Recipient.status == status)
+        stmt = stmt.where(Recipient.status == literal(status, String(), literal_execute=True))
     if tag is not None:
         stmt = stmt.where(Batch.tags[tag[0]].as_string() == tag[1])
     if since is not None:

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 from mailer import models
 from mailer.config import get_settings
 from mailer.db import create_engine
+from mailer.migrate import include_object_on
 
 config = context.config
 target_metadata = models.Base.metadata
@@ -27,6 +28,9 @@ def _configure(connection: Connection | None = None, **kwargs: Any) -> None:
         target_metadata=target_metadata,
         render_as_batch=url.startswith("sqlite"),
         compare_type=True,
+        include_object=include_object_on(
+            connection.dialect.name if connection is not None else url.split(":")[0].split("+")[0]
+        ),
         **kwargs,
     )
 

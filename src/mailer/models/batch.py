@@ -17,6 +17,14 @@ class Batch(Base):
         UniqueConstraint("api_key_id", "idempotency_key"),
         Index("ix_batches_status_send_at", "status", "send_at"),
         Index("ix_batches_created_at", "created_at"),
+        # GET /emails?tag=name:value finds the batches first (`tags @> '{"name": "value"}'`).
+        # PostgreSQL only: SQLite has no index for a JSON key chosen at query time.
+        Index(
+            "ix_batches_tags",
+            "tags",
+            postgresql_using="gin",
+            postgresql_ops={"tags": "jsonb_path_ops"},
+        ).ddl_if(dialect="postgresql"),
         # Finished batches retention has not purged yet, by age.
         Index(
             "ix_batches_unpurged_completed_at",

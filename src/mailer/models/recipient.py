@@ -7,6 +7,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from mailer.models.base import Base, BigIntId, JSONType, UTCDateTime, utcnow
 from mailer.models.enums import RecipientStatus
 
+RARE_STATUSES = text(
+    "status IN ('FAILED', 'BOUNCED', 'COMPLAINED', 'SUPPRESSED', 'CANCELLED', 'RETRYING')"
+)
+
 
 class Recipient(Base):
     """One message: a batch's recipient. Chunks of a batch are ranges of `seq`."""
@@ -44,6 +48,16 @@ class Recipient(Base):
             "seq",
             postgresql_where=text("status = 'FAILED'"),
             sqlite_where=text("status = 'FAILED'"),
+        ),
+        # GET /emails?status= for the statuses that are rare among sent mail, newest first.
+        # A row enters it only when it becomes one of them: a send (SENDING, SENT, DELIVERED)
+        # never writes it. The common statuses walk the primary key instead.
+        Index(
+            "ix_recipients_rare_status_id",
+            "status",
+            "id",
+            postgresql_where=RARE_STATUSES,
+            sqlite_where=RARE_STATUSES,
         ),
     )
 
