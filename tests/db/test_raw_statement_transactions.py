@@ -130,8 +130,9 @@ async def test_a_batch_whose_outbox_rows_fail_is_not_created(
     settings_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """POST /batches with a suppressed recipient and an endpoint taking email.suppressed:
-    the batch, its recipients and events and the outbox rows commit together. When the outbox insert fails, no batch exists, so a client that retries after
-    the error does not create (and send) it twice."""
+    the batch, its recipients and events and the outbox rows commit together. When the
+    outbox insert fails, no batch exists, so a client that retries after the error does not
+    create (and send) it twice."""
     settings = settings_factory(webhook_allow_private=True)
     async with api_client(settings) as c:
         key = await c.make_key(admin=True)
