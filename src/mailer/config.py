@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -428,20 +429,27 @@ class Settings(BaseSettings):
 
 
 def _directory_problem(directory: Path) -> str | None:
-    """Why files cannot be written in `directory` (created when missing), or None."""
+    """Why files cannot be written in `directory` (created when missing), or None. Tried
+    rather than judged from permission bits: root passes every os.access check, yet cannot
+    write to a read-only file system or /proc. The probes leave nothing behind."""
     if directory.exists():
         if not directory.is_dir():
             return "is not a directory"
-        if not os.access(directory, os.W_OK | os.X_OK):
-            return "is not writable"
+        try:
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as exc:
+            return f"is not writable ({exc.strerror or exc})"
         return None
     parent = directory.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
         return f"cannot be created: {parent} is not a directory"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"cannot be created: {parent} is not writable"
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=parent))
+    except OSError as exc:
+        return f"cannot be created in {parent} ({exc.strerror or exc})"
     return None
 
 

@@ -105,3 +105,17 @@ def test_outbox_dir_problems(tmp_path: Path) -> None:
     )
     # A directory that does not exist yet but can be made is fine.
     load_settings(_env_file=None, mailer_data_dir=tmp_path, outbox_dir=tmp_path / "a" / "b")
+    assert not (tmp_path / "a").exists()  # the check creates nothing
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_outbox_dir_is_tried_not_judged_by_permission_bits(tmp_path: Path) -> None:
+    """Root passes every permission check, yet cannot write to /proc (as to a read-only
+    file system): `mailer dev` used to start and fail with a traceback after serving."""
+    for outbox, problem in (
+        (Path("/proc/mailer-outbox"), "OUTBOX_DIR: /proc/mailer-outbox cannot be created in /proc"),
+        (Path("/proc/self"), "OUTBOX_DIR: /proc/self is not writable"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            load_settings(_env_file=None, mailer_data_dir=tmp_path, outbox_dir=outbox)
+        assert problem in str(info.value)
