@@ -119,3 +119,17 @@ def test_outbox_dir_is_tried_not_judged_by_permission_bits(tmp_path: Path) -> No
         with pytest.raises(ConfigError) as info:
             load_settings(_env_file=None, mailer_data_dir=tmp_path, outbox_dir=outbox)
         assert problem in str(info.value)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_the_sqlite_folder_is_checked_and_named_as_it_was_set() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(_env_file=None, mailer_data_dir="/proc/mailer")
+    lines = str(info.value).splitlines()[1:]
+    assert len(lines) == 1  # one problem: the outbox in it is not named again
+    assert lines[0].startswith("  MAILER_DATA_DIR: /proc/mailer cannot be created in /proc (")
+    with pytest.raises(ConfigError) as info:
+        load_settings(_env_file=None, database_url="sqlite:////proc/mailer/m.db")
+    assert "DATABASE_URL: /proc/mailer (the SQLite file's folder) cannot be created" in str(
+        info.value
+    )
