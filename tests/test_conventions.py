@@ -16,6 +16,7 @@ from mailer.models.enums import RecipientStatus
 from mailer.routes import api_routes
 from mailer.suppressions import service as suppressions
 from tests.fixtures.client import ApiClient, auth
+from tests.fixtures.console import sign_in
 from tests.fixtures.pipeline import create_template, make_recipients, post_batch
 
 API = "/api/v1"
@@ -238,6 +239,17 @@ async def test_timestamps_are_utc_with_z(client: ApiClient, send_key: str) -> No
     assert got["sendAt"] == out["sendAt"]
     for name in ("createdAt",):
         assert got[name].endswith("Z")
+
+
+async def test_console_live_status_timestamps_end_with_z(client: ApiClient, admin_key: str) -> None:
+    template_id = await create_template(client.http, admin_key)
+    async with session_scope(client.state.sessionmaker) as session:
+        await suppressions.add(session, ["user0@example.com"], "MANUAL")
+    out = (await post_batch(client.http, admin_key, template_id, make_recipients(1))).json()
+    assert out["status"] == "COMPLETED"  # every recipient suppressed: finished at once
+    await sign_in(client, admin_key)
+    live = (await client.http.get(f"/console/batches/{out['id']}/live.json")).json()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", live["completedAt"]), live
 
 
 async def test_event_type_filter_takes_status_names(client: ApiClient, send_key: str) -> None:

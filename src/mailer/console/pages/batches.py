@@ -13,6 +13,7 @@ from mailer.console import repository
 from mailer.console.rendering import redirect_to, render_page
 from mailer.console.site import Db, User
 from mailer.models import Batch
+from mailer.models.base import iso_utc
 from mailer.models.enums import BatchStatus, EventType
 
 router = APIRouter()
@@ -72,7 +73,7 @@ async def live_counts(session: AsyncSession, batch: Batch) -> dict[str, Any]:
             **counts,
             "duplicates": batch.duplicate_count,
         },
-        "completedAt": batch.completed_at.isoformat() if batch.completed_at else None,
+        "completedAt": iso_utc(batch.completed_at) if batch.completed_at else None,
     }
 
 
