@@ -75,7 +75,8 @@ def _print_seed(result: SeedResult) -> None:
 
 @app.command(cls=Command)
 def migrate() -> None:
-    """Apply database migrations (what `npm run prisma:migrate` did)."""
+    """Apply database migrations: create or upgrade the tables (once per release, before
+    its API and workers start)."""
     from mailer import migrate as migrations
 
     settings = settings_or_exit()
