@@ -61,6 +61,7 @@ async def test_list_commands_print_headers(database_url: str, tmp_path: Path) ->
         ("keys", "list"): ["ID", "PREFIX", "SCOPES", "USES", "STATE", "NAME"],
         ("dlq", "list"): ["ID", "BATCH", "SEQ", "RCPT", "TRIES", "ERROR"],
         ("suppressions", "list"): ["SUPPRESSED", "AT", "REASON", "EMAIL"],
+        ("webhooks", "list"): ["ID", "STATE", "EVENTS", "URL"],
     }
     for command, header in headers.items():
         result = await mailer(*command, env=env, cwd=tmp_path)
