@@ -171,7 +171,11 @@ class RecipientChecker:
         self.error_count += 1
         if len(self.errors) < MAX_REPORTED_ERRORS:
             self.errors.append(
-                {"index": index, "field": f"recipients[{index}].{field}", "message": message}
+                {
+                    "index": index,
+                    "field": f"recipients[{index}]" + (f".{field}" if field else ""),
+                    "message": message,
+                }
             )
 
     def feed(self, items: list[Any]) -> list[tuple[str, dict[str, Any]]]:
