@@ -157,6 +157,35 @@ async def test_errors_name_fields_as_sent(client: ApiClient, send_key: str) -> N
         assert response.json()["error"]["details"][0]["field"] == f"{spelling}[0]"
 
 
+async def test_a_field_of_several_shapes_is_named_as_sent(client: ApiClient, send_key: str) -> None:
+    """`to` and `reply_to` take an address or a list of them: a wrong value was reported
+    as `to.constrained-str` and `to.list[constrained-str]`, Pydantic's names for the two."""
+    template_id = await create_template(client.http, send_key)
+    email = {"subject": "s", "text": "t"}
+    cases: list[tuple[str, dict[str, Any], set[str]]] = [
+        ("/emails", {**email, "to": 5}, {"to"}),
+        ("/emails", {**email, "to": "a@example.com", "replyTo": {"x": 1}}, {"replyTo"}),
+        ("/emails", {**email, "to": ["a@example.com", 5]}, {"to[1]"}),
+        ("/emails", {**email, "to": None}, {"to"}),
+        (
+            "/batches",
+            {"template_id": template_id, "recipients": make_recipients(1), "reply_to": 5},
+            {"reply_to"},
+        ),
+        (
+            "/batches",
+            {"templateId": template_id, "recipients": make_recipients(1), "replyTo": [5]},
+            {"replyTo[0]"},
+        ),
+    ]
+    for path, body, fields in cases:
+        response = await client.http.post(f"{API}{path}", json=body, headers=auth(send_key))
+        assert response.status_code == 422, (body, response.text)
+        details = response.json()["error"]["details"]
+        assert {d["field"] for d in details} == fields, (body, details)
+        assert len(details) == len(fields), details  # one detail per field
+
+
 async def test_unknown_query_parameters_are_refused_everywhere(
     client: ApiClient, admin_key: str
 ) -> None:

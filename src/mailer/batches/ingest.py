@@ -100,7 +100,7 @@ def _parse_request(body: bytes, max_recipients: int) -> ParsedRequest:
     try:
         options = BatchOptions.model_validate(data)
     except ValidationError as exc:
-        problems.extend(validation_details(exc.errors()))
+        problems.extend(validation_details(exc.errors(), data))
         options = None
     if problems or options is None:
         fields = ", ".join(p["field"] for p in problems[:5])
