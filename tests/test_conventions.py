@@ -5,8 +5,10 @@ filters by status name, one counts shape."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from mailer.db import session_scope
@@ -326,3 +328,61 @@ async def test_batch_and_summary_counts_have_one_shape(client: ApiClient, send_k
     assert batch["result"] == summary["result"] == "none_sent"
     listed = (await client.http.get(f"{API}/batches", headers=auth(send_key))).json()
     assert listed["data"][0]["counts"] == batch["counts"]
+
+
+DOCS = [Path(__file__).resolve().parents[1] / name for name in ("README.md", "docs/production.md")]
+# curl ... -X POST "<base>/api/v1/PATH" ... -d '<json>' in the documentation's examples
+CURL_POST = re.compile(
+    r"curl [^\n]*-X POST \"?(?:\$URL|https?://[^/\s\"]+)(/api/v1/[a-z/-]+)\"?.*?"
+    r"-d ((?:'[^']*'|\"[^\"]*\")+)",
+    re.S,
+)
+
+
+def _keys(value: Any, schema: dict[str, Any], spec: dict[str, Any], where: str) -> list[str]:
+    """Keys of `value` the schema does not document (recursively, through arrays)."""
+    schema = _resolve(spec, schema)
+    if isinstance(value, list):
+        items = schema.get("items")
+        return [k for v in value for k in _keys(v, items or {}, spec, where + "[]")]
+    if not isinstance(value, dict) or "properties" not in schema:
+        return []
+    out = []
+    for key, inner in value.items():
+        if key not in schema["properties"]:
+            out.append(f"{where}.{key}")
+        else:
+            out.extend(_keys(inner, schema["properties"][key], spec, f"{where}.{key}"))
+    return out
+
+
+async def test_the_documentation_uses_the_documented_field_names(client: ApiClient) -> None:
+    """README and docs examples, the README's field lists and the OpenAPI document name the
+    same request fields."""
+    spec = await _openapi(client)
+
+    def body_schema(path: str) -> dict[str, Any]:
+        content = spec["paths"][path]["post"]["requestBody"]["content"]
+        return _resolve(spec, content["application/json"]["schema"])
+
+    examples = 0
+    for doc in DOCS:
+        for path, raw in CURL_POST.findall(doc.read_text()):
+            # the shell word: '...' pieces as written, "$VARIABLE" pieces as a value
+            pieces = re.findall(r"'([^']*)'|\"[^\"]*\"", raw)
+            body = json.loads("".join(piece or "x" for piece in pieces))
+            unknown = _keys(body, body_schema(path), spec, path)
+            assert unknown == [], (doc.name, unknown)
+            examples += 1
+    assert examples >= 4
+
+    readme = DOCS[0].read_text()
+    row = re.search(r"\| `POST /batches` \| send: `\{(.*?)\}`", readme)
+    assert row is not None
+    listed = re.sub(r"\[\{.*?\}\]", "", row.group(1))
+    names = {part.split(":")[0].strip(" ?") for part in listed.split(",")}
+    assert names == set(body_schema(f"{API}/batches")["properties"])
+    templates = re.search(r"`POST /api/v1/templates` with `\{(.*?)\}`", readme, re.S)
+    assert templates is not None
+    names = {n.strip(' "\n') for n in templates.group(1).split(",")}
+    assert names == set(body_schema(f"{API}/templates")["properties"])
