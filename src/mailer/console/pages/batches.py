@@ -27,6 +27,16 @@ def _tag(raw: str | None) -> tuple[str, str] | None:
     return (name.strip(), value.strip()) if name.strip() else None
 
 
+# What the API's `result` says, in words beside COMPLETED (which says only that every
+# recipient reached a final state).
+RESULT_TEXT = {
+    "all_sent": "every message was sent",
+    "partial": "some messages failed",
+    "all_failed": "every message failed: nothing was sent",
+    "none_sent": "nothing was sent: every recipient was suppressed or cancelled",
+}
+
+
 @router.get("/batches")
 async def batch_list(
     request: Request,
@@ -62,6 +72,7 @@ async def live_counts(session: AsyncSession, batch: Batch) -> dict[str, Any]:
     counters, as the API reports them), the total and how many are finished."""
     by_status = (await batches.status_counts(session, [batch]))[batch.id]
     counts = {str(status).lower(): int(n) for status, n in by_status.items()}
+    result = batches.batch_result(batch.status, by_status)
     unfinished = counts["pending"] + counts["sending"] + counts["retrying"]
     return {
         "id": batch.id,
@@ -74,6 +85,8 @@ async def live_counts(session: AsyncSession, batch: Batch) -> dict[str, Any]:
             "duplicates": batch.duplicate_count,
         },
         "completedAt": iso_utc(batch.completed_at) if batch.completed_at else None,
+        "result": result,
+        "resultText": RESULT_TEXT[result] if result else None,
     }
 
 
