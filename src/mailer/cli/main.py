@@ -3,6 +3,8 @@ webhooks."""
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from mailer import __version__
@@ -126,6 +128,12 @@ def api(
     """Run the HTTP API."""
     import uvicorn
 
+    # The app (in each of its processes) reads its settings from the environment: the bind
+    # given here goes there too, so that a PUBLIC_URL derived from HOST/PORT follows it.
+    if host is not None:
+        os.environ["HOST"] = host
+    if port is not None:
+        os.environ["PORT"] = str(port)
     settings = settings_or_exit()
     uvicorn.run(
         "mailer.app:create_app",
