@@ -5,8 +5,10 @@ filters by status name, one counts shape."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from mailer.db import session_scope
@@ -16,6 +18,7 @@ from mailer.models.enums import RecipientStatus
 from mailer.routes import api_routes
 from mailer.suppressions import service as suppressions
 from tests.fixtures.client import ApiClient, auth
+from tests.fixtures.console import sign_in
 from tests.fixtures.pipeline import create_template, make_recipients, post_batch
 
 API = "/api/v1"
@@ -156,6 +159,35 @@ async def test_errors_name_fields_as_sent(client: ApiClient, send_key: str) -> N
         assert response.json()["error"]["details"][0]["field"] == f"{spelling}[0]"
 
 
+async def test_a_field_of_several_shapes_is_named_as_sent(client: ApiClient, send_key: str) -> None:
+    """`to` and `reply_to` take an address or a list of them: a wrong value was reported
+    as `to.constrained-str` and `to.list[constrained-str]`, Pydantic's names for the two."""
+    template_id = await create_template(client.http, send_key)
+    email = {"subject": "s", "text": "t"}
+    cases: list[tuple[str, dict[str, Any], set[str]]] = [
+        ("/emails", {**email, "to": 5}, {"to"}),
+        ("/emails", {**email, "to": "a@example.com", "replyTo": {"x": 1}}, {"replyTo"}),
+        ("/emails", {**email, "to": ["a@example.com", 5]}, {"to[1]"}),
+        ("/emails", {**email, "to": None}, {"to"}),
+        (
+            "/batches",
+            {"template_id": template_id, "recipients": make_recipients(1), "reply_to": 5},
+            {"reply_to"},
+        ),
+        (
+            "/batches",
+            {"templateId": template_id, "recipients": make_recipients(1), "replyTo": [5]},
+            {"replyTo[0]"},
+        ),
+    ]
+    for path, body, fields in cases:
+        response = await client.http.post(f"{API}{path}", json=body, headers=auth(send_key))
+        assert response.status_code == 422, (body, response.text)
+        details = response.json()["error"]["details"]
+        assert {d["field"] for d in details} == fields, (body, details)
+        assert len(details) == len(fields), details  # one detail per field
+
+
 async def test_unknown_query_parameters_are_refused_everywhere(
     client: ApiClient, admin_key: str
 ) -> None:
@@ -240,6 +272,17 @@ async def test_timestamps_are_utc_with_z(client: ApiClient, send_key: str) -> No
         assert got[name].endswith("Z")
 
 
+async def test_console_live_status_timestamps_end_with_z(client: ApiClient, admin_key: str) -> None:
+    template_id = await create_template(client.http, admin_key)
+    async with session_scope(client.state.sessionmaker) as session:
+        await suppressions.add(session, ["user0@example.com"], "MANUAL")
+    out = (await post_batch(client.http, admin_key, template_id, make_recipients(1))).json()
+    assert out["status"] == "COMPLETED"  # every recipient suppressed: finished at once
+    await sign_in(client, admin_key)
+    live = (await client.http.get(f"/console/batches/{out['id']}/live.json")).json()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", live["completedAt"]), live
+
+
 async def test_event_type_filter_takes_status_names(client: ApiClient, send_key: str) -> None:
     template_id = await create_template(client.http, send_key)
     out = (await post_batch(client.http, send_key, template_id, make_recipients(2))).json()
@@ -285,3 +328,61 @@ async def test_batch_and_summary_counts_have_one_shape(client: ApiClient, send_k
     assert batch["result"] == summary["result"] == "none_sent"
     listed = (await client.http.get(f"{API}/batches", headers=auth(send_key))).json()
     assert listed["data"][0]["counts"] == batch["counts"]
+
+
+DOCS = [Path(__file__).resolve().parents[1] / name for name in ("README.md", "docs/production.md")]
+# curl ... -X POST "<base>/api/v1/PATH" ... -d '<json>' in the documentation's examples
+CURL_POST = re.compile(
+    r"curl [^\n]*-X POST \"?(?:\$URL|https?://[^/\s\"]+)(/api/v1/[a-z/-]+)\"?.*?"
+    r"-d ((?:'[^']*'|\"[^\"]*\")+)",
+    re.S,
+)
+
+
+def _keys(value: Any, schema: dict[str, Any], spec: dict[str, Any], where: str) -> list[str]:
+    """Keys of `value` the schema does not document (recursively, through arrays)."""
+    schema = _resolve(spec, schema)
+    if isinstance(value, list):
+        items = schema.get("items")
+        return [k for v in value for k in _keys(v, items or {}, spec, where + "[]")]
+    if not isinstance(value, dict) or "properties" not in schema:
+        return []
+    out = []
+    for key, inner in value.items():
+        if key not in schema["properties"]:
+            out.append(f"{where}.{key}")
+        else:
+            out.extend(_keys(inner, schema["properties"][key], spec, f"{where}.{key}"))
+    return out
+
+
+async def test_the_documentation_uses_the_documented_field_names(client: ApiClient) -> None:
+    """README and docs examples, the README's field lists and the OpenAPI document name the
+    same request fields."""
+    spec = await _openapi(client)
+
+    def body_schema(path: str) -> dict[str, Any]:
+        content = spec["paths"][path]["post"]["requestBody"]["content"]
+        return _resolve(spec, content["application/json"]["schema"])
+
+    examples = 0
+    for doc in DOCS:
+        for path, raw in CURL_POST.findall(doc.read_text()):
+            # the shell word: '...' pieces as written, "$VARIABLE" pieces as a value
+            pieces = re.findall(r"'([^']*)'|\"[^\"]*\"", raw)
+            body = json.loads("".join(piece or "x" for piece in pieces))
+            unknown = _keys(body, body_schema(path), spec, path)
+            assert unknown == [], (doc.name, unknown)
+            examples += 1
+    assert examples >= 4
+
+    readme = DOCS[0].read_text()
+    row = re.search(r"\| `POST /batches` \| send: `\{(.*?)\}`", readme)
+    assert row is not None
+    listed = re.sub(r"\[\{.*?\}\]", "", row.group(1))
+    names = {part.split(":")[0].strip(" ?") for part in listed.split(",")}
+    assert names == set(body_schema(f"{API}/batches")["properties"])
+    templates = re.search(r"`POST /api/v1/templates` with `\{(.*?)\}`", readme, re.S)
+    assert templates is not None
+    names = {n.strip(' "\n') for n in templates.group(1).split(",")}
+    assert names == set(body_schema(f"{API}/templates")["properties"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -328,13 +329,43 @@ class Settings(BaseSettings):
             else:
                 self.public_url = url_for_bind(self.host, self.port)
                 self._public_url_derived = True
-        if self.mail_transport is TransportName.OUTBOX:
-            problem = _directory_problem(self.outbox_dir)
-            if problem:
-                problems.append(f"OUTBOX_DIR: {self.outbox_dir} {problem}")
+        problems.extend(self._directory_problems())
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _directory_problems(self) -> list[str]:
+        """The SQLite file's directory and the outbox must be writable; a problem of the
+        data directory holding both is named once, as MAILER_DATA_DIR."""
+        problems: list[str] = []
+        data_dir_problem = False
+        database = self._sqlite_file()
+        if database is not None:
+            problem = _directory_problem(database.parent)
+            if problem and database.parent == self.mailer_data_dir:
+                problems.append(f"MAILER_DATA_DIR: {self.mailer_data_dir} {problem}")
+                data_dir_problem = True
+            elif problem:
+                problems.append(
+                    f"DATABASE_URL: {database.parent} (the SQLite file's folder) {problem}"
+                )
+        if self.mail_transport is TransportName.OUTBOX and not (
+            data_dir_problem and self.outbox_dir.parent == self.mailer_data_dir
+        ):
+            problem = _directory_problem(self.outbox_dir)
+            if problem:
+                problems.append(f"OUTBOX_DIR: {self.outbox_dir} {problem}")
+        return problems
+
+    def _sqlite_file(self) -> Path | None:
+        """The SQLite database file, or None (PostgreSQL, or SQLite in memory)."""
+        url = normalize_database_url(self.database_url)
+        if not url.startswith("sqlite") or ":///" not in url:
+            return None
+        path = url.split(":///", 1)[1].split("?", 1)[0]
+        if not path or path.startswith(":memory:"):
+            return None
+        return Path(path).expanduser()
 
     @model_validator(mode="wrap")
     @classmethod
@@ -428,20 +459,27 @@ class Settings(BaseSettings):
 
 
 def _directory_problem(directory: Path) -> str | None:
-    """Why files cannot be written in `directory` (created when missing), or None."""
+    """Why files cannot be written in `directory` (created when missing), or None. Tried
+    rather than judged from permission bits: root passes every os.access check, yet cannot
+    write to a read-only file system or /proc. The probes leave nothing behind."""
     if directory.exists():
         if not directory.is_dir():
             return "is not a directory"
-        if not os.access(directory, os.W_OK | os.X_OK):
-            return "is not writable"
+        try:
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as exc:
+            return f"is not writable ({exc.strerror or exc})"
         return None
     parent = directory.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
         return f"cannot be created: {parent} is not a directory"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"cannot be created: {parent} is not writable"
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=parent))
+    except OSError as exc:
+        return f"cannot be created in {parent} ({exc.strerror or exc})"
     return None
 
 

@@ -63,7 +63,7 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             return error_response(400, "malformed_json", "The request body is not valid JSON.")
-        details = validation_details(errors)
+        details = validation_details(errors, exc.body)
         fields = ", ".join(d["field"] for d in details[:5])
         return error_response(
             422, "validation_error", f"The request is not valid ({fields}).", details

@@ -110,19 +110,65 @@ def _duplicate_details(err: Any) -> list[dict[str, Any]]:
     ]
 
 
-def validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+_NOT_SENT = object()
+
+
+def _as_sent(loc: Sequence[Any], body: Any, error_type: Any) -> tuple[Any, ...]:
+    """`loc` without the names Pydantic gives the members of a union (`str | list[str]`
+    fails as `to.str` and `to.list[str]`): walking what the client sent, a part is a key or
+    an index of it; anything else is such a name. A missing field is a key not sent."""
+    start = 1 if loc and loc[0] == "body" else 0
+    out: list[Any] = list(loc[:start])
+    node = body
+    for position, part in enumerate(loc[start:], start=start):
+        if isinstance(node, dict) and isinstance(part, str):
+            last = position == len(loc) - 1
+            if part in node or (last and error_type == "missing"):
+                out.append(part)
+                node = node.get(part, _NOT_SENT)
+            continue  # a union member's name
+        if isinstance(node, list) and isinstance(part, int):
+            out.append(part)
+            node = node[part] if 0 <= part < len(node) else _NOT_SENT
+            continue
+        if node is _NOT_SENT:
+            out.append(part)
+        # else: a scalar was sent here; `part` names a union member
+    return tuple(out)
+
+
+def validation_details(errors: Sequence[Any], body: Any = None) -> list[dict[str, Any]]:
     """Pydantic errors as the API reports them. A field's path is spelled as the client sent
-    it (Pydantic's `loc` holds the key it found, or the documented name when missing)."""
-    details = []
+    it (Pydantic's `loc` holds the key it found, or the documented name when missing). Given
+    the `body` that was validated (None: not known), the members of a union are not named
+    in paths: a value of a member's shape (a list) reports that member's errors only, any
+    other value one detail for the field."""
+    found: list[tuple[str, str, Any, bool]] = []  # field, message, type, from a union
+    details: list[dict[str, Any]] = []
     for err in errors:
         loc = err.get("loc", ())
         if err.get("type") == "duplicate_field":
             details.extend(_duplicate_details(err))
             continue
+        sent = loc
         if loc and loc[0] in ("query", "path", "header"):
             where = f"{loc[0]}:{_field_path(loc[1:])}"
         else:
-            where = _field_path(loc)
+            if body is not None:
+                sent = _as_sent(loc, body, err.get("type"))
+            where = _field_path(sent)
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        details.append({"field": where, "message": message, "type": err.get("type")})
+        found.append((where, message, err.get("type"), len(sent) != len(loc)))
+    by_field: dict[str, dict[str, Any]] = {}
+    for where, message, kind, union in found:
+        if union and any(other.startswith((where + "[", where + ".")) for other, *_ in found):
+            continue  # another member of the union took the value's shape
+        if union and where in by_field:
+            merged = by_field[where]
+            if message not in merged["message"].split(", or "):
+                merged["message"] += f", or {message}"
+            continue
+        detail = {"field": where, "message": message, "type": kind}
+        by_field[where] = detail
+        details.append(detail)
     return details

@@ -144,7 +144,7 @@ def json_body(model: type[M], *, optional: bool = False) -> Any:
             return model.model_validate(data)
         except ValidationError as exc:
             errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-            raise RequestValidationError(errors) from None
+            raise RequestValidationError(errors, body=data) from None
 
     return Depends(dependency)
 

@@ -50,6 +50,8 @@ async def test_send_at_out_of_range_or_not_iso_8601(
         client.http, send_key, template_id, make_recipients(1), send_at=send_at
     )
     _names(response, "send_at")
+    for detail in response.json()["error"]["details"]:
+        assert "+00:00" not in detail["message"]  # a time in a message ends in Z too
     assert await _batches(client) == 0
 
 

@@ -80,6 +80,7 @@ async def test_invalid_recipients_are_listed_by_index_and_nothing_is_written(
     indices = sorted({d["index"] for d in details})
     assert indices == [1, 3, 4, 5]
     assert any(d["field"] == "recipients[4].variables.name" for d in details)
+    assert {d["field"] for d in details if d["index"] == 5} == {"recipients[5]"}
     async with session_scope(client.state.sessionmaker) as session:
         assert await session.scalar(select(func.count()).select_from(Batch)) == 0
         assert await session.scalar(select(func.count()).select_from(Recipient)) == 0

@@ -67,6 +67,11 @@ def test_dns_that_does_not_answer_is_exit_3(silent_dns: SilentUdp) -> None:
     assert result.exit_code == EXIT_DNS_UNAVAILABLE == 3, result.output
     assert "timed out" in result.output
     assert "does not resolve" not in result.output
+    # not reported as a failure of the domain either
+    assert "FAIL" not in result.output, result.output
+    assert result.output.splitlines()[-1].endswith(" 0 failed, 1 unknown (DNS did not answer)."), (
+        result.output
+    )
 
 
 def test_help_documents_the_exit_codes() -> None:

@@ -35,7 +35,18 @@ def test_help_shows_names_and_no_internal_words() -> None:
         result = runner.invoke(cli_app, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
         text = result.output
-        for bad in ("<bool>", "<str>", "<int", "<float", "<list", "{", "ORIGINAL", "SPEC"):
+        for bad in (
+            "<bool>",
+            "<str>",
+            "<int",
+            "<float",
+            "<list",
+            "{",
+            "ORIGINAL",
+            "SPEC",
+            "npm",
+            "prisma",
+        ):
             assert bad not in text, (path, bad, text)
     create = runner.invoke(cli_app, ["keys", "create", "--help"]).output
     assert "keys create [OPTIONS] NAME\n" in create
@@ -50,6 +61,7 @@ async def test_list_commands_print_headers(database_url: str, tmp_path: Path) ->
         ("keys", "list"): ["ID", "PREFIX", "SCOPES", "USES", "STATE", "NAME"],
         ("dlq", "list"): ["ID", "BATCH", "SEQ", "RCPT", "TRIES", "ERROR"],
         ("suppressions", "list"): ["SUPPRESSED", "AT", "REASON", "EMAIL"],
+        ("webhooks", "list"): ["ID", "STATE", "EVENTS", "URL"],
     }
     for command, header in headers.items():
         result = await mailer(*command, env=env, cwd=tmp_path)

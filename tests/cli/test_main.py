@@ -87,6 +87,13 @@ async def test_keys_create_list_revoke(
     admin_key, send_key = one_key(admin.out), one_key(sender.out)
     assert "admin" in admin.out
 
+    # The API's rules for a name (an empty one was stored as '').
+    for bad, problem in (("", "at least 1 character"), ("a\tb", "control characters")):
+        refused = await cli("keys", "create", bad)
+        assert refused.code == 2, refused.err
+        assert "Invalid NAME:" in refused.err and problem in refused.err, refused.err
+        assert HEX64.findall(refused.out) == []
+
     listed = await cli("keys", "list")
     assert listed.code == 0, listed.err
     assert HEX64.findall(listed.out) == []

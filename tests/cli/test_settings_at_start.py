@@ -3,12 +3,17 @@ and required in production, OUTBOX_DIR checked and named."""
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mailer.config import ConfigError, load_settings
-from tests.cli.process import clean_env, mailer
+from tests.cli.process import clean_env, mailer, one_key
+from tests.cli.test_readme_try_it import free_port
 
 
 @pytest.mark.parametrize(
@@ -105,3 +110,74 @@ def test_outbox_dir_problems(tmp_path: Path) -> None:
     )
     # A directory that does not exist yet but can be made is fine.
     load_settings(_env_file=None, mailer_data_dir=tmp_path, outbox_dir=tmp_path / "a" / "b")
+    assert not (tmp_path / "a").exists()  # the check creates nothing
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_outbox_dir_is_tried_not_judged_by_permission_bits(tmp_path: Path) -> None:
+    """Root passes every permission check, yet cannot write to /proc (as to a read-only
+    file system): `mailer dev` used to start and fail with a traceback after serving."""
+    for outbox, problem in (
+        (Path("/proc/mailer-outbox"), "OUTBOX_DIR: /proc/mailer-outbox cannot be created in /proc"),
+        (Path("/proc/self"), "OUTBOX_DIR: /proc/self is not writable"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            load_settings(_env_file=None, mailer_data_dir=tmp_path, outbox_dir=outbox)
+        assert problem in str(info.value)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_the_sqlite_folder_is_checked_and_named_as_it_was_set() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(_env_file=None, mailer_data_dir="/proc/mailer")
+    lines = str(info.value).splitlines()[1:]
+    assert len(lines) == 1  # one problem: the outbox in it is not named again
+    assert lines[0].startswith("  MAILER_DATA_DIR: /proc/mailer cannot be created in /proc (")
+    with pytest.raises(ConfigError) as info:
+        load_settings(_env_file=None, database_url="sqlite:////proc/mailer/m.db")
+    assert "DATABASE_URL: /proc/mailer (the SQLite file's folder) cannot be created" in str(
+        info.value
+    )
+
+
+async def test_api_port_option_moves_the_derived_public_url(
+    database_url: str, tmp_path: Path
+) -> None:
+    """`mailer api --port P`: links the API writes (the render preview's unsubscribe link)
+    pointed at PORT's default, 3000."""
+    env = clean_env(DATABASE_URL=database_url, PORT="3000")
+    created = await mailer("keys", "create", "api", env=env, cwd=tmp_path)
+    key = one_key(created.out)
+    port = free_port()
+    api = subprocess.Popen(
+        [sys.executable, "-m", "mailer", "api", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            for _ in range(600):
+                try:
+                    if (await http.get("/api/v1/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    assert api.poll() is None, "mailer api exited"
+                await asyncio.sleep(0.1)
+            headers = {"Authorization": f"Bearer {key}"}
+            template = await http.post(
+                "/api/v1/templates",
+                json={"name": "t", "subject": "s", "html": "<a href='{{unsubscribe_url}}'>x</a>"},
+                headers=headers,
+            )
+            assert template.status_code == 201, template.text
+            preview = await http.post(
+                f"/api/v1/templates/{template.json()['id']}/render",
+                json={"variables": {}},
+                headers=headers,
+            )
+        assert f"http://127.0.0.1:{port}/api/v1/unsubscribe/" in preview.json()["html"]
+    finally:
+        api.terminate()
+        api.wait(timeout=60)

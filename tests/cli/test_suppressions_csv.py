@@ -7,6 +7,7 @@ import csv
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,3 +103,67 @@ async def test_add_names_each_invalid_address_and_adds_the_valid_ones(
     assert lines[0].split() == ["SUPPRESSED", "AT", "REASON", "EMAIL"]
     assert sorted(line.split()[-1] for line in lines[1:3]) == ["a@x.com", "b@x.com"]
     assert lines[-1] == "2 suppressed address(es)"
+
+
+def run_mailer(
+    *args: str, env: dict[str, str], cwd: Path, stdin: bytes = b"", stdout: Any = subprocess.PIPE
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "mailer", *args],
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+async def test_a_full_disk_names_the_file_or_standard_output(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A write error has no file name of its own: it read as a database error."""
+    assert (await mailer("suppressions", "add", "a@x.com", env=env, cwd=tmp_path)).code == 0
+    to_file = run_mailer("suppressions", "export", "/dev/full", env=env, cwd=tmp_path)
+    with open("/dev/full", "wb") as full:
+        to_stdout = run_mailer("suppressions", "export", "-", env=env, cwd=tmp_path, stdout=full)
+    for result, name in ((to_file, "/dev/full"), (to_stdout, "standard output")):
+        err = result.stderr.decode()
+        assert result.returncode == 1, err
+        assert err.startswith(f"Cannot use {name}: No space left on device.\n"), err
+        assert "Database" not in err and "Traceback" not in err
+
+
+async def test_a_file_that_is_not_utf8_is_named_and_nothing_is_imported(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    source = tmp_path / "latin1.csv"
+    source.write_bytes(b"\xef\xbb\xbfemail\nann@example.com\ncaf\xe9@example.com\n")
+    result = await mailer("suppressions", "import", str(source), env=env, cwd=tmp_path)
+    assert result.code == 1, result.err
+    assert f"Cannot use {source}: line 3 is not UTF-8 text" in result.err
+    assert "nothing was imported" in result.err and "Traceback" not in result.err
+    listed = await mailer("suppressions", "list", env=env, cwd=tmp_path)
+    assert listed.out.splitlines()[-1] == "0 suppressed address(es)"
+
+
+async def test_import_reads_standard_input(env: dict[str, str], tmp_path: Path) -> None:
+    """`mailer suppressions export - | mailer suppressions import -` (export took `-`,
+    import answered "Cannot use -: No such file or directory")."""
+
+    piped = run_mailer(
+        "suppressions",
+        "import",
+        "-",
+        env=env,
+        cwd=tmp_path,
+        stdin=b"\xef\xbb\xbfa@x.com\r\nb@x.com\r\n",  # a spreadsheet's BOM and CRLF
+    )
+    assert piped.returncode == 0, piped.stderr.decode()
+    assert b"Read 2 row(s): 2 added" in piped.stdout
+    exported = run_mailer("suppressions", "export", "-", env=env, cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr.decode()
+    again = run_mailer("suppressions", "import", "-", env=env, cwd=tmp_path, stdin=exported.stdout)
+    assert b"Read 2 row(s): 0 added, 2 already suppressed" in again.stdout

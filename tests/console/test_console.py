@@ -98,6 +98,7 @@ async def test_batch_progresses_live_to_completed(server: Server, page: Any) -> 
         assert api.post("/api/v1/admin/sending/resume").is_success
     await expect(page.locator('[data-field="status"]')).to_have_text("COMPLETED", timeout=60_000)
     await expect(page.locator('[data-count="sent"]')).to_have_text("30")
+    await expect(page.locator('[data-field="result"]')).to_have_text("(every message was sent)")
     assert await page.evaluate("window.notReloaded") is True
     await expect(page.locator("#cancel-form")).to_be_hidden()
     await screenshot(page, "batch")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.fixtures.client import ApiClient, api_client, auth
+from tests.fixtures.console import sign_in
 from tests.fixtures.pipeline import create_template, make_recipients, post_batch, wait_batch
 from tests.fixtures.smtp_server import SmtpTestServer
 
@@ -49,6 +50,14 @@ async def test_every_message_failed_reads_all_failed(settings_factory: Any) -> N
             partial = (await post_batch(c.http, key, template_id, make_recipients(4))).json()
             partial_batch = await wait_batch(c.http, key, partial["id"])
             summary = await _summary(c, key, out["id"])
+            # the console says so too, beside COMPLETED
+            await sign_in(c, await c.make_key("console", admin=True))
+            page = (await c.http.get(f"/console/batches/{out['id']}")).text
+            live = (await c.http.get(f"/console/batches/{out['id']}/live.json")).json()
+            partial_page = (await c.http.get(f"/console/batches/{partial['id']}")).text
+    assert "(every message failed: nothing was sent)" in page
+    assert live["result"] == "all_failed"
+    assert "(some messages failed)" in partial_page
     assert batch["status"] == "COMPLETED" and batch["counts"]["FAILED"] == 3
     assert batch["result"] == summary["result"] == "all_failed"
     assert partial_batch["result"] == "partial"

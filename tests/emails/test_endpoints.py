@@ -189,6 +189,19 @@ async def test_inline_content_variables(client: ApiClient, send_key: str) -> Non
     assert response.status_code == 202, response.text
 
 
+async def test_unsubscribe_url_in_a_single_email_needs_unsubscribe(
+    client: ApiClient, send_key: str
+) -> None:
+    """Transactional email has no unsubscribe link unless asked: content placing
+    {{unsubscribe_url}} without it is a 422 naming `unsubscribe`, as for a batch."""
+    body = {**INLINE, "html": "<a href='{{unsubscribe_url}}'>stop</a>"}
+    response = await post_email(client, send_key, body)
+    assert response.status_code == 422
+    assert [d["field"] for d in response.json()["error"]["details"]] == ["unsubscribe"]
+    response = await post_email(client, send_key, {**body, "unsubscribe": True})
+    assert response.status_code == 202, response.text
+
+
 async def test_suppression_rules(client: ApiClient, send_key: str) -> None:
     async with session_scope(client.state.sessionmaker) as session:
         await suppressions.add(session, ["bounced@example.com"], "BOUNCE")

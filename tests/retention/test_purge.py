@@ -4,7 +4,9 @@ the work is done in small transactions and can stop on a budget and resume."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import typer
@@ -14,6 +16,7 @@ from mailer.cli.purge import parse_age
 from mailer.db import session_scope
 from mailer.models import Attachment, Batch, DeadLetter, Event, Metric, Recipient
 from mailer.retention import service
+from tests.cli.process import clean_env, mailer
 from tests.fixtures.client import ApiClient
 from tests.fixtures.pipeline import create_template, make_recipients, post_batch
 
@@ -129,3 +132,13 @@ def test_age_parsing() -> None:
     assert parse_age("7") == 7
     with pytest.raises(typer.BadParameter):
         parse_age("thirty days")
+
+
+async def test_the_command_shows_its_cutoff_in_utc_with_a_z(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = clean_env(DATABASE_URL=database_url)
+    for args in (["--dry-run"], []):
+        result = await mailer("purge", "--older-than", "30d", *args, env=env, cwd=tmp_path)
+        assert result.code == 0, result.err
+        assert re.search(r"\(older than \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)", result.out), result.out

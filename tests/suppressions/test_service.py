@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -129,6 +130,8 @@ async def test_csv_roundtrip(sessionmaker: Maker) -> None:
         ["b@example.com", "COMPLAINT"],
     ]
     assert progress == [2]
+    # Timestamps as everywhere else: UTC with a Z.
+    assert all(re.fullmatch(r"\d{4}-.*T.*\d+Z", line.split(",")[2]) for line in lines[1:])
     async with sessionmaker() as session:
         original = await suppressions.get(session, "b@example.com")
         assert await suppressions.remove(session, "b@example.com")

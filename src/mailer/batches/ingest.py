@@ -100,7 +100,7 @@ def _parse_request(body: bytes, max_recipients: int) -> ParsedRequest:
     try:
         options = BatchOptions.model_validate(data)
     except ValidationError as exc:
-        problems.extend(validation_details(exc.errors()))
+        problems.extend(validation_details(exc.errors(), data))
         options = None
     if problems or options is None:
         fields = ", ".join(p["field"] for p in problems[:5])
@@ -171,7 +171,11 @@ class RecipientChecker:
         self.error_count += 1
         if len(self.errors) < MAX_REPORTED_ERRORS:
             self.errors.append(
-                {"index": index, "field": f"recipients[{index}].{field}", "message": message}
+                {
+                    "index": index,
+                    "field": f"recipients[{index}]" + (f".{field}" if field else ""),
+                    "message": message,
+                }
             )
 
     def feed(self, items: list[Any]) -> list[tuple[str, dict[str, Any]]]:

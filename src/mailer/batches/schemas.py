@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from mailer.models.base import iso_utc
 from mailer.models.enums import EventType, RecipientStatus
 from mailer.schemas import RequestModel, ResponseModel
 
@@ -59,7 +60,7 @@ def send_at_in_range(value: datetime | None) -> datetime | None:
     if when > latest:
         raise ValueError(
             f"must be at most {MAX_SCHEDULE_AHEAD.days} days ahead "
-            f"(before {latest.isoformat(timespec='seconds')})"
+            f"(before {iso_utc(latest.replace(microsecond=0))})"
         )
     return max(when, now)  # a time in the past means now
 

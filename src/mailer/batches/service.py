@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from email.utils import formataddr
 from typing import Any
 
@@ -24,7 +24,7 @@ from mailer.delivery.withdrawals import announce_cancelled
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.events import bump_metrics, record_events
 from mailer.models import Batch
-from mailer.models.base import utcnow
+from mailer.models.base import iso_utc, utcnow
 from mailer.models.enums import BatchPriority, BatchStatus, EventType, MetricKind, RecipientStatus
 from mailer.queue.base import ChunkJob, JobQueue
 from mailer.suppressions.service import suppressed_among
@@ -57,12 +57,6 @@ class CreateResult:
     response: dict[str, Any]
     replayed: bool
     jobs: list[ChunkJob]
-
-
-def iso_utc(moment: datetime) -> str:
-    """ISO 8601 in UTC with a Z, as every timestamp in a response (orjson and Pydantic
-    write them so); for the stored response of a new batch."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def request_hash(body: bytes) -> str:

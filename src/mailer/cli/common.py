@@ -62,8 +62,22 @@ def database_error(settings: Settings, exc: BaseException) -> NoReturn:
     raise typer.Exit(1)
 
 
+class FileProblem(Exception):
+    """A file (or standard input/output) a command reads or writes failed: reported by
+    run() naming the file, never as a database error."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+        self.problem = problem
+
+
 def file_error(exc: OSError) -> NoReturn:
-    typer.echo(f"Cannot use {exc.filename}: {exc.strerror or exc}.", err=True)
+    report_file_problem(FileProblem(str(exc.filename), exc.strerror or str(exc)))
+
+
+def report_file_problem(problem: FileProblem) -> NoReturn:
+    typer.echo(f"Cannot use {problem.name}: {problem.problem}.", err=True)
     raise typer.Exit(1)
 
 
@@ -75,6 +89,8 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(fn())  # type: ignore[arg-type]
     except BrokenPipeError:
         exit_quietly_on_broken_pipe()
+    except FileProblem as exc:
+        report_file_problem(exc)
     except OSError as exc:
         if exc.filename is not None:
             file_error(exc)

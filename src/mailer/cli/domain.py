@@ -111,7 +111,9 @@ def print_report(report: DomainReport) -> None:
     typer.echo(f"Domain {report.domain}")
     width = max(len(c.name) for c in report.checks)
     for check in report.checks:
-        typer.echo(f"{check.status.upper():4}  {check.name:{width}}  {check.message}")
+        # A lookup DNS did not answer says nothing about the domain: not FAIL.
+        label = "?" if check.lookup_failed else check.status.upper()
+        typer.echo(f"{label:4}  {check.name:{width}}  {check.message}")
         indent = " " * (width + 8)
         for found in check.found:
             typer.echo(f"{indent}found: {_clip(found)}")
@@ -120,8 +122,13 @@ def print_report(report: DomainReport) -> None:
                 typer.echo(f"{indent}{'fix:   ' if number == 0 else '       '}{line}")
     for note in report.notes:
         typer.echo(f"note: {note}")
-    counts = {s: sum(c.status == s for c in report.checks) for s in ("pass", "warn", "fail")}
-    typer.echo(f"{counts['pass']} passed, {counts['warn']} warning(s), {counts['fail']} failed.")
+    known = [c for c in report.checks if not c.lookup_failed]
+    counts = {s: sum(c.status == s for c in known) for s in ("pass", "warn", "fail")}
+    unknown = len(report.checks) - len(known)
+    typer.echo(
+        f"{counts['pass']} passed, {counts['warn']} warning(s), {counts['fail']} failed"
+        + (f", {unknown} unknown (DNS did not answer)." if unknown else ".")
+    )
 
 
 EXIT_CHECK_FAILED = 1

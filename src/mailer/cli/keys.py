@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import typer
+from pydantic import ValidationError
 
 from mailer.auth import service
+from mailer.auth.schemas import KeyCreate
 from mailer.cli.common import cli_session, run, settings_or_exit
 from mailer.cli.help import Command, new_app
-from mailer.errors import NotFound
+from mailer.errors import NotFound, validation_details
 
 app = new_app("Manage API keys.")
 
 
 def create_key_command(name: str, admin: bool) -> None:
+    """The name is held to the API's rules (POST /admin/keys)."""
     settings = settings_or_exit()
+    try:
+        name = KeyCreate.model_validate({"name": name}).name
+    except ValidationError as exc:
+        problem = validation_details(exc.errors())[0]["message"]
+        typer.echo(f"Invalid NAME: {problem}.", err=True)
+        raise typer.Exit(2) from None
 
     async def go() -> service.CreatedKey:
         async with cli_session(settings) as session:

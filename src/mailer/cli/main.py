@@ -3,6 +3,8 @@ webhooks."""
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from mailer import __version__
@@ -75,7 +77,8 @@ def _print_seed(result: SeedResult) -> None:
 
 @app.command(cls=Command)
 def migrate() -> None:
-    """Apply database migrations (what `npm run prisma:migrate` did)."""
+    """Apply database migrations: create or upgrade the tables (once per release, before
+    its API and workers start)."""
     from mailer import migrate as migrations
 
     settings = settings_or_exit()
@@ -125,6 +128,12 @@ def api(
     """Run the HTTP API."""
     import uvicorn
 
+    # The app (in each of its processes) reads its settings from the environment: the bind
+    # given here goes there too, so that a PUBLIC_URL derived from HOST/PORT follows it.
+    if host is not None:
+        os.environ["HOST"] = host
+    if port is not None:
+        os.environ["PORT"] = str(port)
     settings = settings_or_exit()
     uvicorn.run(
         "mailer.app:create_app",

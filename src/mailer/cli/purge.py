@@ -8,6 +8,7 @@ import typer
 
 from mailer.cli.common import run, settings_or_exit
 from mailer.db import create_engine, create_sessionmaker
+from mailer.models.base import iso_utc
 from mailer.retention import service
 
 _UNITS = {"d": 86_400.0, "h": 3_600.0, "m": 60.0, "s": 1.0}
@@ -62,7 +63,7 @@ def purge_command(
             await engine.dispose()
 
     report = run(go)
-    when = report.cutoff.isoformat(timespec="seconds")
+    when = iso_utc(report.cutoff.replace(microsecond=0))
     if dry_run:
         parts = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in report.counts.items())
         typer.echo(f"Would delete (older than {when}): {parts}.")

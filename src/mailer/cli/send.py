@@ -87,10 +87,11 @@ def send_command(
         "variables": _variables(var),
         "from": sender,
     }
+    given = {k: v for k, v in fields.items() if v is not None}
     try:
-        body = EmailCreate.model_validate({k: v for k, v in fields.items() if v is not None})
+        body = EmailCreate.model_validate(given)
     except ValidationError as exc:
-        _refused("invalid input.", validation_details(exc.errors()))
+        _refused("invalid input.", validation_details(exc.errors(), given))
         return
 
     async def go() -> list[dict[str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -11,7 +12,7 @@ from typing import IO
 import typer
 
 from mailer.addresses import InvalidAddress, normalize_email
-from mailer.cli.common import cli_session, file_error, run, settings_or_exit
+from mailer.cli.common import FileProblem, cli_session, file_error, run, settings_or_exit
 from mailer.cli.help import Command, new_app
 from mailer.models.enums import SuppressionReason
 from mailer.suppressions import service
@@ -94,25 +95,71 @@ def remove_command(
     typer.echo(f"Removed {email}.")
 
 
-def _counted_lines(handle: IO[str], on_line: Callable[[int], None]) -> Iterator[str]:
-    """The file's lines, reporting each one's size in bytes: the csv reader iterates the
-    file, which forbids tell() on it."""
-    for line in handle:
-        on_line(len(line.encode("utf-8")))
-        yield line
-
-
-def _open(path: Path, mode: str) -> IO[str]:
+def _counted_lines(handle: IO[bytes], name: str, on_line: Callable[[int], None]) -> Iterator[str]:
+    """The file's lines as text, reporting each one's size in bytes: the csv reader
+    iterates the file, which forbids tell() on it. Decoded line by line so that an error
+    names its line; a UTF-8 byte order mark (spreadsheets write one) is skipped. Errors
+    name the file (the import is then rolled back whole)."""
+    number = 0
     try:
-        return path.open(mode, newline="", encoding="utf-8")
+        for number, raw in enumerate(handle, start=1):
+            on_line(len(raw))
+            try:
+                yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise FileProblem(
+                    name, f"line {number} is not UTF-8 text ({exc.reason}); nothing was imported"
+                ) from None
+    except OSError as exc:
+        raise FileProblem(name, f"{exc.strerror or exc}; nothing was imported") from None
+
+
+class _NamedOutput:
+    """A text file whose write errors (a full disk) name it; a closed pipe stays a
+    BrokenPipeError, which ends the command quietly."""
+
+    def __init__(self, handle: IO[str], name: str) -> None:
+        self._handle = handle
+        self._name = name
+
+    def write(self, text: str) -> int:
+        try:
+            return self._handle.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise FileProblem(self._name, exc.strerror or str(exc)) from None
+
+    def flush(self) -> None:
+        try:
+            self._handle.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise FileProblem(self._name, exc.strerror or str(exc)) from None
+
+
+def _open_text(path: Path) -> IO[str]:
+    try:
+        return path.open("w", newline="", encoding="utf-8")
     except OSError as exc:
         file_error(exc)
+
+
+def _open_bytes(path: Path) -> IO[bytes]:
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        file_error(exc)
+
+
+STDIO = Path("-")
 
 
 @app.command("import", cls=Command)
 def import_command(
     path: Path = typer.Argument(
-        ..., dir_okay=False, metavar="FILE", help="CSV file (email[,reason])."
+        ..., dir_okay=False, metavar="FILE", help="CSV file (email[,reason]; '-' = stdin)."
     ),
     reason: SuppressionReason = typer.Option(
         SuppressionReason.MANUAL,
@@ -123,8 +170,10 @@ def import_command(
 ) -> None:
     """Import addresses from CSV (header optional; the export format reads back)."""
     settings = settings_or_exit()
-    handle = _open(path, "r")
-    size = os.fstat(handle.fileno()).st_size
+    from_stdin = path == STDIO
+    name = "standard input" if from_stdin else str(path)
+    handle = sys.stdin.buffer if from_stdin else _open_bytes(path)
+    size = 0 if from_stdin else os.fstat(handle.fileno()).st_size
     read = 0
 
     def count(n: int) -> None:
@@ -146,9 +195,9 @@ def import_command(
             async with cli_session(settings) as session:
                 return await service.import_csv(
                     session,
-                    _counted_lines(handle, count),
+                    _counted_lines(handle, name, count),
                     reason=reason,
-                    source={"type": "csv", "file": path.name},
+                    source={"type": "csv", "file": "-" if from_stdin else path.name},
                     progress=progress,
                 )
 
@@ -172,8 +221,9 @@ def export_command(
 ) -> None:
     """Export the suppression list as CSV (email, reason, created_at, source)."""
     settings = settings_or_exit()
-    to_stdout = str(path) == "-"
-    handle = sys.stdout if to_stdout else _open(path, "w")
+    to_stdout = path == STDIO
+    opened = sys.stdout if to_stdout else _open_text(path)
+    handle = _NamedOutput(opened, "standard output" if to_stdout else str(path))
 
     async def go() -> int:
         async with cli_session(settings) as session:
@@ -185,5 +235,6 @@ def export_command(
         count = run(go)
     finally:
         if not to_stdout:
-            handle.close()
+            with contextlib.suppress(OSError):  # its error, if any, was reported above
+                opened.close()
     typer.echo(f"Exported {count} address(es).", err=True)

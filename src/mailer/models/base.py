@@ -47,5 +47,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a Z, as every timestamp mailer shows (orjson and Pydantic write
+    response timestamps so): for text it writes itself (messages, CSV)."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailer.addresses import InvalidAddress, normalize_email, try_normalize_email
 from mailer.delivery.withdrawals import announce_suppressed
 from mailer.models import Suppression
-from mailer.models.base import utcnow
+from mailer.models.base import iso_utc, utcnow
 from mailer.models.enums import SuppressionReason
 from mailer.suppressions import repository
 
@@ -243,7 +243,7 @@ async def export_csv(
     written = 0
     async for page in repository.iter_all(session, reason=reason_value):
         writer.writerows(
-            (email, why, created.isoformat(), orjson.dumps(src or {}).decode())
+            (email, why, iso_utc(created), orjson.dumps(src or {}).decode())
             for email, why, src, created in page
         )
         written += len(page)

@@ -13,6 +13,7 @@ from mailer.console import repository
 from mailer.console.rendering import redirect_to, render_page
 from mailer.console.site import Db, User
 from mailer.models import Batch
+from mailer.models.base import iso_utc
 from mailer.models.enums import BatchStatus, EventType
 
 router = APIRouter()
@@ -24,6 +25,16 @@ def _tag(raw: str | None) -> tuple[str, str] | None:
         return None
     name, _, value = raw.partition("=")
     return (name.strip(), value.strip()) if name.strip() else None
+
+
+# What the API's `result` says, in words beside COMPLETED (which says only that every
+# recipient reached a final state).
+RESULT_TEXT = {
+    "all_sent": "every message was sent",
+    "partial": "some messages failed",
+    "all_failed": "every message failed: nothing was sent",
+    "none_sent": "nothing was sent: every recipient was suppressed or cancelled",
+}
 
 
 @router.get("/batches")
@@ -61,6 +72,7 @@ async def live_counts(session: AsyncSession, batch: Batch) -> dict[str, Any]:
     counters, as the API reports them), the total and how many are finished."""
     by_status = (await batches.status_counts(session, [batch]))[batch.id]
     counts = {str(status).lower(): int(n) for status, n in by_status.items()}
+    result = batches.batch_result(batch.status, by_status)
     unfinished = counts["pending"] + counts["sending"] + counts["retrying"]
     return {
         "id": batch.id,
@@ -72,7 +84,9 @@ async def live_counts(session: AsyncSession, batch: Batch) -> dict[str, Any]:
             **counts,
             "duplicates": batch.duplicate_count,
         },
-        "completedAt": batch.completed_at.isoformat() if batch.completed_at else None,
+        "completedAt": iso_utc(batch.completed_at) if batch.completed_at else None,
+        "result": result,
+        "resultText": RESULT_TEXT[result] if result else None,
     }
 
 

@@ -41,6 +41,8 @@
             "updated " + new Date().toLocaleTimeString();
           if (data.final) {
             live.setAttribute("data-final", "true");
+            var result = live.querySelector('[data-field="result"]');
+            if (result && data.resultText) result.textContent = "(" + data.resultText + ")";
             var completed = document.querySelector('[data-field="completed"]');
             if (completed && data.completedAt) {
               completed.textContent = data.completedAt.replace("T", " ").slice(0, 19) + " UTC";
