@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mailer.config import Settings, load_settings
 from mailer.db import create_engine, create_sessionmaker
-from tests.fixtures import database
+from tests.fixtures import database, processes
 
 BACKEND = database.BACKEND
 REDIS_BASE = os.environ.get("MAILER_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -36,6 +36,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="PostgreSQL backend only"))
         if BACKEND != "postgres" and item.get_closest_marker("redis_only"):
             item.add_marker(pytest.mark.skip(reason="Redis backend only"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_outlives_the_session() -> Iterator[None]:
+    yield
+    processes.stop_leftovers()
 
 
 @pytest.fixture(scope="session")
