@@ -19,7 +19,7 @@ from mailer.events import bump_metrics
 from mailer.models import Batch, Event, Metric, Recipient, WebhookDelivery
 from mailer.models.enums import MetricKind, RecipientStatus
 from mailer.webhook_endpoints import repository as endpoints_repository
-from tests.fixtures.client import api_client, auth
+from tests.fixtures.client import ApiClient, api_client, auth
 from tests.fixtures.pipeline import create_template, make_recipients, post_batch
 
 
@@ -61,6 +61,18 @@ async def test_a_raw_statement_sent_first_rolls_back_with_its_unit_of_work(
         assert await _metric_total(sessionmaker, MetricKind.COMPLAINED) == before + 7
 
 
+async def _admin_with_endpoint(c: ApiClient, event_type: str) -> str:
+    """An admin key, and an enabled webhook endpoint that takes `event_type`."""
+    key = await c.make_key(admin=True)
+    created = await c.http.post(
+        "/api/v1/webhook-endpoints",
+        json={"url": "http://127.0.0.1:9/hooks", "events": [event_type]},
+        headers=auth(key),
+    )
+    assert created.status_code == 201, created.text
+    return key
+
+
 async def test_outcomes_and_their_outbox_rows_commit_together(
     settings_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -68,13 +80,7 @@ async def test_outcomes_and_their_outbox_rows_commit_together(
     not apply the outcome twice (counters, events) nor lose its webhook row."""
     settings = settings_factory(webhook_allow_private=True)
     async with api_client(settings) as c:
-        key = await c.make_key(admin=True)
-        created = await c.http.post(
-            "/api/v1/webhook-endpoints",
-            json={"url": "http://127.0.0.1:9/hooks", "events": ["email.sent"]},
-            headers=auth(key),
-        )
-        assert created.status_code == 201, created.text
+        key = await _admin_with_endpoint(c, "email.sent")
         template_id = await create_template(c.http, key)
         batch = (await post_batch(c.http, key, template_id, make_recipients(1))).json()
         async with session_scope(c.state.sessionmaker) as session:
@@ -135,13 +141,7 @@ async def test_a_batch_whose_outbox_rows_fail_is_not_created(
     create (and send) it twice."""
     settings = settings_factory(webhook_allow_private=True)
     async with api_client(settings) as c:
-        key = await c.make_key(admin=True)
-        created = await c.http.post(
-            "/api/v1/webhook-endpoints",
-            json={"url": "http://127.0.0.1:9/hooks", "events": ["email.suppressed"]},
-            headers=auth(key),
-        )
-        assert created.status_code == 201, created.text
+        key = await _admin_with_endpoint(c, "email.suppressed")
         held = await c.http.post(
             "/api/v1/admin/suppressions",
             json={"emails": ["held@example.com"], "reason": "MANUAL"},
