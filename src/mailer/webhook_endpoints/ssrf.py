@@ -2,10 +2,10 @@
 
 An address is refused when it is loopback, private, link-local, multicast, reserved,
 unspecified, or a cloud metadata address (169.254.169.254, fd00:ec2::254). A URL is checked
-when the endpoint is saved (`check_url`) and again at every connection (`GuardedResolver`
-for host names, `refused_literal` for IP literals, which aiohttp does not resolve), so a
-name that resolves to a public address at save and to a private one later (DNS rebinding)
-is still refused. WEBHOOK_ALLOW_PRIVATE=true lifts the guard.
+when the endpoint is saved (`check_url`) and again at every connection (`guarded_addresses`
+chooses the addresses the sender connects to), so a name that resolves to a public address
+at save and to a private one later (DNS rebinding) is still refused.
+WEBHOOK_ALLOW_PRIVATE=true lifts the guard.
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ import errno
 import ipaddress
 import socket
 from urllib.parse import urlsplit
-
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -113,27 +110,18 @@ async def check_url(url: str, *, allow_private: bool, require_https: bool) -> No
             raise UrlRefused(f"host {host!r} resolves to {reason} ({address})")
 
 
-class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver with the guard applied to what it returns: the connection goes
-    only to the addresses checked here, so a rebinding between check and connect is
-    impossible."""
-
-    def __init__(self) -> None:
-        self._inner = ThreadedResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
-        allowed = [r for r in results if refused_reason(ipaddress.ip_address(r["host"])) is None]
-        if not allowed:
-            reasons = {refused_reason(ipaddress.ip_address(r["host"])) for r in results}
-            raise AddressRefused(
-                errno.EACCES,
-                f"refused by the SSRF guard: {host} resolves to "
-                + ", ".join(sorted(r for r in reasons if r)),
-            )
-        return allowed
-
-    async def close(self) -> None:
-        await self._inner.close()
+async def guarded_addresses(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to that the guard allows, for a connection made right
+    after (nothing can rebind between this check and the connect). Raises AddressRefused
+    when none is allowed, OSError when the name does not resolve."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = list(dict.fromkeys(str(sockaddr[0]) for *_, sockaddr in infos))
+    reasons = {a: refused_reason(ipaddress.ip_address(a)) for a in addresses}
+    allowed = [a for a in addresses if reasons[a] is None]
+    if not allowed:
+        raise AddressRefused(
+            errno.EACCES,
+            f"refused by the SSRF guard: {host} resolves to "
+            + ", ".join(sorted({r for r in reasons.values() if r})),
+        )
+    return allowed
