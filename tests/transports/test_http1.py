@@ -152,3 +152,14 @@ async def test_no_answer_in_time_is_a_timeout_and_a_cut_answer_an_error(raw: Mak
     with pytest.raises(HttpError):
         await pool.post({}, b"{}")
     pool.close()
+
+
+async def test_an_endless_header_section_is_refused(raw: MakeServer) -> None:
+    header = b"X-Filler: " + b"y" * 1000 + b"\r\n"
+    server = await raw(
+        lambda _: b"HTTP/1.1 200 OK\r\n" + header * 100 + b"Content-Length: 0\r\n\r\n"
+    )
+    pool = _pool(f"http://127.0.0.1:{server.port}/")
+    with pytest.raises(HttpError, match="headers larger than"):
+        await pool.post({}, b"{}")
+    pool.close()

@@ -31,6 +31,8 @@ class HttpError(OSError):
     """The connection broke or the answer could not be read (no response to classify)."""
 
 
+MAX_HEADER_BYTES = 65536  # an answer's header section beyond this is refused
+
 # (host, port) -> the addresses a new connection may go to, tried in order.
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 
@@ -68,6 +70,7 @@ class _Connection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._size = 0
+        self._header_bytes = 0
         self._headers_done = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -82,6 +85,10 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            self._fail(HttpError(f"answer headers larger than {MAX_HEADER_BYTES} bytes"))
+            self.close()
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
@@ -108,6 +115,7 @@ class _Connection(asyncio.Protocol):
             body = body[: self.body_limit]
         response = Response(status, headers, body)
         self._headers, self._body, self._size, self._headers_done = [], [], 0, False
+        self._header_bytes = 0
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(response)
