@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from mailer.delivery import compose as compose_module
+from mailer.delivery.contexts import BatchContexts
 from mailer.models import Batch, TemplateVersion
 from mailer.templates.rendering import CompiledTemplate, clear_compiled_cache, get_compiled
 from mailer.templates.rendering.text import _PlainText
@@ -165,3 +166,28 @@ async def test_small_templates_render_on_the_loop_others_on_a_thread(
     # Evicted from the compile cache: compiling it again is a thread's work.
     assert await compose_with("evicted", "<p>hi</p>", "hi", evict=True) == "hi"
     assert threaded == ["derived", "evicted"]
+
+
+async def test_small_templates_compile_on_the_loop_others_on_a_thread(
+    settings_factory: Any, monkeypatch: pytest.MonkeyPatch, busy: Busy
+) -> None:
+    """A worker compiles each template version once. A small one (every inline email is a
+    version of its own) compiles on the loop: a thread hop waits for the GIL on a busy
+    worker. A large one compiles on a thread."""
+    threaded: list[str] = []
+    real_to_thread = asyncio.to_thread
+
+    async def to_thread(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        threaded.append(args[0])
+        return await real_to_thread(fn, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", to_thread)
+    contexts = BatchContexts(settings_factory())
+    small = TemplateVersion(id="small", subject="Code", html=None, text="Your code: {{code}}")
+    large = TemplateVersion(id="large", subject="Hi", html=HEAVY_HTML, text="hi")
+    assert await contexts._renders_quickly(small) is True
+    assert threaded == []
+    assert await contexts._renders_quickly(large) is False
+    assert threaded == ["large"]
+    assert await contexts._renders_quickly(large) is False  # compiled once
+    assert threaded == ["large"]

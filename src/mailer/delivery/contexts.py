@@ -10,13 +10,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailer.config import Settings
 from mailer.db import session_scope
+from mailer.db.dialect import single_statement_writes
 from mailer.delivery import repository
 from mailer.delivery.compose import BatchContext, batch_context
-from mailer.models import Batch, TemplateVersion
+from mailer.models import TemplateVersion
 from mailer.reputation import service as reputation
 from mailer.templates.rendering import (
     CompiledTemplate,
     TemplateSyntaxError,
+    compiles_quickly,
     get_compiled,
     peek_compiled,
 )
@@ -41,13 +43,8 @@ class BatchContexts:
         # Read in a short transaction and compile after it: on SQLite every transaction
         # holds the write lock, which a compile of seconds must not keep.
         async with session_scope(sessionmaker) as session:
-            batch = await session.get(Batch, batch_id, populate_existing=True)
-            version = (
-                await session.get(TemplateVersion, batch.template_version_id)
-                if batch is not None
-                else None
-            )
-            attachments = await repository.attachments(session, batch_id) if batch else ()
+            await single_statement_writes(session)  # one read: no BEGIN and COMMIT
+            batch, version, attachments = await repository.batch_for_sending(session, batch_id)
         if batch is None:
             self._items.pop(batch_id, None)
             return None
@@ -67,9 +64,16 @@ class BatchContexts:
         return ctx
 
     async def _renders_quickly(self, version: TemplateVersion) -> bool:
-        """Compile the version once, on a thread (a large template takes seconds), and say
-        whether its messages may render on the event loop."""
+        """Compile the version once, on a thread unless it is small (a large template takes
+        seconds), and say whether its messages may render on the event loop."""
         compiled = peek_compiled(version.id)
+        if compiled is None and compiles_quickly(version.subject, version.html, version.text):
+            try:
+                compiled = get_compiled(
+                    version.id, subject=version.subject, html=version.html, text=version.text
+                )
+            except TemplateSyntaxError:
+                return False
         if compiled is None:
             task = self._compiling.get(version.id)
             if task is None:  # one compile per version, however many chunks ask at once

@@ -21,7 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailer.db import pg
 from mailer.db.dialect import postgresql_variant
 from mailer.events import bump_metrics, minute_bucket, record_events
-from mailer.models import Attachment, Batch, DeadLetter, Recipient, Suppression, SystemState
+from mailer.models import (
+    Attachment,
+    Batch,
+    DeadLetter,
+    Recipient,
+    Suppression,
+    SystemState,
+    TemplateVersion,
+)
 from mailer.models.base import utcnow
 from mailer.models.enums import (
     CLAIMABLE_STATUSES,
@@ -460,11 +468,30 @@ async def add_dead_letter(
     await session.flush()
 
 
-async def attachments(session: AsyncSession, batch_id: str) -> tuple[MailAttachment, ...]:
-    """The files sent with every message of the batch, in request order (usually none)."""
-    rows = await session.execute(
-        select(Attachment.filename, Attachment.content_type, Attachment.content)
-        .where(Attachment.batch_id == batch_id)
-        .order_by(Attachment.position)
+async def batch_for_sending(
+    session: AsyncSession, batch_id: str
+) -> tuple[Batch | None, TemplateVersion | None, tuple[MailAttachment, ...]]:
+    """The batch (fresh from the database), its template version and the files sent with
+    every message (request order, usually none), in one statement: a worker loads this for
+    every batch it sends, and for a transactional email (a batch of its own) it is on the
+    path to the provider (bench/priority: each round trip counts in the tail)."""
+    rows = (
+        await session.execute(
+            select(Batch, TemplateVersion, Attachment.filename, Attachment.content_type)
+            .add_columns(Attachment.content)
+            .outerjoin(TemplateVersion, TemplateVersion.id == Batch.template_version_id)
+            .outerjoin(Attachment, Attachment.batch_id == Batch.id)
+            .where(Batch.id == batch_id)
+            .order_by(Attachment.position)
+            .execution_options(populate_existing=True)
+        )
+    ).all()
+    if not rows:
+        return None, None, ()
+    batch, version = rows[0][0], rows[0][1]
+    files = tuple(
+        MailAttachment(name, kind, bytes(content))
+        for _, _, name, kind, content in rows
+        if name is not None
     )
-    return tuple(MailAttachment(f, t, bytes(c)) for f, t, c in rows.tuples())
+    return batch, version, files

@@ -31,6 +31,7 @@ from mailer.templates.rendering.compiled import (
     TemplateRenderError,
     TemplateSyntaxError,
     clear_compiled_cache,
+    compiles_quickly,
     get_compiled,
     peek_compiled,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "TemplateRenderError",
     "TemplateSyntaxError",
     "clear_compiled_cache",
+    "compiles_quickly",
     "derive_text",
     "get_compiled",
     "peek_compiled",
