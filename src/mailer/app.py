@@ -35,6 +35,7 @@ from mailer.metrics.endpoints import prometheus_router
 from mailer.metrics.endpoints import router as metrics_router
 from mailer.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from mailer.openapi import document_errors
+from mailer.process_gc import freeze_startup_objects
 from mailer.queue.factory import build_queue
 from mailer.reputation.endpoints import router as sending_router
 from mailer.state import AppState
@@ -70,9 +71,11 @@ def create_app(
     *,
     embedded_worker: bool = False,
     sns_fetch_cert: CertFetcher | None = None,
+    freeze_gc: bool = False,
 ) -> FastAPI:
     """The API. With `embedded_worker` (mailer dev) the sending worker runs in-process too.
-    `sns_fetch_cert` replaces the SNS certificate download (tests sign with their own)."""
+    `sns_fetch_cert` replaces the SNS certificate download (tests sign with their own).
+    `freeze_gc` (server processes only): see `mailer.process_gc`."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -108,6 +111,8 @@ def create_app(
             worker = await create_worker(settings, sessionmaker, queue, metrics=metrics)
             worker.start()
             state.extras["worker"] = worker
+        if freeze_gc:
+            freeze_startup_objects()
         log.info("api_started", version=__version__, transport=settings.mail_transport.value)
         try:
             yield {"observe_request": metrics.observe_scope}
@@ -237,3 +242,9 @@ def _document_raw_bodies(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_server_app() -> FastAPI:
+    """The app of a `mailer api` process (uvicorn's factory): settings from the
+    environment, startup objects frozen out of the garbage collector's way."""
+    return create_app(freeze_gc=True)

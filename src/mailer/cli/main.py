@@ -136,7 +136,7 @@ def api(
         os.environ["PORT"] = str(port)
     settings = settings_or_exit()
     uvicorn.run(
-        "mailer.app:create_app",
+        "mailer.app:create_server_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
@@ -201,7 +201,7 @@ def dev(
     )
     typer.echo(NEW_ADMIN_KEY_HINT)
     uvicorn.run(
-        create_app(settings, embedded_worker=True),
+        create_app(settings, embedded_worker=True, freeze_gc=True),
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -10,6 +10,7 @@ import structlog
 from mailer.config import Settings
 from mailer.db import create_engine, create_sessionmaker
 from mailer.logging import configure_logging
+from mailer.process_gc import freeze_startup_objects
 from mailer.queue.factory import build_queue
 from mailer.worker.runtime import create_worker
 
@@ -27,6 +28,7 @@ async def run_worker(settings: Settings) -> None:
     try:
         worker = await create_worker(settings, create_sessionmaker(engine), queue)
         worker.start()
+        freeze_startup_objects()
         await stop.wait()
         log.info("signal_received")
         try:
