@@ -66,3 +66,5 @@ async def test_the_worker_process_freezes_once_started(
     monkeypatch.setattr(worker_main, "freeze_startup_objects", freeze)
     await asyncio.wait_for(worker_main.run_worker(settings), 30)
     assert events == ["started", "frozen", "stopped"]
+    # Its signal handlers went with it: SIGINT interrupts this process as before.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

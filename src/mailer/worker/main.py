@@ -43,3 +43,5 @@ async def run_worker(settings: Settings) -> None:
                 await asyncio.wait_for(closing, timeout=5)
             except Exception as exc:
                 log.warning("close_timed_out", error=type(exc).__name__)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
