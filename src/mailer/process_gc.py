@@ -9,8 +9,9 @@ ran every ~0.75 s in a worker sending at full speed, took ~110 ms each and held 
 loop, so every send in flight waited (most of the transactional lane's p99). Frozen, a full
 collection took ~11 ms.
 
-Only the processes' entry points call it, never `create_app()` itself: the tests build
-hundreds of apps in one process, and frozen objects in reference cycles are never freed.
+Only the processes' entry points ask for it (`run_worker`, `create_server_app`, `mailer
+dev`'s `create_app(freeze_gc=True)`), not `create_app()` by default: the tests build hundreds
+of apps in one process, and frozen objects in reference cycles are never freed.
 """
 
 from __future__ import annotations
