@@ -100,24 +100,28 @@ async def check_url(url: str, *, allow_private: bool, require_https: bool) -> No
             raise UrlRefused(f"points to {reason} ({literal})")
         return
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        reasons = await _resolved(host, port)
     except OSError:
         raise UrlRefused(f"host {host!r} does not resolve") from None
-    for *_, sockaddr in infos:
-        address = ipaddress.ip_address(sockaddr[0])
-        reason = refused_reason(address)
+    for address, reason in reasons.items():
         if reason:
             raise UrlRefused(f"host {host!r} resolves to {reason} ({address})")
+
+
+async def _resolved(host: str, port: int) -> dict[str, str | None]:
+    """Each address `host` resolves to (in the resolver's order), with why the guard refuses
+    it (None: allowed). OSError when the name does not resolve."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = dict.fromkeys(str(sockaddr[0]) for *_, sockaddr in infos)
+    return {a: refused_reason(ipaddress.ip_address(a)) for a in addresses}
 
 
 async def guarded_addresses(host: str, port: int) -> list[str]:
     """The addresses `host` resolves to that the guard allows, for a connection made right
     after (nothing can rebind between this check and the connect). Raises AddressRefused
     when none is allowed, OSError when the name does not resolve."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    addresses = list(dict.fromkeys(str(sockaddr[0]) for *_, sockaddr in infos))
-    reasons = {a: refused_reason(ipaddress.ip_address(a)) for a in addresses}
-    allowed = [a for a in addresses if reasons[a] is None]
+    reasons = await _resolved(host, port)
+    allowed = [a for a, reason in reasons.items() if reason is None]
     if not allowed:
         raise AddressRefused(
             errno.EACCES,
