@@ -83,9 +83,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JsonResponse:
+        from asyncpg import InterfaceError as DriverInterfaceError
         from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
-        sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
+        # The hot paths' hand-written statements raise asyncpg's errors unwrapped (sqlstate
+        # on the error itself); SQLAlchemy wraps them (on `orig`).
+        sqlstate = str(
+            getattr(getattr(exc, "orig", None), "sqlstate", "")
+            or getattr(exc, "sqlstate", "")
+            or ""
+        )
         if sqlstate == "22021":
             # A NUL in a query or path parameter (bodies are checked before this): PostgreSQL
             # text cannot hold it. The client's data, not an outage.
@@ -108,7 +115,10 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(
                 409, "conflict", "A concurrent request changed this resource; retry."
             )
-        if isinstance(exc, (OperationalError, DBAPIError, ConnectionError, OSError)):
+        # 08: connection exceptions, 57: the server shutting down or not accepting yet.
+        if isinstance(
+            exc, (OperationalError, DBAPIError, ConnectionError, OSError, DriverInterfaceError)
+        ) or sqlstate.startswith(("08", "57")):
             log.error("dependency_unavailable", error=type(exc).__name__, path=request.url.path)
             return error_response(
                 503,

@@ -18,16 +18,19 @@ pytestmark = pytest.mark.postgres_only
 TEMPLATES = "/api/v1/templates"
 
 
-async def drop_connections(settings: Any) -> int:
-    """What a database restart does to every connection the API holds."""
+async def drop_connections(settings: Any, *, but: str | None = None) -> int:
+    """What a database restart does to every connection the API holds (`but` those whose
+    last statement is LIKE it)."""
     engine = create_engine(settings, pool_size=1)
     try:
         async with engine.connect() as connection:
             result = await connection.execute(
                 text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND (CAST(:but AS text) IS NULL OR query NOT LIKE :but)"
+                ),
+                {"but": but},
             )
             return int(result.scalar_one())
     finally:

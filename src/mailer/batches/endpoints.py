@@ -20,7 +20,7 @@ from mailer.batches.schemas import (
     EventOut,
     event_type_filter,
 )
-from mailer.deps import ApiRoute, Paging, Session, State
+from mailer.deps import ApiRoute, Paging, Session, State, state_of
 from mailer.errors import ValidationFailed
 from mailer.models import Batch
 from mailer.models.enums import BatchStatus
@@ -75,12 +75,12 @@ async def batches_out(session: Session, batches: list[Batch]) -> list[BatchOut]:
 async def create_batch(
     request: Request,
     session: Session,
-    state: State,
     principal: SendKey,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JsonResponse:
     """Create a batch and queue its emails. Durable in the database before 201 is answered;
     queued right after the commit (and by the reconciler if the queue is down)."""
+    state = state_of(request)
     body = await request.body()
     parsed = parse_request(body, max_recipients=state.settings.max_batch_recipients)
     await service.writes_in_one_statement(session, parsed)
@@ -116,15 +116,16 @@ async def list_batches(
 
 
 @router.get("/{batch_id}", response_model=BatchOut)
-async def get_batch(batch_id: str, session: Session, _: SendKey) -> ModelResponse:
-    batch, counts = await service.batch_with_counts(session, batch_id)
+async def get_batch(batch_id: str, request: Request, _: SendKey) -> ModelResponse:
+    async with state_of(request).reading() as reads:
+        batch, counts = await service.batch_with_counts(reads, batch_id)
     return ModelResponse(batch_out(batch, counts))
 
 
 @router.get("/{batch_id}/events", response_model=PageOut[EventOut])
 async def list_events(
     batch_id: str,
-    session: Session,
+    request: Request,
     page: Paging,
     _: SendKey,
     type: Annotated[
@@ -155,9 +156,10 @@ async def list_events(
                     }
                 ],
             )
-    rows, total = await service.list_events(
-        session, batch_id, limit=page.limit, offset=page.offset, type_=event_type, email=email
-    )
+    async with state_of(request).reading() as reads:
+        rows, total = await service.list_events(
+            reads, batch_id, limit=page.limit, offset=page.offset, type_=event_type, email=email
+        )
     return ModelResponse(
         PageOut[EventOut](
             data=[EventOut.model_validate(e) for e in rows],

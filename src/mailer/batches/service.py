@@ -20,6 +20,7 @@ from mailer.batches.ingest import ParsedRequest, RecipientChecker
 from mailer.batches.schemas import BatchResult
 from mailer.control_chars import has_control_chars
 from mailer.db.dialect import single_statement_writes
+from mailer.db.reads import Reads
 from mailer.delivery.withdrawals import announce_cancelled
 from mailer.errors import Conflict, NotFound, ValidationFailed
 from mailer.events import bump_metrics, record_events
@@ -152,7 +153,7 @@ async def create_batch(
             f"Template {options.template_id!r} does not exist ({field}).",
             details=[{"field": field, "message": "no template with this id", "type": "not_found"}],
         )
-    template, version = context.template, context.version
+    version = context.version
     used = await used_variables(version)
     if UNSUBSCRIBE_URL in used and not options.unsubscribe:
         raise ValidationFailed(
@@ -200,7 +201,7 @@ async def create_batch(
     batch = Batch.new(
         scheduled=scheduled,
         now=now,
-        template_id=template.id,
+        template_id=context.template_id,
         template_version_id=version.id,
         metadata_=options.metadata,
         tags=options.tags,
@@ -411,7 +412,7 @@ async def list_batches(
 
 
 async def list_events(
-    session: AsyncSession,
+    reads: Reads,
     batch_id: str,
     *,
     limit: int,
@@ -429,7 +430,7 @@ async def list_events(
                 details=[{"field": "query:email", "message": f"invalid address: {exc}"}],
             ) from None
     found = await repository.events_of_batch(
-        session, batch_id, limit=limit, offset=offset, type_=type_, email=address
+        reads, batch_id, limit=limit, offset=offset, type_=type_, email=address
     )
     if found is None:
         raise NotFound(f"Batch {batch_id!r} does not exist.")
@@ -437,14 +438,15 @@ async def list_events(
 
 
 async def batch_with_counts(
-    session: AsyncSession, batch_id: str
+    reads: Reads, batch_id: str
 ) -> tuple[repository.BatchView, dict[str, int]]:
     """A batch and its recipients per status (GET /batches/:id)."""
-    found = await repository.get_with_in_flight(session, batch_id)
+    found = await repository.get_with_in_flight(reads, batch_id)
     if found is None:
         raise NotFound(f"Batch {batch_id!r} does not exist.")
     batch, in_flight = found
     if in_flight is None:
+        session = await reads.session()
         counts: dict[str, int] = (await status_counts(session, [batch]))[batch.id]
         return batch, counts
     return batch, _counts_from_counters(batch, in_flight)

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from mailer.cli.common import cli_session, run, settings_or_exit
 from mailer.config import Settings
+from mailer.db.reads import Reads
 from mailer.emails import lookup
 from mailer.emails import service as emails
 from mailer.emails.schemas import EmailCreate
@@ -48,7 +49,9 @@ async def _wait(settings: Settings, message_ids: list[str], timeout: float) -> d
     while True:
         async with cli_session(settings) as session:
             for message_id in message_ids:
-                found = await lookup.get_message(session, message_id, mail_from=settings.mail_from)
+                found = await lookup.get_message(
+                    Reads.of_session(session), message_id, mail_from=settings.mail_from
+                )
                 statuses[message_id] = str(found["status"])
         if all(s in FINAL for s in statuses.values()) or time.monotonic() > deadline:
             return statuses

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Header, Query, Request
 from mailer.auth.dependencies import SendKey
 from mailer.batches.schemas import EventOut
 from mailer.batches.service import request_hash
-from mailer.deps import ApiRoute, Session, State
+from mailer.deps import ApiRoute, Session, State, state_of
 from mailer.emails import lookup, service
 from mailer.emails.schemas import EmailCreate, EmailOut, EmailPage, EmailsCreated
 from mailer.jsonbody import json_body, request_body_doc
 from mailer.models.enums import RecipientStatus
-from mailer.responses import JsonResponse
+from mailer.responses import JsonResponse, ModelResponse
 
 router = APIRouter(prefix="/emails", tags=["emails"], route_class=ApiRoute)
 
@@ -88,9 +88,13 @@ async def list_emails(
 
 
 @router.get("/{email_id}", response_model=EmailOut)
-async def get_email(email_id: str, session: Session, state: State, _: SendKey) -> EmailOut:
+async def get_email(email_id: str, request: Request, _: SendKey) -> ModelResponse:
     """One message: its status, addresses, batch, template, provider id, times and events."""
-    found = await lookup.get_message(session, email_id, mail_from=state.settings.mail_from)
-    return EmailOut.model_validate(
-        {**found, "events": [EventOut.model_validate(e) for e in found["events"]]}
+    state = state_of(request)
+    async with state.reading() as reads:
+        found = await lookup.get_message(reads, email_id, mail_from=state.settings.mail_from)
+    return ModelResponse(
+        EmailOut.model_validate(
+            {**found, "events": [EventOut.model_validate(e) for e in found["events"]]}
+        )
     )

@@ -3,12 +3,14 @@ message; its id is the recipient's id (a number, as a string)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.addresses import InvalidAddress, normalize_email
+from mailer.db.reads import Reads
 from mailer.emails import repository
 from mailer.errors import NotFound, ValidationFailed
 from mailer.models import Event
@@ -21,40 +23,40 @@ def _message_id(value: str) -> int | None:
     return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else None
 
 
-def _delivered_at(events: list[Event]) -> datetime | None:
+def _delivered_at(events: Sequence[Any]) -> datetime | None:
     return next((e.created_at for e in events if e.type == EventType.DELIVERY), None)
 
 
-def _out(row: repository.MessageRow, events: list[Event], mail_from: str) -> dict[str, Any]:
-    recipient, batch, version, template = row
+def _out(fields: dict[str, Any], events: Sequence[Any], mail_from: str) -> dict[str, Any]:
+    """A message as the API shows it, from its repository.MESSAGE_FIELDS."""
+    inline = fields["inline"]
     return {
-        "id": str(recipient.id),
-        "status": recipient.status,
-        "from_": batch.from_address or mail_from,
-        "to": recipient.email,
-        "subject": version.subject,
-        "batch_id": batch.id,
-        "template_id": None if template.inline else template.id,
-        "template_version": None if template.inline else version.version,
-        "provider_message_id": recipient.provider_message_id,
-        "attempts": recipient.attempts,
-        "last_error": recipient.last_error,
-        "tags": batch.tags,
-        "created_at": batch.created_at,
-        "sent_at": recipient.sent_at,
+        "id": str(fields["id"]),
+        "status": fields["status"],
+        "from_": fields["from_address"] or mail_from,
+        "to": fields["email"],
+        "subject": fields["subject"],
+        "batch_id": fields["batch_id"],
+        "template_id": None if inline else fields["template_id"],
+        "template_version": None if inline else fields["version"],
+        "provider_message_id": fields["provider_message_id"],
+        "attempts": fields["attempts"],
+        "last_error": fields["last_error"],
+        "tags": fields["tags"],
+        "created_at": fields["created_at"],
+        "sent_at": fields["sent_at"],
         "delivered_at": _delivered_at(events),
-        "updated_at": recipient.updated_at,
+        "updated_at": fields["updated_at"],
     }
 
 
-async def get_message(session: AsyncSession, message_id: str, *, mail_from: str) -> dict[str, Any]:
+async def get_message(reads: Reads, message_id: str, *, mail_from: str) -> dict[str, Any]:
     number = _message_id(message_id)
-    row = await repository.get_message(session, number) if number is not None else None
-    if row is None:
+    found = await repository.message_with_events(reads, number) if number is not None else None
+    if found is None:
         raise NotFound(f"Email {message_id!r} does not exist.")
-    events = await repository.message_events(session, [row[0].id])
-    out = _out(row, events, mail_from)
-    out["events"] = events
+    out = _out(found.fields, found.events, mail_from)
+    out["events"] = found.events
     return out
 
 
@@ -116,5 +118,5 @@ async def find_messages(
     for event in events:
         if event.type == EventType.DELIVERY and event.recipient_id is not None:
             delivered.setdefault(event.recipient_id, []).append(event)
-    page = [_out(r, delivered.get(r[0].id, []), mail_from) for r in rows]
+    page = [_out(repository.message_fields(r), delivered.get(r[0].id, []), mail_from) for r in rows]
     return page, (str(rows[-1][0].id) if more and rows else None)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
+import orjson
 from sqlalchemy import String, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.db import pg
 from mailer.db.dialect import has_pair, postgresql_variant
+from mailer.db.reads import Reads
 from mailer.models import Attachment, Batch, Event, Recipient, Template, TemplateVersion
 from mailer.transports.base import MailAttachment
 
@@ -48,6 +52,57 @@ async def save_response(session: AsyncSession, batch_id: str, response: dict[str
 MessageRow = tuple[Recipient, Batch, TemplateVersion, Template]
 
 
+# What a message shows of its recipient, batch, version and template (MESSAGE_VIEW_SQL's
+# names).
+MESSAGE_FIELDS = (
+    "id",
+    "status",
+    "email",
+    "provider_message_id",
+    "attempts",
+    "last_error",
+    "sent_at",
+    "updated_at",
+    "batch_id",
+    "from_address",
+    "tags",
+    "created_at",
+    "template_id",
+    "inline",
+    "subject",
+    "version",
+)
+
+
+def message_fields(row: MessageRow) -> dict[str, Any]:
+    """A message's MESSAGE_FIELDS from its ORM row."""
+    recipient, batch, version, template = row
+    return {
+        "id": recipient.id,
+        "status": recipient.status,
+        "email": recipient.email,
+        "provider_message_id": recipient.provider_message_id,
+        "attempts": recipient.attempts,
+        "last_error": recipient.last_error,
+        "sent_at": recipient.sent_at,
+        "updated_at": recipient.updated_at,
+        "batch_id": batch.id,
+        "from_address": batch.from_address,
+        "tags": batch.tags,
+        "created_at": batch.created_at,
+        "template_id": template.id,
+        "inline": template.inline,
+        "subject": version.subject,
+        "version": version.version,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    fields: dict[str, Any]  # MESSAGE_FIELDS
+    events: list[Any]  # Events, or rows with their attributes
+
+
 def _message_select() -> Any:
     return (
         select(Recipient, Batch, TemplateVersion, Template)
@@ -60,6 +115,38 @@ def _message_select() -> Any:
 async def get_message(session: AsyncSession, message_id: int) -> MessageRow | None:
     row = (await session.execute(_message_select().where(Recipient.id == message_id))).first()
     return None if row is None else (row[0], row[1], row[2], row[3])
+
+
+async def message_with_events(reads: Reads, message_id: int) -> MessageView | None:
+    """One message and its events, oldest first; None if there is no such message. On
+    PostgreSQL one statement on the pooled connection, without the ORM or a session
+    (`mailer.db.reads`; bench/api measured GET /emails/:id before and after, issue 18)."""
+    if reads.driver is None:
+        session = await reads.session()
+        row = await get_message(session, message_id)
+        if row is None:
+            return None
+        return MessageView(message_fields(row), await message_events(session, [message_id]))
+    rows = await pg.message_view(reads.driver, message_id)
+    if not rows:
+        return None
+    first = rows[0]
+    fields = {name: first[name] for name in MESSAGE_FIELDS}
+    fields["tags"] = orjson.loads(first["tags"])
+    events = [
+        SimpleNamespace(
+            id=r["event_id"],
+            type=r["event_type"],
+            email=r["event_email"],
+            recipient_id=r["event_recipient_id"],
+            batch_id=r["event_batch_id"],
+            created_at=r["event_created_at"],
+            data=orjson.loads(r["event_data"]),
+        )
+        for r in rows
+        if r["event_id"] is not None
+    ]
+    return MessageView(fields, events)
 
 
 async def message_events(session: AsyncSession, message_ids: Sequence[int]) -> list[Event]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from mailer.control_chars import has_control_chars
 from mailer.errors import ValidationFailed
@@ -27,10 +27,34 @@ from mailer.templates.variables import (
     parse_variable_specs,
 )
 
+
+class VersionContent(Protocol):
+    """What checking a batch against a version reads of it: a TemplateVersion, or the
+    plain row the API's POST path reads without the ORM (batches.repository)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def html(self) -> str | None: ...
+
+    @property
+    def text(self) -> str | None: ...
+
+    @property
+    def text_derived(self) -> bool: ...
+
+    @property
+    def variables(self) -> dict[str, Any]: ...
+
+
 _SPECS: dict[str, dict[str, VariableSpec]] = {}
 
 
-def version_specs(version: TemplateVersion) -> dict[str, VariableSpec]:
+def version_specs(version: VersionContent) -> dict[str, VariableSpec]:
     """Parsed variable declarations of a version; cached, since versions are immutable."""
     specs = _SPECS.get(version.id)
     if specs is None:
@@ -49,7 +73,7 @@ def remember_used(version_id: str, used: list[str]) -> None:
     _USED[version_id] = used
 
 
-async def used_variables(version: TemplateVersion) -> list[str]:
+async def used_variables(version: VersionContent) -> list[str]:
     """The variables a version reads (see templates.usage); cached, since versions are
     immutable, and found off the event loop on a miss."""
     used = _USED.get(version.id)
@@ -61,7 +85,7 @@ async def used_variables(version: TemplateVersion) -> list[str]:
     return used
 
 
-def undeclared(version: TemplateVersion, used: Sequence[str]) -> list[str]:
+def undeclared(version: VersionContent, used: Sequence[str]) -> list[str]:
     """Variables every recipient must give: those a template that declares none reads
     (mailer's own, such as unsubscribe_url, excepted). [] when it declares variables: its
     declarations say what is required."""
