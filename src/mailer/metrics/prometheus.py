@@ -209,15 +209,20 @@ class MetricsRegistry:
             ProcessCollector(registry=self.registry)
         self.registry.register(_StateCollector(self.snapshots))
         self._templates: dict[int, str] = {}
+        # Bounded: methods are few, routes are templates, statuses are codes.
+        self._http_children: dict[tuple[str, str, int], Any] = {}
 
     # -- hooks --------------------------------------------------------------------------
 
     def observe_request(self, method: str, route: str, status: int, duration_ms: float) -> None:
         """One HTTP request; `route` is the route template (e.g. /api/v1/batches/{id})."""
-        method = method.upper()
-        self._m.http_duration.labels(
-            method if method in HTTP_METHODS else "OTHER", route, str(status)
-        ).observe(duration_ms / 1000)
+        key = (method, route, status)
+        histogram = self._http_children.get(key)
+        if histogram is None:  # labels() validates and locks on every call: once per key
+            label = method.upper() if method.upper() in HTTP_METHODS else "OTHER"
+            histogram = self._m.http_duration.labels(label, route, str(status))
+            self._http_children[key] = histogram
+        histogram.observe(duration_ms / 1000)
 
     def observe_scope(self, scope: Mapping[str, Any], status: int, duration_ms: float) -> None:
         """One HTTP request, from its ASGI scope after routing (the middleware's hook)."""
