@@ -1,9 +1,10 @@
 """bench/api: what an API request costs, and how the API answers while mail goes out.
 
-1. Ratios: API CPU per request of GET /batches/:id, GET /batches/:id/events and a
-   single-recipient POST /batches, each against its reference (bench/reference.py: a bare
-   ASGI route on the same server process, one cached key lookup, the same database work with
-   raw asyncpg), real and reference alternating. Target: real <= 2 x reference.
+1. Ratios: API CPU per request of GET /batches/:id, GET /batches/:id/events,
+   GET /emails/:id and a single-recipient POST /batches, each against its reference
+   (bench/reference.py: a bare ASGI route on the same server process, one cached key
+   lookup, the same database work with raw asyncpg), real and reference alternating.
+   Target: real <= 2 x reference.
 2. p50/p99 of the mix (400 GET + 100 POST per 500 req/s, open loop, bench/loadgen.py) with
    nothing sending, then while a 100k batch sends through one worker at SEND_RATE (1000) to
    the mock SES (30 ms), at --rate and at each of --more-rates. The API is pinned to core 0
@@ -49,6 +50,7 @@ PAIRS = (
     # (name, kind, real path, reference path): `kind` get or post
     ("GET /batches/:id", "get", "/api/v1/batches/{id}", f"{REF}/{{id}}"),
     ("GET /batches/:id/events", "get", "/api/v1/batches/{id}/events", f"{REF}/{{id}}/events"),
+    ("GET /emails/:id", "get", "/api/v1/emails/{email}", "/_bench/ref/emails/{email}"),
     ("POST /batches (1 recipient)", "post", "/api/v1/batches", REF),
 )
 
@@ -101,7 +103,12 @@ def load(
 
 
 def ratios(
-    stack: Stack, api: Proc, args: argparse.Namespace, batch_id: str, template_id: str
+    stack: Stack,
+    api: Proc,
+    args: argparse.Namespace,
+    batch_id: str,
+    template_id: str,
+    email_id: str,
 ) -> list[dict[str, Any]]:
     """API CPU per request of each real endpoint and of its reference, alternating real and
     reference `--ratio-rounds` times at a rate well below saturation; medians."""
@@ -111,7 +118,7 @@ def ratios(
         errors = 0
         for _ in range(args.ratio_rounds):
             for which, path in (("real", real), ("ref", ref)):
-                path = path.format(id=batch_id)
+                path = path.format(id=batch_id, email=email_id)
                 r = load(
                     stack,
                     api,
@@ -183,7 +190,10 @@ async def main_async(args: argparse.Namespace) -> int:
         await stack.wait_completed(small["id"], timeout=30)
         if args.ratio_rounds:
             print("phase ratios ...", flush=True)
-            report["ratios"] = ratios(stack, api, args, small["id"], template_id)
+            async with stack.client() as client:
+                page = await client.get("/api/v1/emails", params={"batch_id": small["id"]})
+                email_id = str(page.json()["data"][0]["id"])
+            report["ratios"] = ratios(stack, api, args, small["id"], template_id, email_id)
         if args.ratios_only:
             raise _Done
         print("phase idle ...", flush=True)

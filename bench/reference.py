@@ -8,6 +8,8 @@ does the same database work as the real endpoint with raw asyncpg, then answers 
 
     GET  /_bench/ref/batches/{id}          the batch row; the in-flight counts when unfinished
     GET  /_bench/ref/batches/{id}/events   the batch exists, a count, a page of events
+    GET  /_bench/ref/emails/{id}           a message (recipient, batch, version, template)
+                                           with its events
     POST /_bench/ref/batches               one recipient: template + version, suppression
                                            check, one statement inserting batch, recipient
                                            and event; one Redis round trip (a job record)
@@ -32,6 +34,7 @@ import orjson
 import redis.asyncio as aioredis
 
 PREFIX = "/_bench/ref/batches"
+EMAILS = "/_bench/ref/emails/"
 
 _BATCH_SQL = "SELECT * FROM batches WHERE id = $1"
 _IN_FLIGHT_SQL = """
@@ -43,6 +46,21 @@ _EVENT_COUNT_SQL = "SELECT count(*) FROM events WHERE batch_id = $1"
 _EVENTS_SQL = """
 SELECT id, type, email, recipient_id, batch_id, created_at, data::text AS data
 FROM events WHERE batch_id = $1 ORDER BY id LIMIT $2 OFFSET $3
+"""
+_MESSAGE_SQL = """
+SELECT r.id, r.status, r.email, r.provider_message_id, r.attempts, r.last_error, r.sent_at,
+       r.updated_at, b.id AS batch_id, b.from_address, b.tags::text AS tags, b.created_at,
+       b.template_id, t.inline, v.subject, v.version,
+       e.id AS event_id, e.type AS event_type, e.email AS event_email,
+       e.recipient_id AS event_recipient_id, e.batch_id AS event_batch_id,
+       e.created_at AS event_created_at, e.data::text AS event_data
+FROM recipients AS r
+JOIN batches AS b ON b.id = r.batch_id
+JOIN template_versions AS v ON v.id = b.template_version_id
+JOIN templates AS t ON t.id = b.template_id
+LEFT JOIN LATERAL (SELECT * FROM events WHERE recipient_id = r.id ORDER BY id) AS e ON true
+WHERE r.id = $1
+ORDER BY e.id
 """
 _KEY_SQL = "SELECT id, scopes FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
 _TEMPLATE_SQL = """
@@ -96,7 +114,7 @@ class Reference:
         return self.pool
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
+        if scope["type"] != "http" or not scope["path"].startswith((PREFIX, EMAILS)):
             await self.app(scope, receive, send)
             return
         pool = await self._pool()
@@ -105,6 +123,8 @@ class Reference:
             key_id = await self._auth(conn, scope)
             if key_id is None:
                 status, body = 401, b'{"error":{"code":"unauthorized"}}'
+            elif scope["path"].startswith(EMAILS):
+                status, body = await self._email(conn, scope["path"][len(EMAILS) :])
             elif scope["method"] == "POST":
                 status, body = await self._post(conn, key_id, await _read_body(receive))
             else:
@@ -191,6 +211,46 @@ class Reference:
             for r in rows
         ]
         return 200, orjson.dumps({"data": data, "total": total, "limit": 100, "offset": 0})
+
+    async def _email(self, conn: asyncpg.Connection, message_id: str) -> tuple[int, bytes]:
+        rows = await conn.fetch(_MESSAGE_SQL, int(message_id))
+        if not rows:
+            return 404, b'{"error":{"code":"not_found"}}'
+        m = rows[0]
+        events = [
+            {
+                "id": r["event_id"],
+                "type": r["event_type"],
+                "email": r["event_email"],
+                "recipientId": r["event_recipient_id"],
+                "batchId": r["event_batch_id"],
+                "createdAt": _iso(r["event_created_at"]),
+                "data": orjson.loads(r["event_data"]),
+            }
+            for r in rows
+            if r["event_id"] is not None
+        ]
+        delivered = next((e["createdAt"] for e in events if e["type"] == "DELIVERY"), None)
+        out = {
+            "id": str(m["id"]),
+            "status": m["status"],
+            "from": m["from_address"] or "bench@example.com",
+            "to": m["email"],
+            "subject": m["subject"],
+            "batchId": m["batch_id"],
+            "templateId": None if m["inline"] else m["template_id"],
+            "templateVersion": None if m["inline"] else m["version"],
+            "providerMessageId": m["provider_message_id"],
+            "attempts": m["attempts"],
+            "lastError": m["last_error"],
+            "tags": orjson.loads(m["tags"]),
+            "createdAt": _iso(m["created_at"]),
+            "sentAt": _iso(m["sent_at"]),
+            "deliveredAt": delivered,
+            "updatedAt": _iso(m["updated_at"]),
+            "events": events,
+        }
+        return 200, orjson.dumps(out)
 
     async def _post(self, conn: asyncpg.Connection, key_id: str, body: bytes) -> tuple[int, bytes]:
         request = orjson.loads(body)
