@@ -134,11 +134,14 @@ def create_app(
         openapi_url="/openapi.json",
         docs_url=None,  # served by install_api_docs, without a CDN
         redoc_url=None,
+        # FastAPI's native OpenTelemetry: mailer does not use it, and with it on FastAPI
+        # asks three global OpenTelemetry providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     # Each router straight onto the app: FastAPI matches nested routers level by level,
-    # which cost ~0.3 ms a request here.
+    # which cost ~0.3 ms a request here. The routers of the hottest routes first: FastAPI
+    # tries the routers in this order (~10 µs a GET /batches/:id).
     for router in (
         batches_router,
         emails_router,
