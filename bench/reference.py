@@ -86,6 +86,10 @@ VALUES ($1, NULL, NULL, 'QUEUED', $9::jsonb, $6)
 """
 
 
+async def _nothing_to_reset(_conn: asyncpg.Connection) -> None:
+    return None
+
+
 def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -109,7 +113,12 @@ class Reference:
                         "postgresql+asyncpg://", "postgresql://"
                     )
                     size = int(os.environ.get("DB_POOL_SIZE", "10"))
-                    self.pool = await asyncpg.create_pool(dsn, min_size=size, max_size=size)
+                    # No reset on release (asyncpg's default is a round trip, RESET ALL
+                    # and more): mailer's read pool skips it too, and the POST's
+                    # statements leave no session state either.
+                    self.pool = await asyncpg.create_pool(
+                        dsn, min_size=size, max_size=size, reset=_nothing_to_reset
+                    )
                     self.redis = aioredis.from_url(os.environ["REDIS_URL"])
         return self.pool
 

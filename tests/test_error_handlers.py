@@ -3,11 +3,14 @@ request ids."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import pytest
+from starlette.requests import Request
 
 from tests.fixtures.client import api_client, auth
 from tests.fixtures.errors import assert_error
@@ -178,3 +181,34 @@ async def test_request_id_is_generated_when_absent_or_unsafe(client: Any) -> Non
     assert first != second
     unsafe = await client.http.get("/api/v1/health", headers={"X-Request-ID": "a b<script>"})
     assert re.fullmatch(r"[0-9a-f]{32}", unsafe.headers["x-request-id"])
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (
+            asyncpg.exceptions.ConnectionDoesNotExistError("closed"),
+            503,
+            "unavailable",
+        ),
+        (asyncpg.exceptions.AdminShutdownError("terminating connection"), 503, "unavailable"),
+        (asyncpg.exceptions.InternalClientError("another operation"), 503, "unavailable"),
+        (
+            asyncpg.exceptions.CannotConnectNowError("starting up"),
+            503,
+            "unavailable",
+        ),
+        (asyncpg.exceptions.NumericValueOutOfRangeError("out of range"), 422, "value_out_of_range"),
+    ],
+)
+async def test_errors_of_hand_written_statements_are_answered_as_sqlalchemys(
+    client: Any, error: Exception, status: int, code: str
+) -> None:
+    """The hot reads' statements run on asyncpg directly: its errors arrive unwrapped and
+    must get the answers SQLAlchemy's wrapped ones get (a database restart is a 503 to
+    retry, not a 500)."""
+    handler = client.app.exception_handlers[Exception]
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": [], "query_string": b""}
+    response = await handler(Request(scope), error)
+    assert response.status_code == status
+    assert json.loads(response.body)["error"]["code"] == code

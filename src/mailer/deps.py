@@ -75,10 +75,13 @@ class Page:
     offset: int
 
 
-async def get_page(
-    limit: Annotated[int, Query(ge=1, le=1000, description="page size")] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip")] = 0,
-) -> Page:
+# The paging query parameters, for a hot route that takes them itself rather than Paging
+# (each dependency FastAPI solves cost ~8 % of a hot GET's CPU, bench/api).
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip")]
+
+
+async def get_page(limit: Limit = 100, offset: Offset = 0) -> Page:
     return Page(limit, offset)
 
 

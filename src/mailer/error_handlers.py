@@ -83,7 +83,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JsonResponse:
-        from asyncpg import InterfaceError as DriverInterfaceError
+        from asyncpg.exceptions import InterfaceError as DriverInterfaceError
+        from asyncpg.exceptions import InternalClientError as DriverStateError
         from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
         # The hot paths' hand-written statements raise asyncpg's errors unwrapped (sqlstate
@@ -117,7 +118,15 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         # 08: connection exceptions, 57: the server shutting down or not accepting yet.
         if isinstance(
-            exc, (OperationalError, DBAPIError, ConnectionError, OSError, DriverInterfaceError)
+            exc,
+            (
+                OperationalError,
+                DBAPIError,
+                ConnectionError,
+                OSError,
+                DriverInterfaceError,
+                DriverStateError,  # a connection the server dropped mid-use, as seen by asyncpg
+            ),
         ) or sqlstate.startswith(("08", "57")):
             log.error("dependency_unavailable", error=type(exc).__name__, path=request.url.path)
             return error_response(

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel
 
-from mailer.auth.dependencies import SendKey
+from mailer.auth.dependencies import SendKey, require
 from mailer.batches import service
 from mailer.batches.ingest import parse_request
 from mailer.batches.repository import BatchView
@@ -20,10 +20,10 @@ from mailer.batches.schemas import (
     EventOut,
     event_type_filter,
 )
-from mailer.deps import ApiRoute, Paging, Session, State, state_of
+from mailer.deps import ApiRoute, Limit, Offset, Paging, Session, State, state_of
 from mailer.errors import ValidationFailed
 from mailer.models import Batch
-from mailer.models.enums import BatchStatus
+from mailer.models.enums import BatchStatus, Scope
 from mailer.responses import JsonResponse, ModelResponse
 from mailer.schemas import PageOut
 
@@ -116,17 +116,20 @@ async def list_batches(
 
 
 @router.get("/{batch_id}", response_model=BatchOut)
-async def get_batch(batch_id: str, request: Request, _: SendKey) -> ModelResponse:
+async def get_batch(batch_id: str, request: Request) -> ModelResponse:
+    await require(request, Scope.SEND)  # not SendKey: see `require`
     async with state_of(request).reading() as reads:
         batch, counts = await service.batch_with_counts(reads, batch_id)
     return ModelResponse(batch_out(batch, counts))
 
 
-@router.get("/{batch_id}/events", response_model=PageOut[EventOut])
+EventPage = PageOut[EventOut]
+
+
+@router.get("/{batch_id}/events", response_model=EventPage)
 async def list_events(
     batch_id: str,
     request: Request,
-    page: Paging,
     _: SendKey,
     type: Annotated[
         str | None,
@@ -141,6 +144,8 @@ async def list_events(
     email: Annotated[
         str | None, Query(max_length=320, description="only events of this address")
     ] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> ModelResponse:
     event_type = None
     if type is not None:
@@ -158,14 +163,14 @@ async def list_events(
             )
     async with state_of(request).reading() as reads:
         rows, total = await service.list_events(
-            reads, batch_id, limit=page.limit, offset=page.offset, type_=event_type, email=email
+            reads, batch_id, limit=limit, offset=offset, type_=event_type, email=email
         )
     return ModelResponse(
-        PageOut[EventOut](
+        EventPage(
             data=[EventOut.model_validate(e) for e in rows],
             total=total,
-            limit=page.limit,
-            offset=page.offset,
+            limit=limit,
+            offset=offset,
         )
     )
 

@@ -19,7 +19,7 @@ from mailer.db import pg
 from mailer.db.dialect import postgresql_variant, supports_copy
 from mailer.db.pg import COPY_MIN_ROWS
 from mailer.db.reads import Reads
-from mailer.events import bump_metrics, minute_bucket, record_events
+from mailer.events import bump_metrics, event_views, minute_bucket, record_events
 from mailer.models import Batch, Event, Recipient, Suppression
 from mailer.models.base import utcnow
 from mailer.models.enums import CLAIMABLE_STATUSES, MetricKind, RecipientStatus
@@ -405,14 +405,19 @@ class BatchView(Protocol):
     def complained_count(self) -> int: ...
 
 
+# (attribute, is JSON) of each column, in pg.BATCH_VIEW_SQL's order.
+_VIEW_FIELDS = tuple(
+    (_ATTRIBUTES[name], name in pg.BATCH_JSON_COLUMNS) for name in pg.BATCH_COLUMNS
+)
+
+
 def _batch_from_row(row: Any) -> BatchView:
-    """A batch's row as a BatchView (JSON decoded by the connection's codec, or as text)."""
-    values = {
-        _ATTRIBUTES[name]: orjson.loads(row[name])
-        if name in pg.BATCH_JSON_COLUMNS and isinstance(row[name], str)
-        else row[name]
-        for name in pg.BATCH_COLUMNS
-    }
+    """A row of pg.BATCH_VIEW_SQL as a BatchView (JSON columns come as text). Read by
+    position: by name, the record lookups cost ~10 % of a GET /batches/:id."""
+    values = {}
+    for i, (attribute, is_json) in enumerate(_VIEW_FIELDS):
+        value = row[i]
+        values[attribute] = orjson.loads(value) if is_json and value is not None else value
     view: BatchView = SimpleNamespace(**values)
     return view
 
@@ -462,19 +467,7 @@ async def events_of_batch(
     rows = await pg.events_page(reads.driver, batch_id, type_, email, limit, offset)
     if not rows or not rows[0]["found"]:
         return None
-    events = [
-        SimpleNamespace(
-            id=r["id"],
-            type=r["type"],
-            email=r["email"],
-            recipient_id=r["recipient_id"],
-            batch_id=r["batch_id"],
-            created_at=r["created_at"],
-            data=orjson.loads(r["data"]),
-        )
-        for r in rows
-        if r["id"] is not None
-    ]
+    events = event_views(rows)
     return events, int(rows[0]["total"])
 
 

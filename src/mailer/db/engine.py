@@ -28,6 +28,8 @@ from mailer.config import Settings
 from mailer.db.after_commit import Callback, run_callbacks, take_committed
 from mailer.db.dialect import is_postgresql
 
+APPLICATION_NAME = "mailer"  # what pg_stat_activity shows for mailer's connections
+
 
 def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
     url = settings.sqlalchemy_url
@@ -39,7 +41,7 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         pool_size=size,
         max_overflow=size,
         pool_recycle=1800,
-        connect_args={"server_settings": {"application_name": "mailer"}},
+        connect_args={"server_settings": {"application_name": APPLICATION_NAME}},
     )
     _ping_idle_connections(engine)
     return engine

@@ -2,9 +2,9 @@
 
 On PostgreSQL a hot read is one hand-written statement (`mailer.db.pg`). Run through a read
 session, the session around it (creating it, checking out its connection, committing,
-closing) cost ~100 µs of CPU against ~20 µs for taking a connection from the same pool
-and giving it back (issue 18, docs/performance.md). So `Reads` hands such a statement the
-pooled asyncpg connection itself (`driver`), without a session or a transaction: each
+closing) cost ~100 µs of CPU against ~20 µs for taking a connection from a pool and giving
+it back (issue 18, docs/performance.md). So `Reads` hands such a statement a connection of
+the process's `pg.ReadPool` (`driver`), without a session or a transaction: each
 statement commits on its own, as in a read session. Code paths that need the ORM (every
 path on SQLite, and rare ones on PostgreSQL) ask for `session()`, a read session opened on
 first use. Both are given back when the unit of work ends.
@@ -16,30 +16,30 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from mailer.db import pg
-from mailer.db.dialect import is_postgresql
 from mailer.db.engine import session_scope
 
 
 class Reads:
     """What one read-only unit of work reads through, as an async context manager (a
     class rather than a generator: it runs on every hot read). `driver` is an asyncpg
-    connection on PostgreSQL (for the statements in `mailer.db.pg`), None on SQLite."""
+    connection when there is a read pool (PostgreSQL; for the statements in
+    `mailer.db.pg`), None otherwise."""
 
-    __slots__ = ("_connection", "_engine", "_session", "_session_scope", "_sessionmaker", "driver")
+    __slots__ = ("_connection", "_pool", "_session", "_session_scope", "_sessionmaker", "driver")
 
     def __init__(
         self,
-        engine: AsyncEngine | None,
+        read_pool: pg.ReadPool | None,
         read_sessionmaker: async_sessionmaker[AsyncSession] | None,
         *,
         session: AsyncSession | None = None,
     ) -> None:
-        self._engine = engine
+        self._pool = read_pool
         self._sessionmaker = read_sessionmaker
-        self._connection: AbstractAsyncContextManager[Any] | None = None
+        self._connection: pg.ReadConnection | None = None
         self._session_scope: AbstractAsyncContextManager[AsyncSession] | None = None
         self._session = session
         self.driver: Any = None
@@ -51,8 +51,8 @@ class Reads:
         return cls(None, None, session=session)
 
     async def __aenter__(self) -> Reads:
-        if self._engine is not None and is_postgresql(self._engine):
-            self._connection = pg.read_connection(self._engine)
+        if self._pool is not None:
+            self._connection = self._pool.connection()
             self.driver = await self._connection.__aenter__()
         return self
 

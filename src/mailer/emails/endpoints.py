@@ -7,14 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 
-from mailer.auth.dependencies import SendKey
+from mailer.auth.dependencies import SendKey, require
 from mailer.batches.schemas import EventOut
 from mailer.batches.service import request_hash
 from mailer.deps import ApiRoute, Session, State, state_of
 from mailer.emails import lookup, service
 from mailer.emails.schemas import EmailCreate, EmailOut, EmailPage, EmailsCreated
 from mailer.jsonbody import json_body, request_body_doc
-from mailer.models.enums import RecipientStatus
+from mailer.models.enums import RecipientStatus, Scope
 from mailer.responses import JsonResponse, ModelResponse
 
 router = APIRouter(prefix="/emails", tags=["emails"], route_class=ApiRoute)
@@ -88,8 +88,9 @@ async def list_emails(
 
 
 @router.get("/{email_id}", response_model=EmailOut)
-async def get_email(email_id: str, request: Request, _: SendKey) -> ModelResponse:
+async def get_email(email_id: str, request: Request) -> ModelResponse:
     """One message: its status, addresses, batch, template, provider id, times and events."""
+    await require(request, Scope.SEND)  # not SendKey: see `require`
     state = state_of(request)
     async with state.reading() as reads:
         found = await lookup.get_message(reads, email_id, mail_from=state.settings.mail_from)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -15,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mailer.db import pg
 from mailer.db.dialect import has_pair, postgresql_variant
 from mailer.db.reads import Reads
+from mailer.events import event_views
 from mailer.models import Attachment, Batch, Event, Recipient, Template, TemplateVersion
 from mailer.transports.base import MailAttachment
 
@@ -133,19 +133,7 @@ async def message_with_events(reads: Reads, message_id: int) -> MessageView | No
     first = rows[0]
     fields = {name: first[name] for name in MESSAGE_FIELDS}
     fields["tags"] = orjson.loads(first["tags"])
-    events = [
-        SimpleNamespace(
-            id=r["event_id"],
-            type=r["event_type"],
-            email=r["event_email"],
-            recipient_id=r["event_recipient_id"],
-            batch_id=r["event_batch_id"],
-            created_at=r["event_created_at"],
-            data=orjson.loads(r["event_data"]),
-        )
-        for r in rows
-        if r["event_id"] is not None
-    ]
+    events = event_views(rows, prefix="event_")
     return MessageView(fields, events)
 
 
