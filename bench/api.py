@@ -1,7 +1,8 @@
 """bench/api: what an API request costs, and how the API answers while mail goes out.
 
 1. Ratios: API CPU per request of GET /batches/:id, GET /batches/:id/events,
-   GET /emails/:id and a single-recipient POST /batches, each against its reference
+   GET /emails/:id, a single-recipient POST /batches and a one-address POST /emails (by
+   template), each against its reference
    (bench/reference.py: a bare ASGI route on the same server process, one cached key
    lookup, the same database work with raw asyncpg), real and reference alternating.
    Target: real <= 2 x reference.
@@ -52,6 +53,7 @@ PAIRS = (
     ("GET /batches/:id/events", "get", "/api/v1/batches/{id}/events", f"{REF}/{{id}}/events"),
     ("GET /emails/:id", "get", "/api/v1/emails/{email}", "/_bench/ref/emails/{email}"),
     ("POST /batches (1 recipient)", "post", "/api/v1/batches", REF),
+    ("POST /emails (1 address)", "post", "/api/v1/emails", "/_bench/ref/emails"),
 )
 
 
@@ -90,6 +92,8 @@ def load(
             get_path,
             "--post-path",
             post_path,
+            "--post-body",
+            "email" if post_path.endswith("/emails") else "batch",
         ],
         capture_output=True,
         text=True,

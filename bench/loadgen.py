@@ -7,8 +7,9 @@ omission: a stalled server shows up as latency, not as fewer requests).
 
 Every `--post-every`-th request is a single-recipient POST /api/v1/batches, the others
 GET /api/v1/batches/ID (`--get-path`, `--post-path` name other endpoints of those
-shapes). Keep-alive connections over a raw asyncio protocol (httptools), so the generator
-itself costs ~50 µs a request. Prints one JSON object.
+shapes; `--post-body email` sends POST /api/v1/emails's shape). Keep-alive connections
+over a raw asyncio protocol (httptools), so the generator itself costs ~50 µs a request.
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -70,17 +71,15 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     get_req = (f"GET {get_path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}\r\n").encode()
 
     def post_req(i: int) -> bytes:
-        body = orjson.dumps(
-            {
-                "template_id": args.template_id,
-                "recipients": [
-                    {
-                        "email": f"load{i}-{time.time_ns()}@example.com",
-                        "variables": {"name": f"L{i}", "code": f"c{i}"},
-                    }
-                ],
-            }
-        )
+        email = f"load{i}-{time.time_ns()}@example.com"
+        variables = {"name": f"L{i}", "code": f"c{i}"}
+        if args.post_body == "email":
+            fields: dict[str, object] = {"template_id": args.template_id, "to": email}
+            fields["variables"] = variables
+        else:
+            recipient = {"email": email, "variables": variables}
+            fields = {"template_id": args.template_id, "recipients": [recipient]}
+        body = orjson.dumps(fields)
         head = (
             f"POST {args.post_path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -152,6 +151,12 @@ def main() -> None:
     parser.add_argument("--post-every", type=int, default=5, help="1: only POSTs")
     parser.add_argument("--get-path", default="", help="default /api/v1/batches/BATCH_ID")
     parser.add_argument("--post-path", default="/api/v1/batches")
+    parser.add_argument(
+        "--post-body",
+        choices=("batch", "email"),
+        default="batch",
+        help="a POST /batches body (one recipient) or a POST /emails body (one address)",
+    )
     args = parser.parse_args()
     print(json.dumps(asyncio.run(run(args))))
 

@@ -13,6 +13,8 @@ does the same database work as the real endpoint with raw asyncpg, then answers 
     POST /_bench/ref/batches               one recipient: template + version, suppression
                                            check, one statement inserting batch, recipient
                                            and event; one Redis round trip (a job record)
+    POST /_bench/ref/emails                one address, the same work (the template read
+                                           takes the message's id too: it is in the answer)
 
 The reference's batches are stored CANCELLED (nobody sends them) and its Redis records
 expire: what counts is the work, not the result. No scope check, no rate limit, no
@@ -35,6 +37,7 @@ import redis.asyncio as aioredis
 
 PREFIX = "/_bench/ref/batches"
 EMAILS = "/_bench/ref/emails/"
+SEND = "/_bench/ref/emails"
 
 _BATCH_SQL = "SELECT * FROM batches WHERE id = $1"
 _IN_FLIGHT_SQL = """
@@ -68,6 +71,12 @@ SELECT t.id, v.id AS version_id, v.variables::text AS variables
 FROM templates t JOIN template_versions v ON v.id = t.current_version_id
 WHERE t.id = $1 AND t.deleted_at IS NULL
 """
+_EMAIL_TEMPLATE_SQL = """
+SELECT t.id, v.id AS version_id, v.variables::text AS variables,
+       nextval(pg_get_serial_sequence('recipients', 'id')) AS recipient_id
+FROM templates t JOIN template_versions v ON v.id = t.current_version_id
+WHERE t.id = $1 AND t.deleted_at IS NULL
+"""
 _SUPPRESSED_SQL = "SELECT email FROM suppressions WHERE email = ANY($1::text[])"
 _INSERT_SQL = """
 WITH b AS (
@@ -84,6 +93,10 @@ WITH b AS (
 INSERT INTO events (batch_id, recipient_id, email, type, data, created_at)
 VALUES ($1, NULL, NULL, 'QUEUED', $9::jsonb, $6)
 """
+# The same with the recipient's id given ($10).
+_INSERT_EMAIL_SQL = _INSERT_SQL.replace(
+    "INSERT INTO recipients (batch_id,", "INSERT INTO recipients (id, batch_id,"
+).replace("VALUES ($1, 0, $7,", "VALUES ($10, $1, 0, $7,")
 
 
 async def _nothing_to_reset(_conn: asyncpg.Connection) -> None:
@@ -123,7 +136,7 @@ class Reference:
         return self.pool
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith((PREFIX, EMAILS)):
+        if scope["type"] != "http" or not scope["path"].startswith((PREFIX, SEND)):
             await self.app(scope, receive, send)
             return
         pool = await self._pool()
@@ -132,10 +145,11 @@ class Reference:
             key_id = await self._auth(conn, scope)
             if key_id is None:
                 status, body = 401, b'{"error":{"code":"unauthorized"}}'
+            elif scope["method"] == "POST":
+                email = scope["path"] == SEND
+                status, body = await self._post(conn, key_id, await _read_body(receive), email)
             elif scope["path"].startswith(EMAILS):
                 status, body = await self._email(conn, scope["path"][len(EMAILS) :])
-            elif scope["method"] == "POST":
-                status, body = await self._post(conn, key_id, await _read_body(receive))
             else:
                 rest = scope["path"][len(PREFIX) + 1 :]
                 if rest.endswith("/events"):
@@ -261,46 +275,62 @@ class Reference:
         }
         return 200, orjson.dumps(out)
 
-    async def _post(self, conn: asyncpg.Connection, key_id: str, body: bytes) -> tuple[int, bytes]:
+    async def _post(
+        self, conn: asyncpg.Connection, key_id: str, body: bytes, email: bool
+    ) -> tuple[int, bytes]:
+        """POST /batches with one recipient, or (`email`) POST /emails to one address."""
         request = orjson.loads(body)
-        recipient = request["recipients"][0]
-        email = str(recipient["email"]).strip().lower()
-        template = await conn.fetchrow(_TEMPLATE_SQL, request["template_id"])
+        if email:
+            recipient = {"email": request["to"], "variables": request.get("variables") or {}}
+        else:
+            recipient = request["recipients"][0]
+        address = str(recipient["email"]).strip().lower()
+        sql = _EMAIL_TEMPLATE_SQL if email else _TEMPLATE_SQL
+        template = await conn.fetchrow(sql, request["template_id"])
         if template is None:
             return 422, b'{"error":{"code":"validation_error"}}'
-        suppressed = await conn.fetch(_SUPPRESSED_SQL, [email])
+        suppressed = await conn.fetch(_SUPPRESSED_SQL, [address])
         now = datetime.now(UTC)
         self._seq += 1
         batch_id = f"REF{os.getpid():08d}{self._seq:015d}"[:26]
-        response = {
-            "id": batch_id,
-            "status": "SENDING",
-            "createdAt": _iso(now),
-            "sendAt": None,
-            "recipients": 1,
-            "queued": 1 - len(suppressed),
-            "suppressed": len(suppressed),
-            "duplicates": 0,
-        }
-        await conn.execute(
-            _INSERT_SQL,
+        response: dict[str, Any]
+        if email:
+            held = "SUPPRESSED" if suppressed else "QUEUED"
+            response = {"data": [{"id": str(template["recipient_id"]), "to": address}]}
+            response["data"][0]["status"] = held
+        else:
+            response = {
+                "id": batch_id,
+                "status": "SENDING",
+                "createdAt": _iso(now),
+                "sendAt": None,
+                "recipients": 1,
+                "queued": 1 - len(suppressed),
+                "suppressed": len(suppressed),
+                "duplicates": 0,
+            }
+        args = [
             batch_id,
             template["id"],
             template["version_id"],
             key_id,
             orjson.dumps(response).decode(),
             now,
-            email,
+            address,
             orjson.dumps(recipient.get("variables") or {}).decode(),
             orjson.dumps({"recipients": 1, "scheduled": False}).decode(),
-        )
+        ]
+        if email:
+            await conn.execute(_INSERT_EMAIL_SQL, *args, template["recipient_id"])
+        else:
+            await conn.execute(_INSERT_SQL, *args)
         assert self.redis is not None
         job = f"bench-ref:{batch_id}"
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(job, mapping={"b": batch_id, "s": 0, "e": 1, "t": int(time.time() * 1000)})
         pipe.expire(job, 60)
         await pipe.execute()
-        return 201, orjson.dumps(response)
+        return (202 if email else 201), orjson.dumps(response)
 
 
 async def _read_body(receive: Any) -> bytes:
