@@ -73,6 +73,15 @@ def test_request_labels_are_bounded() -> None:
     assert got[("mailer_http_request_duration_seconds_count", health)] == 1
     other = (("method", "OTHER"), ("route", "unmatched"), ("status", "405"))
     assert got[("mailer_http_request_duration_seconds_count", other)] == 1
+    # Any method token a client sends is one more request of an existing label, and the
+    # registry keeps nothing per raw method.
+    for i in range(1000):
+        metrics.observe_request(f"BREW{i}", "unmatched", 405, 1.0)
+        metrics.observe_request("get" if i % 2 else "Get", "/api/v1/health", 200, 1.0)
+    got = samples(_text(metrics))
+    assert got[("mailer_http_request_duration_seconds_count", other)] == 1001
+    assert got[("mailer_http_request_duration_seconds_count", health)] == 1001
+    assert len(metrics._http_children) == 2
 
 
 def test_registries_are_independent() -> None:

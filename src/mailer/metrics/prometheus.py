@@ -216,11 +216,14 @@ class MetricsRegistry:
 
     def observe_request(self, method: str, route: str, status: int, duration_ms: float) -> None:
         """One HTTP request; `route` is the route template (e.g. /api/v1/batches/{id})."""
+        # Keyed by the label, not the raw method: a client may send any method token, and
+        # the cache must stay as small as the label set.
+        if method not in HTTP_METHODS:
+            method = method.upper() if method.upper() in HTTP_METHODS else "OTHER"
         key = (method, route, status)
         histogram = self._http_children.get(key)
         if histogram is None:  # labels() validates and locks on every call: once per key
-            label = method.upper() if method.upper() in HTTP_METHODS else "OTHER"
-            histogram = self._m.http_duration.labels(label, route, str(status))
+            histogram = self._m.http_duration.labels(method, route, str(status))
             self._http_children[key] = histogram
         histogram.observe(duration_ms / 1000)
 
