@@ -24,7 +24,7 @@ from mailer.config import Settings, TransportName, get_settings
 from mailer.console import create_console
 from mailer.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from mailer.db.dialect import is_postgresql
-from mailer.db.pg import ReadPool
+from mailer.db.pg import DriverPool
 from mailer.deadletters.endpoints import router as dead_letters_router
 from mailer.domains.endpoints import router as domains_router
 from mailer.emails.endpoints import router as emails_router
@@ -98,7 +98,9 @@ def create_app(
             key_limiter=KeyRateLimiter(settings.api_rate_limit),
             key_cache=key_cache,
             sns_verifier=SnsVerifier(sns_fetch_cert),
-            read_pool=ReadPool(engine, settings.db_pool_size) if is_postgresql(engine) else None,
+            driver_pool=DriverPool(engine, settings.db_pool_size)
+            if is_postgresql(engine)
+            else None,
         )
         if not settings.sns_verify:
             log.warning("sns_verification_disabled", hint="SNS_VERIFY=false is for development")
@@ -107,8 +109,8 @@ def create_app(
         metrics = get_metrics(state)
         usage.start()
         await key_cache.start()
-        if state.read_pool is not None:
-            await state.read_pool.start()
+        if state.driver_pool is not None:
+            await state.driver_pool.start()
         worker = None
         if embedded_worker:
             from mailer.worker.runtime import create_worker
@@ -127,8 +129,8 @@ def create_app(
             await usage.stop()
             await key_cache.stop()
             await queue.close()
-            if state.read_pool is not None:
-                await state.read_pool.close()
+            if state.driver_pool is not None:
+                await state.driver_pool.close()
             await engine.dispose()
             log.info("api_stopped")
 

@@ -26,8 +26,7 @@ from mailer.state import AppState
 # Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a thread
 # pool, a thread hand-off per request.
 async def get_state(request: Request) -> AppState:
-    state: AppState = request.app.state.mailer
-    return state
+    return state_of(request)
 
 
 State = Annotated[AppState, Depends(get_state)]

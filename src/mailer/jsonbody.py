@@ -140,16 +140,30 @@ def json_body(model: type[M], *, optional: bool = False) -> Any:
         data = loads(body)
         if optional and data is None:
             return None
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-            raise RequestValidationError(errors, body=data) from None
+        return validated(model, data)
 
     return Depends(dependency)
 
 
+async def read_body(request: Request, model: type[M]) -> M:
+    """The request body validated as `model`, for a route that reads it in its body (after
+    checking the key itself) rather than through `json_body`; document it with
+    `request_body_doc`."""
+    return validated(model, loads(await request.body()))
+
+
+def validated(model: type[M], data: Any) -> M:
+    """`data` as `model`; a validation error answers 422 like a declared body's would."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors, body=data) from None
+
+
 def request_body_doc(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
-    """openapi_extra for a route taking `model` through json_body()."""
+    """openapi_extra for a route taking `model` through json_body() or read_body()."""
+    if model not in DOCUMENTED_MODELS:
+        DOCUMENTED_MODELS.append(model)
     ref = {"$ref": f"#/components/schemas/{model.__name__}"}
     return {"requestBody": {"required": required, "content": {"application/json": {"schema": ref}}}}

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mailer.config import Settings
-from mailer.db.pg import ReadPool
+from mailer.db.pg import DriverPool
 from mailer.db.reads import Reads
 
 if TYPE_CHECKING:
@@ -30,8 +30,9 @@ class AppState:
     key_limiter: KeyRateLimiter
     key_cache: KeyCache
     sns_verifier: SnsVerifier
-    # PostgreSQL: the hot reads' own pool (mailer.db.pg.ReadPool); None on SQLite.
-    read_pool: ReadPool | None = None
+    # PostgreSQL: the pool of the hot statements (reads, small POSTs; mailer.db.pg.DriverPool);
+    # None on SQLite.
+    driver_pool: DriverPool | None = None
     extras: dict[str, object] = field(default_factory=dict)
 
     def reading(self) -> Reads:
@@ -39,4 +40,4 @@ class AppState:
         PostgreSQL statement (`mailer.db.reads`). Opened in the route rather than as a
         dependency: FastAPI's handling of a dependency that yields cost ~10 % of such a
         request's CPU (bench/api, issue 18)."""
-        return Reads(self.read_pool, self.read_sessionmaker)
+        return Reads(self.driver_pool, self.read_sessionmaker)

@@ -77,7 +77,8 @@ async def test_a_suppressed_single_recipient_costs_no_more(wired: Wired) -> None
 
     async with session_scope(wired.client.state.sessionmaker) as session:
         await suppressions.add(session, ["rt-held@example.com"], reason="MANUAL")
-    await _post(wired, 1)
+    for i in range(3):  # warm, as above
+        await _post(wired, i)
     body = {"email": "rt-held@example.com", "variables": {"name": "N", "code": "c"}}
     with wired.db.counting() as db, wired.redis.counting() as rd:
         response = await post_batch(wired.client.http, wired.key, wired.template_id, [body])
@@ -111,3 +112,39 @@ async def test_reading_events_round_trips(wired: Wired) -> None:
     assert response.status_code == 200
     assert response.json()["total"] == 1
     assert db.round_trips == 1, db.round_trips
+
+
+async def _send_email(w: Wired, i: int, **fields: Any) -> dict[str, Any]:
+    body = {"to": f"rt-email{i}@example.com", **fields}
+    response = await w.client.http.post("/api/v1/emails", json=body, headers=auth(w.key))
+    assert response.status_code == 202, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param({"template": True}, id="template"),
+        pytest.param({"subject": "Hi {{name}}", "html": "<p>Hi {{name}}</p>"}, id="inline"),
+    ],
+)
+async def test_sending_one_email_is_at_most_three_db_and_one_redis_round_trip(
+    wired: Wired, content: dict[str, Any]
+) -> None:
+    fields: dict[str, Any] = {"variables": {"name": "N", "code": "c"}}
+    if content.pop("template", False):
+        fields["template_id"] = wired.template_id
+    fields.update(content)
+    for i in range(3):  # warm
+        await _send_email(wired, i, **fields)
+    with wired.db.counting() as db, wired.redis.counting() as rd:
+        created = await _send_email(wired, 99, **fields)
+    assert created["data"][0]["status"] == "QUEUED"
+    assert rd.round_trips == 1, rd.round_trips
+    assert db.round_trips <= 3, db.round_trips
+    message = await wired.client.http.get(
+        f"/api/v1/emails/{created['data'][0]['id']}", headers=auth(wired.key)
+    )
+    assert message.status_code == 200, message.text
+    assert await wired.client.state.queue.has_pending_for(message.json()["batchId"])

@@ -111,3 +111,31 @@ async def test_due_callbacks_are_taken_once(sessionmaker: Maker) -> None:
     assert len(due) == 1
     await due[0]()
     assert calls == ["once"]
+
+
+async def test_a_unit_that_took_no_connection_still_runs_its_callbacks(
+    sessionmaker: Maker,
+) -> None:
+    """session_scope commits and closes a session that never took a connection without
+    awaiting (its statements ran elsewhere, `mailer.db.pg.lend`): the callbacks still run
+    after that commit, and a rollback still drops them."""
+    calls: list[str] = []
+    async with session_scope(sessionmaker) as session:
+        after_commit(session, _recorder(calls, "after"))
+    assert calls == ["after"]
+
+    with pytest.raises(Abort):
+        async with session_scope(sessionmaker) as session:
+            after_commit(session, _recorder(calls, "never"))
+            raise Abort
+    assert calls == ["after"]
+
+
+async def test_objects_added_without_a_flush_are_written_at_the_commit(
+    sessionmaker: Maker,
+) -> None:
+    """A session holding unflushed objects has I/O to do at its commit, connection or not:
+    it goes through AsyncSession's own commit."""
+    async with session_scope(sessionmaker) as session:
+        session.add(SystemState(key="unflushed", value={}, updated_at=utcnow()))
+    assert await _rows(sessionmaker) == 1

@@ -4,6 +4,7 @@ the batch events endpoint's email filter. API only (no worker)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -237,6 +238,27 @@ async def test_idempotency_key(client: ApiClient, send_key: str) -> None:
     other = await post_email(client, send_key, {**INLINE, "text": "x"}, **{"Idempotency-Key": "k1"})
     assert other.status_code == 409
     assert await stored(client) == before
+
+
+async def test_concurrent_requests_with_one_idempotency_key_store_one_email(
+    client: ApiClient, send_key: str
+) -> None:
+    """Inline content is written with its batch: a request that loses the race for the key
+    leaves no template behind (on PostgreSQL one statement writes them all)."""
+    before = await stored(client)
+    responses = await asyncio.gather(
+        *(post_email(client, send_key, INLINE, **{"Idempotency-Key": "race"}) for _ in range(4))
+    )
+    assert {r.status_code for r in responses} <= {202, 409}, [r.text for r in responses]
+    accepted = [r.json() for r in responses if r.status_code == 202]
+    assert accepted and all(body == accepted[0] for body in accepted)
+    batches, recipients, templates, attachments = await stored(client)
+    assert (batches, recipients, templates, attachments) == (
+        before[0] + 1,
+        before[1] + 1,
+        before[2] + 1,
+        before[3],
+    )
 
 
 async def test_attachments_are_stored(client: ApiClient, send_key: str) -> None:

@@ -139,41 +139,38 @@ class DuplicateBatch(Exception):
     """The batch's Idempotency-Key is taken (a concurrent request won the race)."""
 
 
-def _batch_values(batch: Batch) -> list[Any]:
-    """Every column of a transient Batch, with the model's defaults for unset ones."""
-    values: list[Any] = []
-    for column in Batch.__table__.columns:
-        value = getattr(batch, _ATTRIBUTES[column.name])
-        default = column.default
-        if value is None and default is not None and getattr(default, "is_scalar", False):
-            value = default.arg
-        elif value is None and default is not None and getattr(default, "is_callable", False):
-            value = default.arg(None)
-        if column.name in pg.BATCH_JSON_COLUMNS and value is not None:
-            value = orjson.dumps(value).decode()
-        values.append(value)
-    return values
-
-
 _ATTRIBUTES = {c.name: attr.key for attr in Batch.__mapper__.column_attrs for c in attr.columns}
 
 NewEvent = tuple[str | None, str, dict[str, Any]]  # email, type, data
 
 
-async def _insert_batch_pg(
+async def insert_batch_pg(
     session: AsyncSession,
     batch: Batch,
     rows: Sequence[tuple[str, dict[str, Any]]],
     suppressed: AbstractSet[str],
     events: Sequence[NewEvent],
     suppressed_count: int = 0,
+    *,
+    emails_of: tuple[list[int], Any, Any] | None = None,
 ) -> None:
+    """`insert_batch` on PostgreSQL, one statement (pg.insert_batch), then the outbound
+    webhooks' rows if an endpoint is enabled. POST /emails passes `emails_of`: the
+    recipients' ids and the inline template's and version's objects (or None twice)."""
     dumps = orjson.dumps
     pending, held = str(RecipientStatus.PENDING), str(RecipientStatus.SUPPRESSED)
+    ids_and_rows = None
+    if emails_of is not None:
+        ids, template, version = emails_of
+        ids_and_rows = (
+            ids,
+            None if template is None else pg.model_values(template),
+            None if version is None else pg.model_values(version),
+        )
     try:
         await pg.insert_batch(
             session,
-            _batch_values(batch),
+            pg.model_values(batch),
             batch.id,
             batch.created_at,
             [email for email, _ in rows],
@@ -183,6 +180,7 @@ async def _insert_batch_pg(
             [str(kind) for _, kind, _ in events],
             [dumps(data).decode() for _, _, data in events],
             (minute_bucket(batch.created_at), str(MetricKind.SUPPRESSED), suppressed_count),
+            emails_of=ids_and_rows,
         )
     except pg.UniqueViolation as exc:
         raise DuplicateBatch from exc
@@ -200,6 +198,17 @@ async def _insert_batch_pg(
             for email, kind, data in events
         ),
     )
+
+
+async def _insert_batch_pg(
+    session: AsyncSession,
+    batch: Batch,
+    rows: Sequence[tuple[str, dict[str, Any]]],
+    suppressed: AbstractSet[str],
+    events: Sequence[NewEvent],
+    suppressed_count: int = 0,
+) -> None:
+    await insert_batch_pg(session, batch, rows, suppressed, events, suppressed_count)
 
 
 @postgresql_variant(_insert_batch_pg)
@@ -305,7 +314,44 @@ async def mark_suppressed(session: AsyncSession, batch_id: str) -> list[tuple[in
     return sorted((int(seq), str(email)) for seq, email in result.tuples())
 
 
-async def find_by_idempotency_key(session: AsyncSession, api_key_id: str, key: str) -> Batch | None:
+class KeyedBatch(Protocol):
+    """What a request with an Idempotency-Key reads of the batch the key already names."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def request_hash(self) -> str | None: ...
+
+    @property
+    def response(self) -> dict[str, Any] | None: ...
+
+
+async def _find_by_idempotency_key_pg(
+    session: AsyncSession, api_key_id: str, key: str
+) -> KeyedBatch | None:
+    row = await pg.keyed_batch(session, api_key_id, key)
+    if row is None:
+        return None
+    response = None if row["response"] is None else orjson.loads(row["response"])
+    return SimpleNamespace(  # a plain row: the ORM object is not needed
+        id=row["id"],
+        created_at=row["created_at"],
+        request_hash=row["request_hash"],
+        response=response,
+    )
+
+
+@postgresql_variant(_find_by_idempotency_key_pg)
+async def find_by_idempotency_key(
+    session: AsyncSession, api_key_id: str, key: str
+) -> KeyedBatch | None:
+    """The batch this key of this API key already names, if any. On PostgreSQL a
+    hand-written statement, so that a small POST's reads all run on its pooled connection
+    (`pg.single_statement_unit`)."""
     result = await session.scalars(
         select(Batch).where(Batch.api_key_id == api_key_id, Batch.idempotency_key == key)
     )
@@ -544,9 +590,8 @@ async def cancel_unsent(session: AsyncSession, batch_id: str) -> list[tuple[int,
     return [(int(i), str(e)) for i, e in result.tuples()]
 
 
-async def expire_idempotency_key(session: AsyncSession, batch: Batch) -> None:
-    batch.idempotency_key = None
-    await session.flush()
+async def expire_idempotency_key(session: AsyncSession, batch_id: str) -> None:
+    await session.execute(update(Batch).where(Batch.id == batch_id).values(idempotency_key=None))
 
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)

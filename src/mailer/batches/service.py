@@ -19,6 +19,7 @@ from mailer.batches.dispatch import enqueue_after_commit
 from mailer.batches.ingest import ParsedRequest, RecipientChecker
 from mailer.batches.schemas import BatchResult
 from mailer.control_chars import has_control_chars
+from mailer.db import pg
 from mailer.db.dialect import single_statement_writes
 from mailer.db.reads import Reads
 from mailer.delivery.withdrawals import announce_cancelled
@@ -54,7 +55,6 @@ def _normal_forms(raw: list[Any]) -> list[str]:
 
 @dataclass(slots=True)
 class CreateResult:
-    batch: Batch
     response: dict[str, Any]
     replayed: bool
     jobs: list[ChunkJob]
@@ -90,31 +90,45 @@ def check_sender(value: str, field: str) -> str:
 
 async def replay_or_conflict(
     session: AsyncSession, principal: Principal, key: str, digest: str
-) -> Batch | None:
+) -> dict[str, Any] | None:
+    """The stored answer of the request this Idempotency-Key already names, None if it
+    names none (or an expired one, now forgotten); Conflict if its body was another."""
     existing = await repository.find_by_idempotency_key(session, principal.key_id, key)
     if existing is None:
         return None
     if utcnow() - existing.created_at > repository.IDEMPOTENCY_WINDOW:
-        await repository.expire_idempotency_key(session, existing)
+        await repository.expire_idempotency_key(session, existing.id)
         return None
     if existing.request_hash != digest:
         raise Conflict(
             "This Idempotency-Key was already used with a different request body.",
             code="idempotency_conflict",
         )
-    return existing
+    return existing.response or {}
 
 
-async def writes_in_one_statement(session: AsyncSession, parsed: ParsedRequest) -> None:
+async def writes_in_one_statement(
+    session: AsyncSession, parsed: ParsedRequest, pool: pg.DriverPool | None
+) -> None:
     """Called by the API on its request session before `create_batch`: a batch that is not
     streamed is written by one statement (repository.insert_batch) after reads only, so on
     PostgreSQL the session can run without BEGIN/COMMIT (two round trips of a small POST's
-    four; tests/batches/test_round_trips.py). The insert commits when it returns, before
-    the 201, as the request's commit did. Callers that commit themselves do not call it.
+    four; tests/batches/test_round_trips.py), its statements on a connection of the API's
+    `pool` (`pg.single_statement_unit`). The insert commits when it returns, before the
+    201, as the request's commit did. Callers that commit themselves do not call it.
     Not while a webhook endpoint is enabled: the batch's events may then add outbox rows in
     a second statement, which must commit with the batch."""
     if len(parsed.raw_recipients) < STREAM_MIN_RECIPIENTS and not await outbox.any_enabled(session):
+        await one_statement(session, pool)
+
+
+async def one_statement(session: AsyncSession, pool: pg.DriverPool | None) -> None:
+    """A unit of work whose writes are one statement after reads: on the API's pool of
+    connections if it has one (`pg.single_statement_unit`), else on the session's own."""
+    if pool is None:
         await single_statement_writes(session)
+    else:
+        await pg.single_statement_unit(session, pool)
 
 
 async def create_batch(
@@ -139,9 +153,9 @@ async def create_batch(
                 "The Idempotency-Key header is empty.",
                 details=[{"field": "header:Idempotency-Key", "message": "must not be blank"}],
             )
-        existing = await replay_or_conflict(session, principal, idempotency_key, body_hash)
-        if existing is not None:
-            return CreateResult(existing, existing.response or {}, replayed=True, jobs=[])
+        replayed = await replay_or_conflict(session, principal, idempotency_key, body_hash)
+        if replayed is not None:
+            return CreateResult(replayed, replayed=True, jobs=[])
 
     options = parsed.options
     # A small batch's addresses are looked up on the suppression list with the template.
@@ -260,7 +274,7 @@ async def create_batch(
             session, catalog.BATCH_COMPLETED, {"batchId": batch.id}, batch_id=batch.id, at=now
         )
     enqueue_after_commit(session, queue, jobs)
-    return CreateResult(batch, response, replayed=False, jobs=jobs)
+    return CreateResult(response, replayed=False, jobs=jobs)
 
 
 async def _add(session: AsyncSession, batch: Batch) -> None:

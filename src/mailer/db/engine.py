@@ -9,7 +9,7 @@ databases: a SQLite reader never takes the write lock. PostgreSQL uses asyncpg w
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 
 from mailer.config import Settings
 from mailer.db.after_commit import Callback, run_callbacks, take_committed
@@ -123,6 +124,15 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
     return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
 
+_AT_END = "mailer.db.at_end"
+
+
+def at_end(session: AsyncSession, hook: Callable[[BaseException | None], Awaitable[None]]) -> None:
+    """Have `session_scope` await `hook(error)` when the session's unit of work ends, after
+    its commit or rollback (`error` None on success), before the after-commit callbacks."""
+    session.info.setdefault(_AT_END, []).append(hook)
+
+
 @asynccontextmanager
 async def session_scope(
     sessionmaker: async_sessionmaker[AsyncSession],
@@ -132,16 +142,52 @@ async def session_scope(
     """One unit of work: commit on success, roll back on any exception. Callbacks registered
     with `after_commit` run once the commit has succeeded: awaited here, in order, or each
     handed to `defer` to run later (a request's background tasks)."""
-    async with sessionmaker() as session:
+    session = sessionmaker()
+    try:
+        error: BaseException | None = None
         try:
             yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
+            if _holds_nothing(session):
+                session.sync_session.commit()
+            else:
+                await session.commit()
+        except BaseException as exc:
+            error = exc
+            if _holds_nothing(session):
+                session.sync_session.rollback()
+            else:
+                await session.rollback()
             raise
-        committed = take_committed(session)
+        finally:
+            for hook in session.info.pop(_AT_END, ()):
+                await hook(error)
+    finally:
+        if _holds_nothing(session):
+            session.sync_session.close()
+        else:
+            await session.__aexit__(None, None, None)  # closes in a task, as `async with` does
+    committed = take_committed(session)
     if defer is not None:
         for callback in committed:
             defer(callback)
         return
     await run_callbacks(committed)  # the connection is back in the pool meanwhile
+
+
+# A session that never took a connection and has nothing to flush (a small POST whose
+# statements ran on a lent connection, `mailer.db.pg.lend`) commits, rolls back and closes
+# without I/O: the synchronous calls do it directly. AsyncSession would run each in a new
+# greenlet and close in a task of its own, ~0.1 ms of a small POST's CPU (bench/api, issue 18).
+_CONNECTED = "mailer.db.connected"
+
+
+@event.listens_for(Session, "after_begin")
+def _on_connection(session: Session, _transaction: Any, _connection: Any) -> None:
+    session.info[_CONNECTED] = True
+
+
+def _holds_nothing(session: AsyncSession) -> bool:
+    if session.info.get(_CONNECTED):
+        return False
+    sync = session.sync_session
+    return not (sync.new or sync.dirty or sync.deleted)

@@ -4,7 +4,7 @@ On PostgreSQL a hot read is one hand-written statement (`mailer.db.pg`). Run thr
 session, the session around it (creating it, checking out its connection, committing,
 closing) cost ~100 µs of CPU against ~20 µs for taking a connection from a pool and giving
 it back (issue 18, docs/performance.md). So `Reads` hands such a statement a connection of
-the process's `pg.ReadPool` (`driver`), without a session or a transaction: each
+the process's `pg.DriverPool` (`driver`), without a session or a transaction: each
 statement commits on its own, as in a read session. Code paths that need the ORM (every
 path on SQLite, and rare ones on PostgreSQL) ask for `session()`, a read session opened on
 first use. Both are given back when the unit of work ends.
@@ -25,21 +25,21 @@ from mailer.db.engine import session_scope
 class Reads:
     """What one read-only unit of work reads through, as an async context manager (a
     class rather than a generator: it runs on every hot read). `driver` is an asyncpg
-    connection when there is a read pool (PostgreSQL; for the statements in
+    connection when there is a driver pool (PostgreSQL; for the statements in
     `mailer.db.pg`), None otherwise."""
 
     __slots__ = ("_connection", "_pool", "_session", "_session_scope", "_sessionmaker", "driver")
 
     def __init__(
         self,
-        read_pool: pg.ReadPool | None,
+        driver_pool: pg.DriverPool | None,
         read_sessionmaker: async_sessionmaker[AsyncSession] | None,
         *,
         session: AsyncSession | None = None,
     ) -> None:
-        self._pool = read_pool
+        self._pool = driver_pool
         self._sessionmaker = read_sessionmaker
-        self._connection: pg.ReadConnection | None = None
+        self._connection: pg.DriverConnection | None = None
         self._session_scope: AbstractAsyncContextManager[AsyncSession] | None = None
         self._session = session
         self.driver: Any = None

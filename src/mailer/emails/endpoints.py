@@ -5,21 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
 
 from mailer.auth.dependencies import SendKey, require
 from mailer.batches.schemas import EventOut
 from mailer.batches.service import request_hash
-from mailer.deps import ApiRoute, Session, State, state_of
+from mailer.deps import ApiRoute, Session, State, request_session, state_of
 from mailer.emails import lookup, service
 from mailer.emails.schemas import EmailCreate, EmailOut, EmailPage, EmailsCreated
-from mailer.jsonbody import json_body, request_body_doc
+from mailer.jsonbody import read_body, request_body_doc
 from mailer.models.enums import RecipientStatus, Scope
 from mailer.responses import JsonResponse, ModelResponse
 
 router = APIRouter(prefix="/emails", tags=["emails"], route_class=ApiRoute)
 
-CreateBody = Annotated[EmailCreate, json_body(EmailCreate)]
 _STATUSES: dict[str, Any] = {"enum": list(RecipientStatus)}
 
 
@@ -31,25 +30,29 @@ _STATUSES: dict[str, Any] = {"enum": list(RecipientStatus)}
     responses={409: {"description": "Idempotency-Key reused with another body"}},
 )
 async def send_email(
-    principal: SendKey,  # before the body: the key is checked before the body is read
     request: Request,
-    body: CreateBody,
-    session: Session,
-    state: State,
+    background: BackgroundTasks,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> JsonResponse:
     """Send one email, to one address or up to 50 (each its own message and id), in the
     transactional lane (served before bulk batches). Durable in the database before 202 is
     answered."""
-    result = await service.create_emails(
-        session,
-        principal,
-        body,
-        body_hash=request_hash(await request.body()),
-        idempotency_key=idempotency_key,
-        chunk_size=state.settings.chunk_size,
-        queue=state.queue,
-    )
+    # The key is checked (before the body is read), the body read and the unit of work
+    # opened here, not by dependencies: see POST /batches.
+    principal = await require(request, Scope.SEND)
+    body = await read_body(request, EmailCreate)
+    state = state_of(request)
+    async with request_session(state, False, background) as session:
+        await service.writes_in_one_statement(session, body, state.driver_pool)
+        result = await service.create_emails(
+            session,
+            principal,
+            body,
+            body_hash=request_hash(await request.body()),
+            idempotency_key=idempotency_key,
+            chunk_size=state.settings.chunk_size,
+            queue=state.queue,
+        )
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
     return JsonResponse(result.response, status_code=202, headers=headers)
 

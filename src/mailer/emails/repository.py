@@ -3,20 +3,117 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 from sqlalchemy import String, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mailer.batches import repository as batches
+from mailer.batches.repository import NewEvent
 from mailer.db import pg
 from mailer.db.dialect import has_pair, postgresql_variant
 from mailer.db.reads import Reads
 from mailer.events import event_views
 from mailer.models import Attachment, Batch, Event, Recipient, Template, TemplateVersion
+from mailer.suppressions import repository as suppressions
+from mailer.templates import repository as templates
+from mailer.templates.versions import VersionContent
 from mailer.transports.base import MailAttachment
+
+
+@dataclass(slots=True)
+class EmailContext:
+    """What new emails are checked against: the template's current version (None without
+    `template_id`, or when it names no live template), which addresses are suppressed, and
+    on PostgreSQL the ids their messages will have (None elsewhere: read after the insert)."""
+
+    version: VersionContent | None
+    suppressed: set[str]
+    ids: list[int] | None
+
+
+async def _email_context_pg(
+    session: AsyncSession,
+    template_id: str | None,
+    emails: Sequence[str],
+    ignored_reasons: Sequence[str],
+) -> EmailContext:
+    row = await pg.email_context(session, template_id, list(emails), list(ignored_reasons))
+    version = None
+    if row["id"] is not None:
+        version = SimpleNamespace(  # a plain row, as batches.repository reads it
+            id=row["id"],
+            subject=row["subject"],
+            html=row["html"],
+            text=row["text"],
+            text_derived=row["text_derived"],
+            variables=orjson.loads(row["variables"]),
+        )
+    return EmailContext(version, set(row["suppressed"]), list(row["ids"]))
+
+
+@postgresql_variant(_email_context_pg)
+async def email_context(
+    session: AsyncSession,
+    template_id: str | None,
+    emails: Sequence[str],
+    ignored_reasons: Sequence[str],
+) -> EmailContext:
+    """The context of new emails to `emails` (normal forms), suppressions for
+    `ignored_reasons` not counting. On PostgreSQL one round trip, which also takes the
+    messages' ids, so that POST /emails stores its answer with its one insert (issue 18:
+    three round trips at most; tests/batches/test_round_trips.py)."""
+    version = None
+    if template_id is not None:
+        found = await templates.get_live_with_version(session, template_id)
+        version = None if found is None else found[1]
+    held = await suppressions.existing_among(session, emails, ignored_reasons=ignored_reasons)
+    return EmailContext(version, held, None)
+
+
+async def _insert_emails_pg(
+    session: AsyncSession,
+    batch: Batch,
+    rows: Sequence[tuple[str, dict[str, Any]]],
+    held: AbstractSet[str],
+    events: Sequence[NewEvent],
+    inline: tuple[Template, TemplateVersion] | None,
+    ids: list[int] | None,
+) -> list[int]:
+    assert ids is not None, "email_context takes the ids on PostgreSQL"
+    template, version = inline or (None, None)
+    await batches.insert_batch_pg(
+        session, batch, rows, held, events, len(held), emails_of=(ids, template, version)
+    )
+    return ids
+
+
+@postgresql_variant(_insert_emails_pg)
+async def insert_emails(
+    session: AsyncSession,
+    batch: Batch,
+    rows: Sequence[tuple[str, dict[str, Any]]],
+    held: AbstractSet[str],
+    events: Sequence[NewEvent],
+    inline: tuple[Template, TemplateVersion] | None,
+    ids: list[int] | None,
+) -> list[int]:
+    """New emails: the inline template and version of inline content, the batch,
+    its recipients (seq in `rows` order; those in `held` SUPPRESSED), its events and the
+    suppressed count. Returns the messages' ids in `rows` order. On PostgreSQL one
+    statement, with the ids `email_context` took; elsewhere they are read afterwards.
+    Raises batches' DuplicateBatch (the Idempotency-Key is taken)."""
+    if inline is not None:
+        session.add_all(inline)
+        await session.flush()
+    await batches.insert_batch(session, batch, rows, held, events, len(held))
+    found = await recipient_ids(session, batch.id)
+    return [found[seq] for seq in range(len(rows))]
 
 
 async def add_attachments(

@@ -3,7 +3,7 @@ lane, so that the worker sends it as any batch (claim, compose, send, record).
 
 The batch has priority "high" (its own queue, served before bulk work), no List-Unsubscribe
 unless asked, and ignores unsubscribe-only suppressions unless `respect_unsubscribe`.
-Inline content becomes an inline template (templates.service.create_inline: checked as any
+Inline content becomes an inline template (templates.service.inline_template: checked as any
 template, never listed); attachments are rows of their own.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ from mailer.batches import repository as batches_repository
 from mailer.batches import service as batches
 from mailer.batches.dispatch import enqueue_after_commit
 from mailer.control_chars import has_control_chars
+from mailer.db import pg
 from mailer.emails import repository
 from mailer.emails.schemas import (
     MAX_ADDRESSES,
@@ -30,26 +33,24 @@ from mailer.emails.schemas import (
     MAX_HEADERS,
     EmailCreate,
 )
-from mailer.errors import Conflict, NotFound, ValidationFailed
-from mailer.events import bump_metrics
+from mailer.errors import Conflict, ValidationFailed
 from mailer.models import Batch, Template, TemplateVersion
 from mailer.models.base import utcnow
 from mailer.models.enums import (
     BatchPriority,
     BatchStatus,
     EventType,
-    MetricKind,
     RecipientStatus,
     SuppressionReason,
 )
 from mailer.queue.base import JobQueue
-from mailer.suppressions import repository as suppressions
 from mailer.templates import service as templates
 from mailer.templates.usage import UNSUBSCRIBE_URL
 from mailer.templates.variables import check_variables
-from mailer.templates.versions import undeclared, used_variables, version_specs
+from mailer.templates.versions import VersionContent, undeclared, used_variables, version_specs
 from mailer.transports.base import MailAttachment
 from mailer.transports.mime import CONTENT_TYPE, RESERVED_HEADERS
+from mailer.webhook_endpoints import outbox
 
 QUEUED = "QUEUED"
 # Custom header names: letters, digits and '-' (no leading '-').
@@ -148,10 +149,9 @@ def decode_attachments(body: EmailCreate) -> list[MailAttachment]:
     return out
 
 
-async def _content(
-    session: AsyncSession, body: EmailCreate
-) -> tuple[Template, TemplateVersion, bool]:
-    """The template and version to send, and whether it is inline content."""
+async def _inline_content(body: EmailCreate) -> tuple[Template, TemplateVersion] | None:
+    """The inline template of inline content, checked and not yet stored; None when the
+    email names a template."""
     inline = body.html is not None or body.text is not None
     if inline and body.template_id is not None:
         raise _fail("template_id", "give either template_id or html/text, not both")
@@ -164,24 +164,17 @@ async def _content(
     if body.template_id is not None:
         if body.subject is not None:
             raise _fail("subject", "the template has its subject; give subject only with html/text")
-        try:
-            template, version = await templates.get_template(session, body.template_id)
-        except NotFound:
-            raise _fail("template_id", "no template with this id", type="not_found") from None
-        return template, version, False
+        return None
     if not body.subject:
         raise _fail("subject", "required with html/text")
     if not (body.html or body.text):
         raise _fail("html", "html and text cannot both be empty")
     if has_control_chars(body.subject):
         raise _fail("subject", "must not contain CR, LF or control characters")
-    template, version = await templates.create_inline(
-        session, subject=body.subject, html=body.html, text=body.text
-    )
-    return template, version, True
+    return await templates.inline_template(subject=body.subject, html=body.html, text=body.text)
 
 
-async def _check_variables(body: EmailCreate, version: TemplateVersion) -> None:
+async def _check_variables(body: EmailCreate, version: VersionContent) -> None:
     used = await used_variables(version)
     if UNSUBSCRIBE_URL in used and not body.unsubscribe:
         raise _fail(
@@ -217,9 +210,9 @@ async def create_emails(
     if idempotency_key is not None and principal is not None:
         if not idempotency_key.strip():
             raise _fail("header:Idempotency-Key", "must not be blank")
-        existing = await batches.replay_or_conflict(session, principal, idempotency_key, body_hash)
-        if existing is not None:
-            return CreateResult(existing.response or {}, replayed=True)
+        replayed = await batches.replay_or_conflict(session, principal, idempotency_key, body_hash)
+        if replayed is not None:
+            return CreateResult(replayed, replayed=True)
 
     addresses = _addresses(body.to)
     from_address = batches.check_sender(body.from_, "from") if body.from_ else None
@@ -227,11 +220,19 @@ async def create_emails(
     reply_to = [batches.check_sender(r, f"reply_to[{i}]") for i, r in enumerate(reply_to_raw)]
     headers = check_headers(body.headers)
     files = decode_attachments(body)
-    template, version, inline = await _content(session, body)
+    inline = await _inline_content(body)
+    ignored = () if body.respect_unsubscribe else (SuppressionReason.UNSUBSCRIBE,)
+    context = await repository.email_context(session, body.template_id, addresses, ignored)
+    version: VersionContent
+    if inline is not None:
+        template_id, version = inline[0].id, inline[1]
+    elif context.version is None:
+        raise _fail("template_id", "no template with this id", type="not_found")
+    else:
+        template_id, version = str(body.template_id), context.version
     await _check_variables(body, version)
 
-    ignored = () if body.respect_unsubscribe else (SuppressionReason.UNSUBSCRIBE,)
-    held = await suppressions.existing_among(session, addresses, ignored_reasons=ignored)
+    held = context.suppressed
     now = utcnow()
     scheduled = body.send_at is not None and body.send_at > now
     rows = [(address, body.variables) for address in addresses]
@@ -239,7 +240,7 @@ async def create_emails(
     batch = Batch.new(
         scheduled=scheduled,
         now=now,
-        template_id=template.id,
+        template_id=template_id,
         template_version_id=version.id,
         metadata_=body.metadata,
         tags=body.tags,
@@ -262,15 +263,25 @@ async def create_emails(
         batch.status = BatchStatus.COMPLETED
         batch.completed_at = now
     events: list[tuple[str | None, str, dict[str, Any]]] = [
-        (None, EventType.QUEUED, {"recipients": queued, "scheduled": scheduled, "inline": inline})
+        (
+            None,
+            EventType.QUEUED,
+            {"recipients": queued, "scheduled": scheduled, "inline": inline is not None},
+        )
     ]
     events.extend(
         (email, EventType.SUPPRESSED, {"reason": "on suppression list", "seq": seq})
         for seq, (email, _) in enumerate(rows)
         if email in held
     )
+    if context.ids is not None:
+        # The ids are known before the insert (PostgreSQL): the answer, stored for
+        # Idempotency-Key replays, is written with the batch, in its one statement.
+        batch.response = _answer(rows, held, context.ids)
     try:
-        await batches_repository.insert_batch(session, batch, rows, held, events)
+        ids = await repository.insert_emails(
+            session, batch, rows, held, events, inline, context.ids
+        )
     except batches_repository.DuplicateBatch:
         raise Conflict(
             "A request with this Idempotency-Key is in progress or done; retry to get its "
@@ -279,8 +290,20 @@ async def create_emails(
         ) from None
     if files:
         await repository.add_attachments(session, batch.id, files)
-    ids = await repository.recipient_ids(session, batch.id)
-    response: dict[str, Any] = {
+    response = _answer(rows, held, ids)
+    if context.ids is None:
+        await repository.save_response(session, batch.id, response)
+    if not scheduled and queued:
+        jobs = batches.chunk_jobs(batch.id, len(rows), chunk_size, high=True)
+        enqueue_after_commit(session, queue, jobs)
+    return CreateResult(response, replayed=False)
+
+
+def _answer(
+    rows: Sequence[tuple[str, Any]], held: AbstractSet[str], ids: Sequence[int]
+) -> dict[str, Any]:
+    """The 202's body: each address's message id and whether it was queued."""
+    return {
         "data": [
             {
                 "id": str(ids[seq]),
@@ -290,11 +313,14 @@ async def create_emails(
             for seq, (email, _) in enumerate(rows)
         ]
     }
-    # Stored for Idempotency-Key replays (the ids exist only once the rows do).
-    await repository.save_response(session, batch.id, response)
-    if held:
-        await bump_metrics(session, {MetricKind.SUPPRESSED: len(held)})
-    if not scheduled and queued:
-        jobs = batches.chunk_jobs(batch.id, len(rows), chunk_size, high=True)
-        enqueue_after_commit(session, queue, jobs)
-    return CreateResult(response, replayed=False)
+
+
+async def writes_in_one_statement(
+    session: AsyncSession, body: EmailCreate, pool: pg.DriverPool | None
+) -> None:
+    """Called by the API on its request session before `create_emails`: without
+    attachments (a second insert) and webhook endpoints (outbox rows), new emails are
+    written by one statement after reads only, so on PostgreSQL the session runs without
+    BEGIN/COMMIT (see batches.service.writes_in_one_statement)."""
+    if not body.attachments and not await outbox.any_enabled(session):
+        await batches.one_statement(session, pool)

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mailer.errors import NotFound, ValidationFailed
+from mailer.ids import new_id
 from mailer.models import Template, TemplateVersion
 from mailer.models.base import utcnow
 from mailer.templates import repository
@@ -201,23 +202,39 @@ async def create_template(
     return template, version
 
 
-async def create_inline(
-    session: AsyncSession, *, subject: str, html: str | None, text: str | None
+async def inline_template(
+    *, subject: str, html: str | None, text: str | None
 ) -> tuple[Template, TemplateVersion]:
-    """The content of one POST /emails as a template of its own, checked as any template.
-    Inline templates are never listed nor usable by id (deleted_at is set at once, so
-    every "live" query skips them); their batch renders the version as any other."""
+    """The content of one POST /emails as a template of its own, checked as any template,
+    and not yet stored (ids set; the caller inserts both). Inline templates are never
+    listed nor usable by id (deleted_at is set at once, so every "live" query skips them);
+    their batch renders the version as any other."""
     name = "inline"
     source = await _prepare(name=name, subject=subject, html=html, text=text, variables={})
     now = utcnow()
     template = Template(
-        name=name, version_count=1, created_at=now, updated_at=now, deleted_at=now, inline=True
+        id=new_id(),
+        name=name,
+        version_count=1,
+        created_at=now,
+        updated_at=now,
+        deleted_at=now,
+        inline=True,
     )
-    session.add(template)
-    await session.flush()
-    version = await _new_version(session, template, 1, source)
+    version = TemplateVersion(
+        id=new_id(),
+        template_id=template.id,
+        version=1,
+        name=source.name,
+        subject=source.subject,
+        html=source.html,
+        text=source.text,
+        text_derived=source.text_derived,
+        variables=specs_dump(source.specs),
+        created_at=now,
+    )
     template.current_version_id = version.id
-    await session.flush()
+    remember_used(version.id, source.used)
     return template, version
 
 
