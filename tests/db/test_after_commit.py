@@ -124,10 +124,13 @@ async def test_a_unit_that_took_no_connection_still_runs_its_callbacks(
         after_commit(session, _recorder(calls, "after"))
     assert calls == ["after"]
 
-    with pytest.raises(Abort):
+    async def refused() -> None:
         async with session_scope(sessionmaker) as session:
             after_commit(session, _recorder(calls, "never"))
             raise Abort
+
+    with pytest.raises(Abort):
+        await refused()
     assert calls == ["after"]
 
 

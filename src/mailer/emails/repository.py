@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -22,7 +21,7 @@ from mailer.events import event_views
 from mailer.models import Attachment, Batch, Event, Recipient, Template, TemplateVersion
 from mailer.suppressions import repository as suppressions
 from mailer.templates import repository as templates
-from mailer.templates.versions import VersionContent
+from mailer.templates.versions import VersionContent, version_row
 from mailer.transports.base import MailAttachment
 
 
@@ -44,16 +43,7 @@ async def _email_context_pg(
     ignored_reasons: Sequence[str],
 ) -> EmailContext:
     row = await pg.email_context(session, template_id, list(emails), list(ignored_reasons))
-    version = None
-    if row["id"] is not None:
-        version = SimpleNamespace(  # a plain row, as batches.repository reads it
-            id=row["id"],
-            subject=row["subject"],
-            html=row["html"],
-            text=row["text"],
-            text_derived=row["text_derived"],
-            variables=orjson.loads(row["variables"]),
-        )
+    version = None if row["id"] is None else version_row(row)
     return EmailContext(version, set(row["suppressed"]), list(row["ids"]))
 
 

@@ -160,11 +160,11 @@ async def _prepare(
     return _Source(name, subject, html, text, derived, specs, used)
 
 
-async def _new_version(
-    session: AsyncSession, template: Template, number: int, source: _Source
-) -> TemplateVersion:
+def _version(template_id: str, number: int, source: _Source) -> TemplateVersion:
+    """A new version of `source`, its id set (not yet stored)."""
     version = TemplateVersion(
-        template_id=template.id,
+        id=new_id(),
+        template_id=template_id,
         version=number,
         name=source.name,
         subject=source.subject,
@@ -174,9 +174,16 @@ async def _new_version(
         variables=specs_dump(source.specs),
         created_at=utcnow(),
     )
+    remember_used(version.id, source.used)
+    return version
+
+
+async def _new_version(
+    session: AsyncSession, template: Template, number: int, source: _Source
+) -> TemplateVersion:
+    version = _version(template.id, number, source)
     session.add(version)
     await session.flush()
-    remember_used(version.id, source.used)
     return version
 
 
@@ -221,20 +228,8 @@ async def inline_template(
         deleted_at=now,
         inline=True,
     )
-    version = TemplateVersion(
-        id=new_id(),
-        template_id=template.id,
-        version=1,
-        name=source.name,
-        subject=source.subject,
-        html=source.html,
-        text=source.text,
-        text_derived=source.text_derived,
-        variables=specs_dump(source.specs),
-        created_at=now,
-    )
+    version = _version(template.id, 1, source)
     template.current_version_id = version.id
-    remember_used(version.id, source.used)
     return template, version
 
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any, Protocol
+
+import orjson
 
 from mailer.control_chars import has_control_chars
 from mailer.errors import ValidationFailed
@@ -65,6 +68,19 @@ def version_specs(version: VersionContent) -> dict[str, VariableSpec]:
 
 
 _USED: dict[str, list[str]] = {}
+
+
+def version_row(row: Any) -> VersionContent:
+    """A version read as a plain row (columns id, subject, html, text, text_derived and
+    variables as JSON text): building the ORM object cost ~12 µs of a POST."""
+    return SimpleNamespace(
+        id=row["id"],
+        subject=row["subject"],
+        html=row["html"],
+        text=row["text"],
+        text_derived=row["text_derived"],
+        variables=orjson.loads(row["variables"]),
+    )
 
 
 def remember_used(version_id: str, used: list[str]) -> None:
