@@ -121,8 +121,14 @@ async def test_an_expired_idempotency_key_is_forgotten_and_taken_again(
         await session.execute(
             update(Batch).where(Batch.id == first.json()["id"]).values(created_at=long_ago)
         )
-    again = await post_batch(
-        client.http, send_key, template_id, make_recipients(1, prefix="n"), headers=old_key
+    # The key's expiry (an ORM update) must commit on its own before the insert naming the
+    # key again runs on the lent connection: in a transaction of its own connection it would
+    # hold the unique index, and the insert would wait for it forever.
+    again = await asyncio.wait_for(
+        post_batch(
+            client.http, send_key, template_id, make_recipients(1, prefix="n"), headers=old_key
+        ),
+        timeout=10,
     )
     assert again.status_code == 201, again.text
     assert again.headers.get("Idempotent-Replayed") is None

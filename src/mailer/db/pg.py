@@ -17,7 +17,6 @@ they use against the models.
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import AsyncIterable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -27,7 +26,6 @@ import orjson
 from sqlalchemy import FromClause
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm.attributes import instance_dict
 
@@ -108,6 +106,9 @@ class DriverPool:
         self._size = size
         self._pool: Any = None
         self._last_used = 0.0
+        # The engine whose connections run each statement in autocommit, for the ORM
+        # statements of a session this pool lends to (`single_statement_unit`).
+        self.autocommit_engine = engine.sync_engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def start(self) -> None:
         import asyncpg
@@ -229,9 +230,6 @@ def lend(session: AsyncSession, pool: DriverPool) -> None:
     db_engine.at_end(session, lent.give_back)
 
 
-_AUTOCOMMIT: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
-
-
 async def single_statement_unit(session: AsyncSession, pool: DriverPool) -> bool:
     """`mailer.db.dialect.single_statement_writes` for the API's small POSTs: if the session
     has not started, each of its statements commits on its own, its hand-written ones on a
@@ -243,12 +241,7 @@ async def single_statement_unit(session: AsyncSession, pool: DriverPool) -> bool
     POST's CPU, against ~0.02 ms from this pool (bench/api, issue 18; see DriverPool)."""
     if not is_postgresql(session) or session.in_transaction():
         return False
-    bind = session.sync_session.bind
-    assert isinstance(bind, Engine)
-    autocommit = _AUTOCOMMIT.get(bind)
-    if autocommit is None:
-        autocommit = _AUTOCOMMIT[bind] = bind.execution_options(isolation_level="AUTOCOMMIT")
-    session.sync_session.bind = autocommit
+    session.sync_session.bind = pool.autocommit_engine
     lend(session, pool)
     return True
 
