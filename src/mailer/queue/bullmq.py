@@ -29,10 +29,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
-from bullmq import DelayedError, Job, Queue, Worker
+from bullmq import DelayedError, Queue, Worker
 from redis.exceptions import NoScriptError
 
 from mailer.queue.base import ChunkJob, DelayJob, JobContext, JobHandler
+from mailer.queue.bullmq_add import JobAdder
 from mailer.queue.retry import retry_delay_ms
 
 log = structlog.get_logger(__name__)
@@ -216,6 +217,7 @@ class BullQueue:
         self._mark_script = self._client.register_script(_MARK_PENDING_LUA)
         self._pending_script = self._client.register_script(_HAS_PENDING_LUA)
         self._scripts_loaded = False  # see _mark_and_add
+        self._adders: dict[bool, JobAdder] = {}  # per lane (high or not), see _adder
         self._worker: _Worker | None = None  # the bulk lane's
         self._high_worker: _Worker | None = None
         self._starting = False
@@ -276,32 +278,34 @@ class BullQueue:
         marks are in place whenever the jobs are, since Redis runs one connection's commands
         in the order sent (no MULTI/EXEC: it cost ~20 µs of API CPU a POST and would add
         nothing; a mark whose add never runs is the window has_pending_for allows anyway).
-        bullmq's addBulk would send the adds on their own, and redis-py sends SCRIPT EXISTS
-        before every pipeline holding a script: a single-recipient POST cost three round
-        trips (tests/batches/test_round_trips.py counts them). Once the scripts are known to
-        be loaded the check is skipped; if Redis lost them (a restart, SCRIPT FLUSH) the
-        NOSCRIPT error makes us load them and run the whole thing again: marks and adds by
-        job id are idempotent."""
-        queue = self._high_queue if high else self._queue
-        scripts = queue.backend.scripts
+        bullmq's addBulk would send the adds on their own: a single-recipient POST cost
+        three round trips (tests/batches/test_round_trips.py counts them). The adds are
+        built by `JobAdder` (see bullmq_add). The scripts are sent with the first pipeline
+        (SCRIPT LOAD ahead of the commands using them); if Redis lost them since (a
+        restart, SCRIPT FLUSH) the NOSCRIPT error makes us send them again with the whole
+        thing: marks and adds by job id are idempotent."""
+        adder = self._adder(opts, high)
+        by_batch: dict[str, list[str]] = {}
+        for job in jobs:
+            by_batch.setdefault(job.batch_id, []).append(job.job_id)
         for attempt in range(2):
             pipe = self._client.pipeline(transaction=False)
-            by_batch: dict[str, list[str]] = {}
-            for job in jobs:
-                by_batch.setdefault(job.batch_id, []).append(job.job_id)
+            loads = 0 if self._scripts_loaded else 2
+            if loads:
+                pipe.script_load(self._mark_script.script)
+                pipe.script_load(adder.lua)
             for batch_id, ids in by_batch.items():
-                await self._mark_script(
-                    keys=[self._pending_key(batch_id, high)],
-                    args=[_PENDING_TTL_S, *ids],
-                    client=pipe,
+                pipe.execute_command(
+                    "EVALSHA",
+                    self._mark_script.sha,
+                    1,
+                    self._pending_key(batch_id, high),
+                    _PENDING_TTL_S,
+                    *ids,
                 )
+            timestamp = round(time.time() * 1000)
             for job in jobs:
-                job_opts = {**queue.jobsOpts, **opts, "jobId": job.job_id}
-                await scripts.addJob(
-                    Job(queue, JOB_NAME, _job_data(job), job_opts, job.job_id), pipe
-                )
-            if self._scripts_loaded:
-                pipe.scripts.clear()  # redis-py would send SCRIPT EXISTS first
+                pipe.execute_command(*adder.command(job.job_id, _job_data(job), timestamp))
             try:
                 results = await pipe.execute()
             except NoScriptError:
@@ -310,10 +314,20 @@ class BullQueue:
                     raise
                 continue
             self._scripts_loaded = True
-            failed = [r for r in results[len(by_batch) :] if isinstance(r, int) and r < 0]
+            failed = [r for r in results[loads + len(by_batch) :] if isinstance(r, int) and r < 0]
             if failed:
                 raise RuntimeError(f"bullmq refused a job (code {failed[0]})")
             return
+
+    def _adder(self, opts: dict[str, Any], high: bool) -> JobAdder:
+        """The JobAdder of a lane with `opts`: built once for the usual options."""
+        if opts != self._job_opts:
+            return JobAdder(self._high_queue if high else self._queue, JOB_NAME, opts)
+        adder = self._adders.get(high)
+        if adder is None:
+            queue = self._high_queue if high else self._queue
+            adder = self._adders[high] = JobAdder(queue, JOB_NAME, opts)
+        return adder
 
     async def _mark_pending(self, jobs: Sequence[ChunkJob], high: bool) -> None:
         by_batch: dict[str, list[str]] = {}
