@@ -96,6 +96,39 @@ async def test_blank_idempotency_key(client: ApiClient, send_key: str, key: str)
     assert await _batches(client) == 0
 
 
+@pytest.mark.parametrize("path", ["/api/v1/batches", "/api/v1/emails"])
+async def test_idempotency_key_longer_than_255(client: ApiClient, send_key: str, path: str) -> None:
+    """Both POSTs read the header in the route body (not as a FastAPI parameter): a key
+    over 255 characters is a 422 naming it, checked after the API key (401 without one)."""
+    template_id = await create_template(client.http, send_key)
+    if path.endswith("batches"):
+        body: dict[str, Any] = {"template_id": template_id, "recipients": make_recipients(1)}
+    else:
+        body = {"template_id": template_id, "to": "ann@example.com", "variables": {"name": "Ann"}}
+    headers = {"Idempotency-Key": "k" * 256}
+    refused = await client.http.post(
+        path, json=body, headers={**headers, "Authorization": f"Bearer {send_key}"}
+    )
+    _names(refused, "header:Idempotency-Key")
+    assert await _batches(client) == 0
+    assert_error(await client.http.post(path, json=body, headers=headers), 401)
+    taken = await client.http.post(
+        path,
+        json=body,
+        headers={"Idempotency-Key": "k" * 255, "Authorization": f"Bearer {send_key}"},
+    )
+    assert taken.status_code in (201, 202), taken.text
+
+
+async def test_both_posts_document_the_idempotency_key_header(client: ApiClient) -> None:
+    document = (await client.http.get("/openapi.json")).json()
+    for path in ("/api/v1/batches", "/api/v1/emails"):
+        parameters = document["paths"][path]["post"]["parameters"]
+        [header] = [p for p in parameters if p["in"] == "header"]
+        assert header["name"] == "Idempotency-Key"
+        assert header["schema"]["maxLength"] == 255
+
+
 @pytest.mark.parametrize("name", ["mailer_batch", "mailer_recipient", "Mailer_x", "MAILER_"])
 async def test_mailer_tag_prefix_is_reserved(client: ApiClient, send_key: str, name: str) -> None:
     template_id = await create_template(client.http, send_key)

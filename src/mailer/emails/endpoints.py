@@ -5,12 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 
 from mailer.auth.dependencies import SendKey, require
 from mailer.batches.schemas import EventOut
 from mailer.batches.service import request_hash
-from mailer.deps import ApiRoute, Session, State, request_session, state_of
+from mailer.deps import (
+    IDEMPOTENCY_KEY_DOC,
+    ApiRoute,
+    Session,
+    State,
+    idempotency_key,
+    request_session,
+    state_of,
+)
 from mailer.emails import lookup, service
 from mailer.emails.schemas import EmailCreate, EmailOut, EmailPage, EmailsCreated
 from mailer.jsonbody import read_body, request_body_doc
@@ -26,22 +34,20 @@ _STATUSES: dict[str, Any] = {"enum": list(RecipientStatus)}
     "",
     status_code=202,
     response_model=EmailsCreated,
-    openapi_extra=request_body_doc(EmailCreate),
+    openapi_extra={**request_body_doc(EmailCreate), **IDEMPOTENCY_KEY_DOC},
     responses={409: {"description": "Idempotency-Key reused with another body"}},
 )
-async def send_email(
-    request: Request,
-    background: BackgroundTasks,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> JsonResponse:
+async def send_email(request: Request) -> JsonResponse:
     """Send one email, to one address or up to 50 (each its own message and id), in the
     transactional lane (served before bulk batches). Durable in the database before 202 is
     answered."""
-    # The key is checked (before the body is read), the body read and the unit of work
-    # opened here, not by dependencies: see POST /batches.
+    # The key is checked (before the body is read), the headers and body read and the unit
+    # of work opened here, not by dependencies and parameters: see POST /batches.
     principal = await require(request, Scope.SEND)
+    key = idempotency_key(request)
     body = await read_body(request, EmailCreate)
     state = state_of(request)
+    background = BackgroundTasks()  # the after-commit enqueue, run once the 202 is sent
     async with request_session(state, False, background) as session:
         await service.writes_in_one_statement(session, body, state.driver_pool)
         result = await service.create_emails(
@@ -49,12 +55,12 @@ async def send_email(
             principal,
             body,
             body_hash=request_hash(await request.body()),
-            idempotency_key=idempotency_key,
+            idempotency_key=key,
             chunk_size=state.settings.chunk_size,
             queue=state.queue,
         )
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
-    return JsonResponse(result.response, status_code=202, headers=headers)
+    return JsonResponse(result.response, status_code=202, headers=headers, background=background)
 
 
 @router.get("", response_model=EmailPage)
