@@ -7,7 +7,7 @@ from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint, tex
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailer.ids import new_id
-from mailer.models.base import Base, JSONType, UTCDateTime, utcnow
+from mailer.models.base import Base, JSONType, UTCDateTime, transient, utcnow
 from mailer.models.enums import BatchPriority, BatchStatus
 
 
@@ -83,10 +83,8 @@ class Batch(Base):
     def new(cls, *, scheduled: bool, now: datetime, **fields: Any) -> Batch:
         """A batch as POST /batches and POST /emails create it: SCHEDULED until its send_at,
         otherwise SENDING from `now`."""
-        return cls(
-            id=new_id(),
-            status=BatchStatus.SCHEDULED if scheduled else BatchStatus.SENDING,
-            created_at=now,
-            started_at=None if scheduled else now,
-            **fields,
-        )
+        fields["id"] = new_id()
+        fields["status"] = BatchStatus.SCHEDULED if scheduled else BatchStatus.SENDING
+        fields["created_at"] = now
+        fields["started_at"] = None if scheduled else now
+        return transient(cls, fields)
