@@ -9,7 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from structlog.testing import capture_logs
 
 from mailer.db import after_commit, session_scope
-from mailer.db.after_commit import Callback, run_committed, take_committed
+from mailer.db.after_commit import (
+    Callback,
+    run_committed,
+    statements_commit_alone,
+    take_committed,
+)
 from mailer.models import SystemState
 from mailer.models.base import utcnow
 
@@ -142,3 +147,46 @@ async def test_objects_added_without_a_flush_are_written_at_the_commit(
     async with session_scope(sessionmaker) as session:
         session.add(SystemState(key="unflushed", value={}, updated_at=utcnow()))
     assert await _rows(sessionmaker) == 1
+
+
+async def test_a_unit_whose_statements_commit_alone_opens_no_transaction(
+    sessionmaker: Maker,
+) -> None:
+    """In a session declared to commit each statement on its own
+    (`mailer.db.pg.single_statement_unit`), a callback begins no transaction: it becomes due
+    when the unit of work ends without an error, and is dropped when it ends with one."""
+    calls: list[str] = []
+    async with session_scope(sessionmaker) as session:
+        statements_commit_alone(session)
+        after_commit(session, _recorder(calls, "after"))
+        assert not session.in_transaction()
+        assert calls == []
+    assert calls == ["after"]
+
+    async def refused() -> None:
+        async with session_scope(sessionmaker) as session:
+            statements_commit_alone(session)
+            after_commit(session, _recorder(calls, "never"))
+            raise Abort
+
+    with pytest.raises(Abort):
+        await refused()
+    assert calls == ["after"]
+
+
+async def test_a_unit_whose_statements_commit_alone_runs_its_callbacks_after_orm_work(
+    sessionmaker: Maker,
+) -> None:
+    """The same session after an ORM statement (it took a connection): the callbacks are due
+    at its commit, and the row is there when they run."""
+    seen_rows: list[int] = []
+
+    async def check_committed() -> None:
+        seen_rows.append(await _rows(sessionmaker))
+
+    async with session_scope(sessionmaker) as session:
+        statements_commit_alone(session)
+        session.add(SystemState(key="alone", value={}, updated_at=utcnow()))
+        await session.flush()
+        after_commit(session, check_committed)
+    assert seen_rows == [1]

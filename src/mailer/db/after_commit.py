@@ -25,14 +25,34 @@ Callback = Callable[[], Awaitable[Any]]
 
 _PENDING = "mailer.after_commit.pending"
 _COMMITTED = "mailer.after_commit.committed"
+_ALONE = "mailer.after_commit.statements_commit_alone"
 
 
 def after_commit(session: AsyncSession, callback: Callback) -> None:
-    """Run `callback` after the session's current transaction commits; never if it rolls back."""
-    sync = session.sync_session
-    if not sync.in_transaction():
-        sync.begin()  # the callback belongs to a transaction, even one with no statement yet
+    """Run `callback` after the session's current transaction commits; never if it rolls back.
+    In a session whose statements commit on their own (`statements_commit_alone`): once its
+    unit of work has ended without an error."""
+    if not session.info.get(_ALONE):
+        sync = session.sync_session
+        if not sync.in_transaction():
+            sync.begin()  # the callback belongs to a transaction, even one with no statement
     session.info.setdefault(_PENDING, []).append(callback)
+
+
+def statements_commit_alone(session: AsyncSession) -> None:
+    """Declare that each of the session's statements commits on its own
+    (`mailer.db.pg.single_statement_unit`): an `after_commit` callback then opens no
+    transaction of its own (a SessionTransaction begun and committed around nothing, ~5 %
+    of a small POST's CPU; bench/api, issue 18): `session_scope` makes it due."""
+    session.info[_ALONE] = True
+
+
+def make_due(session: AsyncSession) -> None:
+    """For a session whose unit of work ended without an error outside any transaction:
+    its pending callbacks become due. (Ended with an error, they go with the session.)"""
+    pending = session.info.pop(_PENDING, None)
+    if pending:
+        session.info.setdefault(_COMMITTED, []).extend(pending)
 
 
 def take_committed(session: AsyncSession) -> list[Callback]:

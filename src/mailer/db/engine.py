@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 
 from mailer.config import Settings
-from mailer.db.after_commit import Callback, run_callbacks, take_committed
+from mailer.db.after_commit import Callback, make_due, run_callbacks, take_committed
 from mailer.db.dialect import is_postgresql
 
 APPLICATION_NAME = "mailer"  # what pg_stat_activity shows for mailer's connections
@@ -148,13 +148,13 @@ async def session_scope(
         try:
             yield session
             if _holds_nothing(session):
-                session.sync_session.commit()
+                _end_without_io(session, committed=True)
             else:
                 await session.commit()
         except BaseException as exc:
             error = exc
             if _holds_nothing(session):
-                session.sync_session.rollback()
+                _end_without_io(session, committed=False)
             else:
                 await session.rollback()
             raise
@@ -184,6 +184,20 @@ _CONNECTED = "mailer.db.connected"
 @event.listens_for(Session, "after_begin")
 def _on_connection(session: Session, _transaction: Any, _connection: Any) -> None:
     session.info[_CONNECTED] = True
+
+
+def _end_without_io(session: AsyncSession, *, committed: bool) -> None:
+    """Commit (`committed`) or roll back a session that holds nothing. Outside a transaction
+    (its statements, if any, committed on their own) there is nothing to end but its
+    after-commit callbacks; Session.commit would begin a transaction only to commit it."""
+    sync = session.sync_session
+    if not sync.in_transaction():
+        if committed:
+            make_due(session)
+    elif committed:
+        sync.commit()
+    else:
+        sync.rollback()
 
 
 def _holds_nothing(session: AsyncSession) -> bool:

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm.attributes import instance_dict
 
 from mailer.db import engine as db_engine
+from mailer.db.after_commit import statements_commit_alone
 from mailer.db.dialect import is_postgresql
 from mailer.errors import MailerError
 from mailer.models import Batch, Template, TemplateVersion
@@ -243,6 +244,7 @@ async def single_statement_unit(session: AsyncSession, pool: DriverPool) -> bool
         return False
     session.sync_session.bind = pool.autocommit_engine
     lend(session, pool)
+    statements_commit_alone(session)
     return True
 
 
