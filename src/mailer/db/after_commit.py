@@ -47,9 +47,14 @@ def statements_commit_alone(session: AsyncSession) -> None:
     session.info[_ALONE] = True
 
 
+def commits_alone(session: AsyncSession) -> bool:
+    """Whether `statements_commit_alone` was said of the session."""
+    return bool(session.info.get(_ALONE))
+
+
 def make_due(session: AsyncSession) -> None:
-    """For a session whose unit of work ended without an error outside any transaction:
-    its pending callbacks become due. (Ended with an error, they go with the session.)"""
+    """For a session whose statements commit alone, ended without an error outside any
+    transaction: its pending callbacks become due. (With an error they go with it.)"""
     pending = session.info.pop(_PENDING, None)
     if pending:
         session.info.setdefault(_COMMITTED, []).extend(pending)

@@ -26,7 +26,13 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import Session
 
 from mailer.config import Settings
-from mailer.db.after_commit import Callback, make_due, run_callbacks, take_committed
+from mailer.db.after_commit import (
+    Callback,
+    commits_alone,
+    make_due,
+    run_callbacks,
+    take_committed,
+)
 from mailer.db.dialect import is_postgresql
 
 APPLICATION_NAME = "mailer"  # what pg_stat_activity shows for mailer's connections
@@ -187,17 +193,16 @@ def _on_connection(session: Session, _transaction: Any, _connection: Any) -> Non
 
 
 def _end_without_io(session: AsyncSession, *, committed: bool) -> None:
-    """Commit (`committed`) or roll back a session that holds nothing. Outside a transaction
-    (its statements, if any, committed on their own) there is nothing to end but its
-    after-commit callbacks; Session.commit would begin a transaction only to commit it."""
+    """Commit (`committed`) or roll back a session that holds nothing. One whose statements
+    commit alone, outside a transaction, has nothing to end but its after-commit callbacks:
+    Session.commit would begin a transaction only to commit it."""
     sync = session.sync_session
-    if not sync.in_transaction():
-        if committed:
-            make_due(session)
-    elif committed:
+    if not committed:
+        sync.rollback()
+    elif sync.in_transaction() or not commits_alone(session):
         sync.commit()
     else:
-        sync.rollback()
+        make_due(session)
 
 
 def _holds_nothing(session: AsyncSession) -> bool:
